@@ -1,0 +1,52 @@
+"""`tistudio` command line: argv -> config -> api. No training logic lives here.
+
+Each subcommand is a module in this package with `register(subparsers)`; its parser sets `func`,
+called with the parsed namespace. Modules import heavy libraries inside `func`, so `--help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+
+from ..errors import TIStudioError
+
+COMMANDS = ["create", "train", "generate", "convert", "inspect", "preprocess", "check", "runs",
+            "toy", "bench", "webui", "att_map"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tistudio", description="Train Textual Inversion and "
+                                     "DreamArtist embeddings for Stable Diffusion 1.x, 2.x and XL.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        # Subcommands land one issue at a time; a module not written yet is simply not offered.
+        if importlib.util.find_spec(f"{__package__}.{name}") is not None:
+            importlib.import_module(f"{__package__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Never the network: any hub access becomes an error instead of a download.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except TIStudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
