@@ -1,0 +1,81 @@
+"""Training prompts: a template line with `[filewords]` -> the caption's tags and `[name]` -> the
+embedding name (REFERENCE.md §2 "Prompt").
+
+Tags are the caption split on ",", stripped; empty tags ("a,,b", a trailing comma) are dropped first.
+Tag dropout keeps each tag independently when `rng.random() >= p`, so p = 1 drops every tag: that is
+a legitimate "train without captions" setting, and we allow it rather than secretly keeping one tag.
+When no tag survives, `[filewords]` is removed together with one adjacent ", " so the prompt does
+not end in a dangling comma. All randomness comes from the `rng` passed in: the same seed and the
+same calls give the same prompts.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..errors import TIStudioError
+
+FILEWORDS = "[filewords]"
+NAME = "[name]"
+# An empty [filewords] takes one neighbouring comma with it: "a photo of [name], [filewords]".
+_EMPTY_FILEWORDS = re.compile(r"\s*,\s*\[filewords\]|\[filewords\]\s*,\s*|\[filewords\]")
+
+
+def process_tags(caption: str, rng: random.Random, shuffle_tags: bool = False,
+                 tag_dropout: float = 0.0) -> str:
+    """The `[filewords]` text for one sample: tags after dropout and shuffle, joined with ", "."""
+    if not 0.0 <= tag_dropout <= 1.0:
+        raise TIStudioError(f"--tag-dropout {tag_dropout} is out of range; use a value from 0 to 1")
+    tags = [tag.strip() for tag in caption.split(",") if tag.strip()]
+    if tag_dropout > 0:
+        tags = [tag for tag in tags if rng.random() >= tag_dropout]
+    if shuffle_tags:
+        rng.shuffle(tags)
+    return ", ".join(tags)
+
+
+def fill(line: str, name: str, filewords: str) -> str:
+    """Substitute an already processed tag string and the name into a template line."""
+    if not filewords:
+        line = _EMPTY_FILEWORDS.sub("", line)
+    # [filewords] first, as A1111 does: a caption may itself say "[name]" and mean the embedding.
+    text = line.replace(FILEWORDS, filewords).replace(NAME, name)
+    # CLIP's tokenizer collapses whitespace anyway; doing it here keeps logged prompts readable.
+    return " ".join(text.split())
+
+
+def render(line: str, name: str, caption: str, rng: random.Random, shuffle_tags: bool = False,
+           tag_dropout: float = 0.0) -> str:
+    return fill(line, name, process_tags(caption, rng, shuffle_tags, tag_dropout))
+
+
+@dataclass(frozen=True)
+class Prompt:
+    line_index: int  # which template line: DreamArtist pairs it with the same line of the plain template
+    filewords: str   # the processed tags, so a paired prompt can reuse exactly the same ones
+    text: str
+
+
+class PromptSampler:
+    """Draws a fresh template line for every sample of every step (A1111 defect 3: with shuffle and
+    dropout off, each image kept one template line for the whole run). Its only state is `rng`;
+    save `rng.getstate()` with a checkpoint for an exact resume."""
+
+    def __init__(self, lines: Sequence[str], rng: random.Random, shuffle_tags: bool = False,
+                 tag_dropout: float = 0.0):
+        if not lines:
+            raise TIStudioError("the prompt template has no lines; add at least one line with [name]")
+        self.lines = list(lines)
+        self.rng = rng
+        self.shuffle_tags = shuffle_tags
+        self.tag_dropout = tag_dropout
+
+    def sample(self, name: str, caption: str) -> Prompt:
+        index = self.rng.randrange(len(self.lines))
+        filewords = process_tags(caption, self.rng, self.shuffle_tags, self.tag_dropout)
+        return Prompt(index, filewords, fill(self.lines[index], name, filewords))
+
+    def batch(self, name: str, captions: Sequence[str]) -> list[Prompt]:
+        return [self.sample(name, caption) for caption in captions]
