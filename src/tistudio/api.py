@@ -1,0 +1,70 @@
+"""The Python API: what the CLI and the web UI call. Each function takes plain values or config
+dataclasses and returns results; none prints or parses argv."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import TIStudioError
+from .models.components import Components
+
+
+def load_model(path: str, family: str | None = None, prediction: str | None = None) -> Components:
+    from .models.load import load_model as _load
+
+    return _load(path, family=family, prediction=prediction)
+
+
+def create_embedding(model: str | Components, name: str, init_text: str = "*", vectors: int = 1,
+                     out_dir: str | Path = "embeddings", overwrite: bool = False, fmt: str = "a1111-pt") -> Path:
+    """Write OUT_DIR/NAME.pt (or .safetensors) initialised from `init_text`."""
+    from .embedding.create import create_embedding as _create
+    from .embedding.embedding import validate_name
+    from .embedding.formats import FORMATS, save_embedding
+
+    validate_name(name)
+    if fmt not in FORMATS:
+        raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    path = Path(out_dir) / f"{name}{FORMATS[fmt][0]}"
+    if path.exists() and not overwrite:
+        raise TIStudioError(f"{path} already exists; pass --overwrite to replace it or choose another name")
+    c = load_model(model) if isinstance(model, str) else model
+    return save_embedding(_create(c, name, init_text, vectors), path, fmt)
+
+
+def train(cfg, components: Components | None = None, callback=None, stop=None, progress: bool = True,
+          resume: str | None = None):
+    from .train.run import train as _train
+
+    return _train(cfg, components, callback, stop, progress, resume)
+
+
+def load_embeddings_dir(folder: str | Path | None, widths: tuple[int, ...]) -> dict:
+    """{trigger: vectors} for every embedding file under `folder` that fits the model."""
+    from .embedding.formats import load_embedding
+
+    if not folder:
+        return {}
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TIStudioError(f"--embeddings {folder}: not a folder")
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in (".pt", ".bin", ".safetensors") and path.is_file():
+            emb = load_embedding(path)
+            emb.check_fits(widths, str(path))
+            found[emb.name] = emb.vectors
+    return found
+
+
+def generate(model: str | Components, options, embeddings_dir: str | Path | None = None,
+             out_dir: str | Path = "outputs", clip_skip: int = 1, vectors: dict | None = None) -> list[Path]:
+    from .generate.sample import generate as _generate, save_png
+
+    c = load_model(model) if isinstance(model, str) else model
+    found = {**load_embeddings_dir(embeddings_dir, c.widths), **(vectors or {})}
+    images = _generate(c, options, found, clip_skip=clip_skip, progress=True)
+    out_dir = Path(out_dir)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(save_png(image, out_dir / f"{options.seed + i:08d}.png"))
+    return paths

@@ -1,0 +1,144 @@
+"""Run configuration as data: frozen dataclasses, validated on construction, saved with every run
+and loadable from TOML. Only the standard library (and tomli_w for writing) is used here."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import TIStudioError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+LATENT_SAMPLING = ("once", "deterministic", "random")
+CLIP_GRAD_MODES = ("none", "norm", "value")
+SAMPLERS = ("euler_a", "dpmpp_2m", "ddim", "euler")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise TIStudioError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = ""                   # diffusers folder or single .safetensors/.ckpt file
+    family: str | None = None         # sd1 | sd2 | sdxl; detected when None
+    prediction: str | None = None     # epsilon | v_prediction; detected when None
+    clip_skip: int = 1                # the seed suggests 2 for anime models
+
+    def __post_init__(self):
+        _check(self.clip_skip in (1, 2, 3, 4), f"--clip-skip {self.clip_skip}: use 1 to 4")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run. Derived numbers (epochs, steps per epoch) live in the plan."""
+
+    model: ModelConfig = ModelConfig()
+    embedding: str = ""               # the embedding file to train (made by `tistudio create`)
+    data: str = ""                    # folder of images (+ sidecar .txt captions)
+    method: str = "ti"                # ti (DreamArtist arrives as its own objective)
+    log_dir: str = "runs"             # run folder is LOG_DIR/NAME
+    output: str | None = None         # final embedding path; default: overwrite the input embedding
+    formats: tuple[str, ...] = ("a1111-pt", "safetensors")
+    template: str = "style_filewords"
+    filename_regex: str | None = None
+    filename_join: str = " "
+    shuffle_tags: bool = False
+    tag_dropout: float = 0.0
+    lr: str = "0.005"                 # schedule grammar, e.g. "0.05:200, 0.005:1000, 0.001"
+    batch_size: int = 1
+    grad_accum: int = 1
+    steps: int = 3000                 # max optimizer steps
+    width: int | None = None          # default: the family's native resolution
+    height: int | None = None
+    flip: bool = False
+    seed: int = 0
+    latent_sampling: str = "once"
+    vae_offload: bool = False         # the seed's "Move VAE to RAM": off the accelerator after caching
+    save_every: int = 500
+    preview_every: int = 500
+    preview_prompt: str = ""          # empty: a prompt from the dataset
+    preview_negative: str = ""
+    preview_seed: int = 1234
+    preview_steps: int = 20
+    preview_cfg: float = 7.0
+    preview_sampler: str = "euler_a"
+    png_embeddings: bool = False
+    precision: str = "fp32"           # dtype of the frozen weights; vectors are always fp32
+    clip_grad_mode: str = "none"
+    clip_grad: float = 1.0
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+
+    def __post_init__(self):
+        _check(self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1")
+        _check(self.grad_accum >= 1, f"--grad-accum {self.grad_accum}: must be at least 1")
+        _check(self.steps >= 1, f"--steps {self.steps}: must be at least 1")
+        for opt, v in (("--width", self.width), ("--height", self.height)):
+            _check(v is None or (v > 0 and v % 8 == 0), f"{opt} {v}: must be a positive multiple of 8")
+        _check(0.0 <= self.tag_dropout < 1.0, f"--tag-dropout {self.tag_dropout}: use 0 <= p < 1")
+        _check(self.precision in PRECISIONS, f"--precision {self.precision}: use {'|'.join(PRECISIONS)}")
+        _check(self.latent_sampling in LATENT_SAMPLING,
+               f"--latent-sampling {self.latent_sampling}: use {'|'.join(LATENT_SAMPLING)}")
+        _check(self.clip_grad_mode in CLIP_GRAD_MODES,
+               f"--clip-grad-mode {self.clip_grad_mode}: use {'|'.join(CLIP_GRAD_MODES)}")
+        _check(self.preview_sampler in SAMPLERS, f"--preview-sampler {self.preview_sampler}: use {'|'.join(SAMPLERS)}")
+        _check(self.save_every >= 0 and self.preview_every >= 0, "--save-every/--preview-every: use 0 (off) or more")
+        if self.filename_regex:
+            try:
+                re.compile(self.filename_regex)
+            except re.error as exc:
+                raise TIStudioError(f"--filename-regex {self.filename_regex!r} is not a valid regex ({exc})") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain TOML-able dict (None values dropped, tuples as lists)."""
+    out = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        if v is not None:
+            out[f.name] = v
+    return out
+
+
+def from_dict(cls, data: dict, source: str = "config"):
+    """Build `cls` from a dict, naming any unknown key so typos are not silently ignored."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        key = key.replace("-", "_")
+        if key not in known:
+            raise TIStudioError(f"{source}: unknown option {key!r}; known: {', '.join(sorted(known))}")
+        sub = known[key].default
+        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
+            value = from_dict(type(sub), value, source)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise TIStudioError(f"{source}: {exc}") from None
+
+
+def load_toml(path: str | Path) -> dict:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TIStudioError(f"--config {path}: file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TIStudioError(f"--config {path}: not valid TOML ({exc})") from None
+
+
+def dump_toml(cfg: Any) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(to_dict(cfg))

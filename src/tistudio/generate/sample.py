@@ -1,0 +1,114 @@
+"""txt2img with embeddings: our prompt encoding (so any number of embeddings work in prompt and
+negative prompt) handed to diffusers' pipelines as prompt embeddings, which bring the samplers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from ..errors import TIStudioError
+from ..models.components import Components
+from ..models.conditioning import PromptEncoder
+
+SAMPLER_CLASSES = {
+    "euler_a": ("EulerAncestralDiscreteScheduler", "Euler a"),
+    "euler": ("EulerDiscreteScheduler", "Euler"),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", "DPM++ 2M"),
+    "ddim": ("DDIMScheduler", "DDIM"),
+}
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    prompt: str
+    negative_prompt: str = ""
+    sampler: str = "euler_a"
+    steps: int = 20
+    cfg: float = 7.0
+    seed: int = 0
+    width: int | None = None
+    height: int | None = None
+    n: int = 1
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLER_CLASSES:
+            raise TIStudioError(f"--sampler {self.sampler!r}: use one of {', '.join(SAMPLER_CLASSES)}")
+        for opt, v in (("--width", self.width), ("--height", self.height)):
+            if v is not None and (v <= 0 or v % 8):
+                raise TIStudioError(f"{opt} {v}: must be a positive multiple of 8")
+        if self.steps < 1 or self.n < 1:
+            raise TIStudioError("--steps and --n must be at least 1")
+
+
+def _pipeline(c: Components, sampler: str):
+    import diffusers
+
+    # SD's own sampling configs use "leading" spacing with offset 1.
+    scheduler = getattr(diffusers, SAMPLER_CLASSES[sampler][0]).from_config(
+        c.scheduler.config, steps_offset=1, timestep_spacing="leading")
+    if c.family.name == "sdxl":
+        return diffusers.StableDiffusionXLPipeline(
+            vae=c.vae, text_encoder=c.text_encoders[0], text_encoder_2=c.text_encoders[1],
+            tokenizer=c.tokenizer, tokenizer_2=c.tokenizer, unet=c.unet, scheduler=scheduler)
+    return diffusers.StableDiffusionPipeline(
+        vae=c.vae, text_encoder=c.text_encoders[0], tokenizer=c.tokenizer, unet=c.unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def parameters_text(o: GenerateOptions, width: int, height: int, seed: int, c: Components) -> str:
+    """A1111's "parameters" text chunk, so other tools read our PNGs' settings."""
+    lines = [o.prompt]
+    if o.negative_prompt:
+        lines.append(f"Negative prompt: {o.negative_prompt}")
+    fields = [f"Steps: {o.steps}", f"Sampler: {SAMPLER_CLASSES[o.sampler][1]}", f"CFG scale: {o.cfg:g}",
+              f"Seed: {seed}", f"Size: {width}x{height}"]
+    if c.short_hash:
+        fields.append(f"Model hash: {c.short_hash}")
+    fields.append(f"Model: {c.name}")
+    lines.append(", ".join(fields))
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def generate(c: Components, options: GenerateOptions, vectors: Mapping[str, Sequence[torch.Tensor]] | None = None,
+             clip_skip: int = 1, progress: bool = False,
+             callback: Callable[[int, int], None] | None = None) -> list:
+    """Images (PIL, with `.info["parameters"]`) for seeds seed, seed+1, ... seed+n-1."""
+    o = options
+    width = o.width or c.family.resolution
+    height = o.height or c.family.resolution
+    encoder = PromptEncoder(c, clip_skip)
+    # One call for both prompts so they share a chunk count (the pipeline needs equal shapes).
+    cond = encoder.encode([o.prompt, o.negative_prompt], vectors)
+    pipe = _pipeline(c, o.sampler)
+    pipe.set_progress_bar_config(disable=not progress)
+    dtype = c.unet.dtype
+    kwargs = dict(prompt_embeds=cond.context[:1].to(dtype), negative_prompt_embeds=cond.context[1:].to(dtype))
+    if cond.pooled is not None:
+        kwargs.update(pooled_prompt_embeds=cond.pooled[:1].to(dtype),
+                      negative_pooled_prompt_embeds=cond.pooled[1:].to(dtype))
+    images = []
+    for i in range(o.n):
+        seed = o.seed + i
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        out = pipe(num_inference_steps=o.steps, guidance_scale=o.cfg, width=width, height=height,
+                   generator=gen, output_type="pil", **kwargs)
+        image = out.images[0]
+        image.info["parameters"] = parameters_text(o, width, height, seed, c)
+        images.append(image)
+        if callback:
+            callback(i + 1, o.n)
+    return images
+
+
+def save_png(image, path):
+    """Write a PNG with its generation parameters in a tEXt chunk, atomically."""
+    from PIL import PngImagePlugin
+
+    from ..atomic import write_with
+
+    info = PngImagePlugin.PngInfo()
+    if "parameters" in image.info:
+        info.add_text("parameters", image.info["parameters"])
+    return write_with(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))

@@ -1,0 +1,124 @@
+"""The one training loop, shared by every objective and model family. It reads top to bottom:
+lr for this step (a pure function of it), micro-batches (a pure function of it), loss, backward,
+unscale, clip, step; then logs, snapshots and previews. Everything random comes from generators that
+are saved with the state, so a resumed run continues exactly."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..data.batches import batch_at
+from ..events import Finished, Message, Progress, Saved
+from ..models.denoiser import noisy_and_target, sample_timesteps
+from . import state as train_state
+from .objectives.base import MicroBatch
+from .preview import write_preview
+from .session import Session
+
+
+@dataclass
+class TrainResult:
+    step: int
+    reason: str
+    outputs: list
+    last_loss: float
+
+
+def _micro_batch(s: Session, indices, flips) -> MicroBatch:
+    c = s.c
+    latents = s.cache.get(list(indices), list(flips), s.generator) * c.vae_scale
+    noise = torch.randn(latents.shape, generator=s.generator)
+    t = sample_timesteps(len(indices), s.generator, c.scheduler.config.num_train_timesteps)
+    noisy, target = noisy_and_target(c, latents, noise, t)
+    weights = s.cache.weights(list(indices), list(flips))
+    prompts = s.prompts.batch(s.objective.embeddings[0].name, [s.cache.records[i].caption for i in indices])
+    dev = s.device
+    return MicroBatch(prompts=prompts, latents=latents.to(dev), noise=noise.to(dev), timesteps=t.to(dev),
+                      noisy=noisy.to(dev), target=target.to(dev),
+                      weights=None if weights is None else weights.to(dev), indices=list(indices),
+                      flips=list(flips), pixel_size=(s.height, s.width))
+
+
+def _clip(s: Session) -> None:
+    mode, value = s.cfg.clip_grad_mode, s.cfg.clip_grad
+    for e in s.objective.embeddings:  # per embedding, so one cannot starve the other of its norm
+        if mode == "norm":
+            torch.nn.utils.clip_grad_norm_(e.params, value)
+        elif mode == "value":
+            torch.nn.utils.clip_grad_value_(e.params, value)
+
+
+def save_point(s: Session, step: int, final: bool = False) -> list:
+    """Snapshot embeddings (run folder), the resumable state, and the loss CSV, all atomically."""
+    paths = []
+    for e in s.objective.embeddings:
+        emb = e.snapshot(step)
+        if not all(torch.isfinite(v).all() for v in emb.vectors):
+            s.callback(Message("warning", f"step {step}: {e.name} has non-finite values; not saved"))
+            return []
+        if not final:
+            paths += s.run.save_snapshot(emb, s.cfg.formats)
+    state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, s.generator, s.prompt_rng)
+    train_state.save(s.run.root, state)
+    s.run.flush_loss()
+    return paths
+
+
+def run_loop(s: Session, progress: bool = True) -> TrainResult:
+    from tqdm import tqdm
+
+    cfg, n = s.cfg, len(s.cache)
+    step, reason, last_loss = s.start_step, "completed", float("nan")
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
+               unit="step", disable=not progress, dynamic_ncols=True)
+    started, done_here = time.perf_counter(), 0
+    while step < cfg.steps:
+        if s.stop.stopped:
+            reason = "interrupted"
+            break
+        lr = s.schedule.lr_at(step)
+        if lr is None:
+            reason = "schedule-ended"
+            break
+        for group in s.optimizer.param_groups:
+            group["lr"] = lr * group["lr_weight"]  # every change, so a multiplier is never lost
+        plan = batch_at(step, n_items=n, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                        seed=cfg.seed, flip=cfg.flip)
+        s.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for indices, flips in zip(plan.micro_batches, plan.flips):
+            mb = _micro_batch(s, indices, flips)
+            # Mean over the whole optimizer batch: each micro-batch carries its share.
+            loss = s.objective.loss(mb).sum() / (cfg.batch_size * cfg.grad_accum)
+            (s.scaler.scale(loss) if s.scaler else loss).backward()
+            total += float(loss.detach())
+        if s.scaler:
+            s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
+        _clip(s)
+        if s.scaler:
+            s.scaler.step(s.optimizer)
+            s.scaler.update()
+        else:
+            s.optimizer.step()
+        step += 1
+        done_here += 1
+        last_loss = total
+        s.run.log_loss(step, plan.epoch, plan.epoch_step, total, lr)
+        per_step = (time.perf_counter() - started) / done_here
+        bar.update(1)
+        bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2g}")
+        s.callback(Progress(step, cfg.steps, total, lr, plan.epoch, plan.epoch_step, per_step,
+                            per_step * (cfg.steps - step)))
+        if cfg.save_every and step % cfg.save_every == 0:
+            paths = save_point(s, step)
+            s.callback(Saved(step, tuple(map(str, paths))))
+        if cfg.preview_every and step % cfg.preview_every == 0:
+            write_preview(s, step)
+    bar.close()
+    return TrainResult(step, reason, [], last_loss if math.isfinite(last_loss) else float("nan"))
+
+
+__all__ = ["run_loop", "save_point", "TrainResult", "Finished"]

@@ -1,0 +1,44 @@
+"""What every objective shares: trainable embeddings (only their rows are Parameters, fp32) and the
+step batch the loop prepares."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ...embedding.embedding import Embedding
+
+
+class TrainableEmbedding:
+    """One embedding's vectors as fp32 Parameters (one per text encoder), plus a learning-rate weight
+    applied on every schedule change (DreamArtist's negative multiplier)."""
+
+    def __init__(self, source: Embedding, device: torch.device, lr_weight: float = 1.0):
+        self.source = source
+        self.lr_weight = lr_weight
+        self.params = tuple(torch.nn.Parameter(v.detach().float().to(device).clone()) for v in source.vectors)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def snapshot(self, step: int, name: str | None = None, vectors=None) -> Embedding:
+        vectors = tuple(v.detach().float().cpu().clone() for v in (vectors or self.params))
+        return replace(self.source, name=name or self.source.name, vectors=vectors, step=step,
+                       meta=dict(self.source.meta))
+
+
+@dataclass
+class MicroBatch:
+    """One micro-batch, ready for the objective. Latents [B,4,h,w] are already scaled."""
+
+    prompts: list            # data.prompts.Prompt (line_index, filewords, text)
+    latents: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    noisy: torch.Tensor
+    target: torch.Tensor
+    weights: torch.Tensor | None   # [B,1,h,w] loss weights (attention / alpha maps) or None
+    indices: list[int]
+    flips: list[bool]
+    pixel_size: tuple[int, int]    # (height, width)

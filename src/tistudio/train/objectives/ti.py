@@ -1,0 +1,25 @@
+"""Textual Inversion (Gal et al. 2022): the prompt with the embedding, one UNet call, MSE to the
+noise (or velocity for v-prediction models)."""
+from __future__ import annotations
+
+import torch
+
+from ...models.components import Components
+from ...models.conditioning import PromptEncoder
+from ...models.denoiser import per_sample_mse, predict
+from .base import MicroBatch, TrainableEmbedding
+
+
+class TIObjective:
+    def __init__(self, components: Components, encoder: PromptEncoder, embedding: TrainableEmbedding):
+        self.c = components
+        self.encoder = encoder
+        self.embeddings = [embedding]
+
+    def vectors(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {e.name: e.params for e in self.embeddings}
+
+    def loss(self, batch: MicroBatch) -> torch.Tensor:
+        cond = self.encoder.encode([p.text for p in batch.prompts], self.vectors())
+        pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
+        return per_sample_mse(pred, batch.target, batch.weights)

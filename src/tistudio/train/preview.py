@@ -1,0 +1,42 @@
+"""Preview images during training: a fixed prompt and seed, so images at different steps compare."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data.prompts import fill, process_tags
+from ..events import Previewed
+from ..generate.sample import GenerateOptions, generate, save_png
+
+
+def preview_prompt(s) -> str:
+    """--preview-prompt, or the first template line filled with the first image's caption."""
+    if s.cfg.preview_prompt:
+        return s.cfg.preview_prompt
+    name = s.objective.embeddings[0].name
+    caption = process_tags(s.cache.records[0].caption, rng=None) if s.cache.records else ""
+    return fill(s.prompts.lines[0], name, caption)
+
+
+def write_preview(s, step: int) -> Path:
+    cfg = s.cfg
+    options = GenerateOptions(prompt=preview_prompt(s), negative_prompt=cfg.preview_negative,
+                              sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
+                              seed=cfg.preview_seed, width=s.width, height=s.height)
+    vectors = {name: tuple(v.detach() for v in vs) for name, vs in s.objective.vectors().items()}
+    vae_device = next(s.c.vae.parameters()).device
+    s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decode
+    with torch.no_grad():
+        image = generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip)[0]
+    s.c.vae.to(vae_device)
+    name = s.objective.embeddings[0].name
+    path = save_png(image, s.run.images / f"{name}-{step}.png")
+    s.callback(Previewed(step, str(path)))
+    if cfg.png_embeddings:
+        from ..embedding.formats.a1111_png import save_png_embedding
+
+        s.run.image_embeddings.mkdir(parents=True, exist_ok=True)
+        for e in s.objective.embeddings:
+            save_png_embedding(e.snapshot(step), s.run.image_embeddings / f"{e.name}-{step}.png", image)
+    return path

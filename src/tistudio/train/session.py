@@ -1,0 +1,156 @@
+"""Set-up of a training run: config -> model, embedding(s), data, latent cache, objective,
+optimizer, run folder, and (on resume) the saved state. Everything the loop needs, built once."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig, dump_toml, from_dict, load_toml
+from ..atomic import write_text
+from ..data.dataset import make_records, scan_images
+from ..data.latent_cache import LatentCache
+from ..data.prompts import PromptSampler
+from ..data.templates import load_template
+from ..embedding.embedding import Embedding
+from ..embedding.formats import load_embedding
+from ..errors import TIStudioError
+from ..events import Callback, Message, StopToken
+from ..models.components import Components
+from ..models.conditioning import PromptEncoder
+from . import state as train_state
+from .objectives.base import TrainableEmbedding
+from .objectives.ti import TIObjective
+from .outputs import RunFolder
+from .schedules import LRSchedule, parse_lr
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Session:
+    cfg: TrainConfig
+    c: Components
+    objective: TIObjective
+    cache: LatentCache
+    prompts: PromptSampler
+    optimizer: torch.optim.Optimizer
+    scaler: object | None
+    schedule: LRSchedule
+    run: RunFolder
+    generator: torch.Generator
+    prompt_rng: random.Random
+    device: torch.device
+    start_step: int
+    width: int
+    height: int
+    callback: Callback
+    stop: StopToken
+    skipped: list = field(default_factory=list)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_components(cfg: TrainConfig) -> Components:
+    from ..models.load import load_model
+
+    m = cfg.model
+    if not m.model:
+        raise TIStudioError("--model is required: a diffusers folder or a .safetensors/.ckpt file")
+    return load_model(m.model, family=m.family, prediction=m.prediction)
+
+
+def _embedding(cfg: TrainConfig, c: Components) -> Embedding:
+    if not cfg.embedding:
+        raise TIStudioError("--embedding is required: a file made by `tistudio create NAME`")
+    emb = load_embedding(cfg.embedding)
+    emb.check_fits(c.widths, cfg.embedding)
+    return emb
+
+
+def _encode_fn(c: Components, device: torch.device):
+    def encode(pixels: torch.Tensor):
+        dist = c.vae.encode(pixels.to(device, c.vae.dtype)).latent_dist
+        return dist.mean, dist.std
+    return encode
+
+
+def prepare(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
+            stop: StopToken | None = None, progress: bool = True, resume: str | None = None) -> Session:
+    callback = callback or (lambda event: None)
+    stop = stop or StopToken()
+    device = pick_device(cfg.device)
+    c = components or load_components(cfg)
+    c.freeze()
+    width = cfg.width or c.family.resolution
+    height = cfg.height or c.family.resolution
+    emb = _embedding(cfg, c)
+    lines = load_template(cfg.template)
+
+    images, skipped = scan_images(cfg.data)
+    for path, reason in skipped:
+        callback(Message("warning", f"skipped {path}: {reason}"))
+    records = make_records(images, width=width, height=height, factor=c.vae_factor,
+                           regex=cfg.filename_regex, join=cfg.filename_join)
+
+    dtype = DTYPES[cfg.precision]
+    for module in (c.unet, *c.text_encoders):
+        # Passing a dtype to diffusers' .to() warns even when nothing changes.
+        module.to(device) if module.dtype == dtype else module.to(device, dtype)
+    c.vae.to(device)  # the VAE encodes in fp32 for the cache, then may leave the device
+    if cfg.gradient_checkpointing:
+        c.unet.enable_gradient_checkpointing()
+        # Only the vectors need gradients, so checkpointed segments must still see a grad input.
+        c.unet.train()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    cache = LatentCache.build(records, _encode_fn(c, device), width=width, height=height,
+                              mode=cfg.latent_sampling, flip=cfg.flip, batch_size=cfg.batch_size,
+                              generator=torch.Generator().manual_seed(cfg.seed + 1), progress=progress)
+    if cfg.vae_offload:
+        c.vae.to("cpu")
+
+    run = RunFolder(Path(cfg.log_dir) / emb.name)
+    trainable = TrainableEmbedding(emb, device)
+    objective = TIObjective(c, PromptEncoder(c, cfg.model.clip_skip), trainable)
+    groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
+    # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
+    optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    prompt_rng = random.Random(cfg.seed)
+    start_step = emb.step
+    if resume:
+        saved = train_state.load(Path(resume))
+        for e in objective.embeddings:
+            for p, v in zip(e.params, saved["vectors"][e.name]):
+                p.data.copy_(v.to(device))
+        optimizer.load_state_dict(saved["optimizer"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        train_state.restore_rngs(saved, generator, prompt_rng)
+        start_step = int(saved["step"])
+        run.truncate_after(start_step)
+        callback(Message("info", f"resumed {resume} at step {start_step}"))
+    write_text(run.root / "config.toml", dump_toml(cfg))
+    return Session(cfg=cfg, c=c, objective=objective, cache=cache,
+                   prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
+                   optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
+                   generator=generator, prompt_rng=prompt_rng, device=device, start_step=start_step,
+                   width=width, height=height, callback=callback, stop=stop, skipped=skipped)
+
+
+def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:
+    """The run's saved config with `overrides` (explicitly given options) on top."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise TIStudioError(f"--resume {run_dir}: no config.toml there; pass a run folder written by "
+                            "`tistudio train` (LOG_DIR/NAME)")
+    base = load_toml(path)
+    model = {**base.get("model", {}), **overrides.pop("model", {})}
+    return from_dict(TrainConfig, {**base, **overrides, "model": model}, str(path))
+
