@@ -1,7 +1,10 @@
 """A1111's `.pt`: a torch.save'd dict with string_to_param {"*": tensor[n, dim]} (REFERENCE.md §1).
-SDXL embeddings in the A1111 ecosystem use the clip_l/clip_g layout instead (safetensors_fmt)."""
+SDXL embeddings in the A1111 ecosystem use the clip_l/clip_g layout instead, which A1111 also reads
+from a `.pt`. Pickles are read with torch's weights-only unpickler: code in a file is never run."""
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -9,12 +12,17 @@ import torch
 from ...atomic import write_with
 from ...errors import TIStudioError
 from ..embedding import Embedding
+from .limits import check_file_size
+
+_GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand \d+|Trying to call reduce for "
+                        r"callable ([\w.]+)|Unsupported class ([\w.]+)")
 
 
 def to_dict(emb: Embedding) -> dict:
+    """The dict A1111 writes (also the JSON inside PNG embeddings)."""
     if len(emb.vectors) == 1:
         params = {"string_to_param": {"*": emb.vectors[0]}, "string_to_token": {"*": 265}}
-    else:  # SDXL: A1111 itself reads the clip_l / clip_g keys from a .pt as well.
+    else:
         params = {"clip_l": emb.vectors[0], "clip_g": emb.vectors[1]}
     return {**params, "name": emb.name, "step": int(emb.step), "sd_checkpoint": emb.sd_checkpoint,
             "sd_checkpoint_name": emb.sd_checkpoint_name}
@@ -25,11 +33,24 @@ def save(emb: Embedding, path: str | Path) -> Path:
     return write_with(path, lambda tmp: torch.save(data, tmp))
 
 
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    found = _GLOBAL_RE.search(text)
+    if found:
+        return f"it holds pickled code ({found.group(0)}), which is never run"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return first[:160]
+
+
 def read_pickle(path: str | Path) -> object:
-    """torch.load that never executes pickled code: only tensors and plain containers are allowed."""
+    """torch.load that never executes pickled code: only tensors, plain containers and the old
+    ParameterDict (reconstructed as data, its class code is torch's own) are allowed."""
+    path = Path(path)
+    check_file_size(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings(), torch.serialization.safe_globals([torch.nn.ParameterDict]):
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only raises UnpicklingError for any global it does not allow
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TIStudioError(f"{path}: not a safe tensor file ({first[:200]}); "
-                            "only plain tensor dictionaries are loaded, never pickled code") from None
+        raise TIStudioError(f"{path}: refused as a tensor file: {_reason(exc)}; "
+                            "only plain tensor dictionaries are loaded") from None

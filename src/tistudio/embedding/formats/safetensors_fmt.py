@@ -1,12 +1,19 @@
 """`.safetensors` embeddings in the layout A1111 and ComfyUI read: `emb_params` for SD1/SD2,
-`clip_l` + `clip_g` for SDXL, with our metadata as strings."""
+`clip_l` + `clip_g` for SDXL, with our metadata as strings. The reader accepts every dict layout."""
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 from ...atomic import write_with
+from ...errors import TIStudioError
 from ..embedding import Embedding
+from .dicts import BUNDLE_PREFIX
+from .limits import check_file_size
+
+MAX_HEADER_BYTES = 16 << 20
+MAX_TENSORS = 16  # an embedding holds 1-4 tensors; more means a model or LoRA file
 
 
 def tensors_of(emb: Embedding) -> dict:
@@ -16,14 +23,56 @@ def tensors_of(emb: Embedding) -> dict:
 
 
 def metadata_of(emb: Embedding) -> dict[str, str]:
-    meta = {"name": emb.name, "step": str(emb.step), "vectors": str(emb.n_vectors),
-            "sd_checkpoint": emb.sd_checkpoint or "", "sd_checkpoint_name": emb.sd_checkpoint_name or ""}
-    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in emb.meta.items()})
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in emb.meta.items()}
+    meta.update({"name": emb.name, "step": str(emb.step), "vectors": str(emb.n_vectors),
+                 "sd_checkpoint": emb.sd_checkpoint or "", "sd_checkpoint_name": emb.sd_checkpoint_name or ""})
     return meta
 
 
 def save(emb: Embedding, path: str | Path) -> Path:
+    return save_tensors(tensors_of(emb.detached()), metadata_of(emb), path)
+
+
+def save_tensors(tensors: dict, metadata: dict[str, str], path: str | Path) -> Path:
     from safetensors.torch import save_file
 
-    emb = emb.detached()
-    return write_with(path, lambda tmp: save_file(tensors_of(emb), str(tmp), metadata=metadata_of(emb)))
+    return write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def is_safetensors(head: bytes, size: int) -> bool:
+    """8-byte little-endian header length, then a JSON object."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 2 <= struct.unpack("<Q", head[:8])[0] <= size - 8
+
+
+def _header_keys(path: Path) -> list[str]:
+    size = check_file_size(path)
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise TIStudioError(f"{path}: safetensors header claims {length} bytes; the file is damaged")
+        header = json.loads(fh.read(length))
+    if not isinstance(header, dict):
+        raise TIStudioError(f"{path}: safetensors header is not a JSON object; the file is damaged")
+    return [k for k in header if k != "__metadata__"]
+
+
+def read(path: Path) -> tuple[dict, dict[str, str]]:
+    """The tensors (only the embedding's, for LoRA files with bundled embeddings) and metadata."""
+    from safetensors import safe_open
+
+    try:
+        keys = _header_keys(path)
+        if any(k.startswith(BUNDLE_PREFIX) for k in keys):
+            keys = [k for k in keys if k.startswith(BUNDLE_PREFIX)]
+        if len(keys) > MAX_TENSORS:
+            raise TIStudioError(f"{path}: holds {len(keys)} tensors, which is a model or LoRA, "
+                                "not an embedding")
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: fh.get_tensor(k) for k in keys}, dict(fh.metadata() or {})
+    except TIStudioError:
+        raise
+    except Exception as exc:  # safetensors reports damage as assorted exception types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TIStudioError(f"{path}: unreadable safetensors file ({first[:160]})") from None
