@@ -17,7 +17,8 @@ import torch
 from ..errors import TIStudioError
 from .dataset import ImageRecord, check_size, load_image
 
-# encode(pixels [B, 3, H, W] fp32 CPU in [-1, 1]) -> (mean, std), each [B, C, H/f, W/f], any device/dtype
+# encode(pixels [B, 3, H, W] fp32 CPU in [-1, 1]) -> (mean, std), each [B, C, H/f, W/f], any device/dtype.
+# B is `batch_size` images, doubled with `flip` (originals, then their mirrors).
 EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 MODES = ("once", "deterministic", "random")
 
@@ -45,17 +46,19 @@ class LatentCache:
         if not records:
             raise TIStudioError("no training images to encode; pass --data with a folder of images")
         check_size(width, height)
-        views = 2 if flip else 1
+        views, per_call = (2 if flip else 1), max(1, batch_size)
         means, stds = [], []
         with tqdm(total=len(records) * views, desc="caching latents", unit="img", disable=not progress) as bar, \
                 torch.no_grad():
-            for start in range(0, len(records), max(1, batch_size)):
-                chunk = records[start:start + max(1, batch_size)]
+            for start in range(0, len(records), per_call):
+                chunk = records[start:start + per_call]
                 pixels = torch.stack([load_image(r.path, width, height) for r in chunk])
                 if flip:  # [b, 3, H, W] -> [2b, 3, H, W]: originals then their mirrors
                     pixels = torch.cat([pixels, pixels.flip(-1)])
                 mean, std = encode(pixels)
                 mean, std = mean.detach().float().cpu(), std.detach().float().cpu()
+                if start == 0:  # fail before encoding the rest of the dataset
+                    cls._check_weight_maps(records, mean.shape[-2:])
                 if mode == "once":
                     mean = mean + std * torch.randn(mean.shape, generator=generator)
                 # [views*b, C, h, w] -> [b, views, C, h, w]
@@ -63,9 +66,7 @@ class LatentCache:
                 if mode == "random":
                     stds.append(std.view(views, len(chunk), *std.shape[1:]).transpose(0, 1))
                 bar.update(len(chunk) * views)
-        mean = torch.cat(means).contiguous()
-        cls._check_weight_maps(records, mean.shape[-2:])
-        return cls(tuple(records), width, height, mode, flip, mean,
+        return cls(tuple(records), width, height, mode, flip, torch.cat(means).contiguous(),
                    torch.cat(stds).contiguous() if stds else None)
 
     @staticmethod
@@ -113,6 +114,5 @@ class LatentCache:
 
     def pixels(self, index: int, flip: bool = False) -> torch.Tensor:
         """[3, H, W] in [-1, 1], reloaded from disk (pixels are not kept: they dwarf the latents)."""
-        self._views([index], [flip])
         image = load_image(self.records[index].path, self.width, self.height)
         return image.flip(-1) if flip else image
