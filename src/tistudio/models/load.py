@@ -1,0 +1,153 @@
+"""Load a Stable Diffusion model into `Components`, fully offline.
+
+Accepted: a diffusers pipeline folder (model_index.json) or a single `.safetensors`/`.ckpt` file in
+the original layout (see single_file.py). Family and prediction type are detected and can be
+overridden. Nothing here may reach the network: every load passes `local_files_only=True` and the
+process is put in Hugging Face offline mode, so a missing file is an error, never a download.
+
+`short_hash` is A1111's model hash (first 10 hex digits of the file's sha256). A folder has no
+single file, so we hash its UNet weights file, the part that defines the model's identity.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import TIStudioError
+from .components import Components
+from .family import PREDICTIONS, get_family
+from .single_file import (MODEL_HINT, build_modules, detect_family, detect_prediction, first_line,
+                          in_channels, read_checkpoint, shipped_config)
+from .tokenizer import ASSET, load_clip_tokenizer
+
+FOLDER_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+def load_model(path: str | Path, family: str | None = None, prediction: str | None = None,
+               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+               config: str | Path | None = None) -> Components:
+    """`config` (single files only): a diffusers folder whose configs describe the checkpoint's
+    architecture, replacing the shipped full-size configs (e.g. for small custom models)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if family is not None:
+        get_family(family)
+    if prediction is not None and prediction not in PREDICTIONS:
+        raise TIStudioError(f"--prediction {prediction!r} is unknown; use one of {', '.join(PREDICTIONS)}")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise TIStudioError(f"--model {path}: no such file or folder; {MODEL_HINT}")
+    if path.is_dir():
+        family, prediction, cfg_dir, parts, hash_file = _from_folder(path, family, prediction, dtype)
+        name = path.name
+    else:
+        family, prediction, cfg_dir, parts, hash_file = _from_file(path, family, prediction, dtype, config)
+        name = path.stem
+    encoders, unet, vae = parts
+    spec = get_family(family)
+    tokenizer = load_clip_tokenizer(_tokenizer_folder(cfg_dir / "tokenizer"), spec.encoders[0].pad_token)
+    return Components(
+        family=spec, prediction=prediction, tokenizer=tokenizer,
+        text_encoders=[te.to(device) for te in encoders],
+        pad_ids=[tokenizer.convert_tokens_to_ids(e.pad_token) for e in spec.encoders],
+        unet=unet.to(device), vae=vae.to(device), scheduler=_training_scheduler(cfg_dir, prediction),
+        name=name, short_hash=_short_hash(hash_file), source=str(path), extra={"config": str(cfg_dir)},
+    ).freeze()
+
+
+def _from_folder(path: Path, family, prediction, dtype):
+    if not (path / "model_index.json").is_file():
+        raise TIStudioError(f"--model {path}: folder is not a diffusers model (no model_index.json); {MODEL_HINT}")
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    family = family or _folder_family(path)
+    prediction = prediction or _scheduler_config(path).get("prediction_type") or "epsilon"
+    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+               "text_encoder_2": CLIPTextModelWithProjection}
+    loaded = {}
+    for sub in FOLDER_PARTS[: 4 if family == "sdxl" else 3]:
+        try:
+            loaded[sub] = classes[sub].from_pretrained(str(path), subfolder=sub, local_files_only=True,
+                                                       torch_dtype=dtype, variant=_variant(path / sub))
+        except (OSError, ValueError) as exc:  # hub/offline errors are OSErrors too
+            raise TIStudioError(f"--model {path}: cannot load {sub}/ ({first_line(exc)}); {MODEL_HINT}") from None
+    encoders = [loaded["text_encoder"]] + ([loaded["text_encoder_2"]] if family == "sdxl" else [])
+    return family, prediction, path, (encoders, loaded["unet"], loaded["vae"]), _weights_file(path / "unet")
+
+
+def _from_file(path: Path, family, prediction, dtype, config):
+    ckpt = read_checkpoint(path)
+    family = family or detect_family(ckpt.state_dict, path)
+    if config is not None:
+        config = Path(config).expanduser()
+        if not (config / "unet" / "config.json").is_file():
+            raise TIStudioError(f"--config {config}: not a diffusers config folder (no unet/config.json); "
+                                f"pass a folder laid out like a diffusers model")
+    fallback = _scheduler_config(config).get("prediction_type") if config else None
+    prediction = prediction or detect_prediction(ckpt, family, fallback)
+    cfg_dir = config or shipped_config(family, prediction)
+    channels = in_channels(ckpt.state_dict)
+    if config is None and channels not in (None, 4):
+        raise TIStudioError(f"{path}: the UNet takes {channels} input channels (an inpainting or "
+                            f"instruct model); only text-to-image models are supported")
+    parts = build_modules(ckpt.state_dict, family, cfg_dir, dtype, path)
+    return family, prediction, cfg_dir, parts, path
+
+
+def _folder_family(path: Path) -> str:
+    if (path / "text_encoder_2").is_dir():
+        return "sdxl"
+    try:
+        unet = json.loads((path / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        raise TIStudioError(f"--model {path}: no readable unet/config.json; {MODEL_HINT}") from None
+    if unet.get("addition_embed_type") == "text_time":
+        return "sdxl"
+    # SD2's UNet uses linear projections in its transformers and 1024-wide OpenCLIP context.
+    if unet.get("use_linear_projection") or unet.get("cross_attention_dim") == 1024:
+        return "sd2"
+    return "sd1"
+
+
+def _scheduler_config(folder: Path) -> dict:
+    file = folder / "scheduler" / "scheduler_config.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def _training_scheduler(folder: Path, prediction: str):
+    from diffusers import DDPMScheduler
+
+    cfg = {k: v for k, v in _scheduler_config(folder).items() if not k.startswith("_")}
+    # Training only needs the noise schedule; clip_sample would clamp latents to [-1, 1] in step().
+    return DDPMScheduler.from_config({**cfg, "prediction_type": prediction, "clip_sample": False})
+
+
+def _tokenizer_folder(folder: Path) -> Path:
+    has_vocab = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    return folder if has_vocab else ASSET
+
+
+def _variant(folder: Path) -> str | None:
+    """diffusers needs `variant="fp16"` to pick up folders that only hold *.fp16.* weights."""
+    names = [p.name for p in folder.glob("*") if p.suffix in (".safetensors", ".bin")]
+    return "fp16" if names and all(".fp16." in n for n in names) else None
+
+
+def _weights_file(folder: Path) -> Path:
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise TIStudioError(f"--model {folder.parent}: no weights in {folder.name}/; {MODEL_HINT}")
+    return files[0]
+
+
+def _short_hash(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:10]
