@@ -14,8 +14,9 @@ from ...errors import TIStudioError
 from ..embedding import Embedding
 from .limits import check_file_size
 
-_GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand \d+|Trying to call reduce for "
-                        r"callable ([\w.]+)|Unsupported class ([\w.]+)")
+_GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)|Trying to call reduce for callable ([\w.]+)|"
+                        r"Unsupported class ([\w.]+)")
+_OPCODE_RE = re.compile(r"Unsupported operand (\d+)")
 
 
 def to_dict(emb: Embedding) -> dict:
@@ -37,7 +38,10 @@ def _reason(exc: Exception) -> str:
     text = str(exc)
     found = _GLOBAL_RE.search(text)
     if found:
-        return f"it holds pickled code ({found.group(0)}), which is never run"
+        return f"it references {next(g for g in found.groups() if g)}, code that is never run"
+    found = _OPCODE_RE.search(text)
+    if found:
+        return f"it is not a plain tensor pickle (pickle opcode {found.group(1)})"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
     return first[:160]
 

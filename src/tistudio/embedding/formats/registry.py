@@ -69,7 +69,7 @@ def _read_pair(path: Path, files: tuple[Path, ...]) -> Loaded:
         raise TIStudioError(f"{path}: {files[0].name} and {files[1].name} hold different numbers of vectors")
     first, meta = parts[0]
     folder = path if path.is_dir() else path.parent
-    first = replace(first, vectors=vectors, layout="diffusers" + (" (2 files)" if len(files) == 2 else ""))
+    first = replace(first, vectors=vectors, layout=" + ".join(f.name for f in files))
     return _build(first, meta, folder.name, "diffusers", files)
 
 

@@ -1,0 +1,68 @@
+"""Scan an embeddings folder recursively as A1111 does: every .pt/.bin/.safetensors and image file
+is an embedding whose trigger is its file stem (PNG/WebP: the name stored inside). Unlike A1111,
+two files with the same trigger are reported, not silently shadowed, and a diffusers SDXL folder
+(learned_embeds + learned_embeds_2) is one embedding named after the folder."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import TIStudioError
+from .diffusers_fmt import STEMS
+from .registry import Loaded, read_embedding
+
+log = logging.getLogger(__name__)
+SUFFIXES = {".pt", ".bin", ".safetensors", ".png", ".webp", ".jxl", ".avif"}
+
+
+@dataclass
+class ScanResult:
+    embeddings: dict[str, Loaded] = field(default_factory=dict)     # trigger -> first file (path order)
+    duplicates: dict[str, list[Path]] = field(default_factory=dict)  # trigger -> every file using it
+    skipped: list[tuple[Path, str]] = field(default_factory=list)    # unreadable files and why
+
+
+def _candidates(root: Path) -> list[Path]:
+    """Files and diffusers SDXL folders, in a stable order; symlinked folders are followed once."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        here = Path(folder)
+        names = {n for n in files if Path(n).suffix.lower() in SUFFIXES and not n.startswith(".")}
+        if any(Path(n).stem == STEMS[1] for n in names) and any(Path(n).stem == STEMS[0] for n in names):
+            found.append(here)
+            names = {n for n in names if Path(n).stem not in STEMS}
+        found.extend(here / n for n in sorted(names) if (here / n).stat().st_size > 0)
+    return found
+
+
+def scan_embeddings(root: str | Path) -> ScanResult:
+    root = Path(root)
+    if not root.is_dir():
+        raise TIStudioError(f"{root}: embeddings folder not found")
+    result, first_of = ScanResult(), {}  # lower-cased trigger -> (trigger, path)
+    for path in _candidates(root):
+        try:
+            loaded = read_embedding(path)
+        except TIStudioError as exc:
+            result.skipped.append((path, str(exc)))
+            log.warning("skipping %s", exc)
+            continue
+        trigger = loaded.embedding.name
+        # Prompts are lower-cased by the tokenizer, so "Foo" and "foo" collide too.
+        key = trigger.lower()
+        if key in first_of:
+            kept, kept_path = first_of[key]
+            result.duplicates.setdefault(kept, [kept_path]).append(path)
+            log.warning("trigger %r is used by %s and %s; the first is used", kept, kept_path, path)
+            continue
+        first_of[key] = (trigger, path)
+        result.embeddings[trigger] = loaded
+    return result
