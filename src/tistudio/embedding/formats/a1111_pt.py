@@ -52,9 +52,11 @@ def read_pickle(path: str | Path) -> object:
     path = Path(path)
     check_file_size(path)
     try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals([torch.nn.ParameterDict]):
+        # An open file, not the path: torch.load treats a `.safetensors` name as safetensors.
+        with open(path, "rb") as fh, warnings.catch_warnings(), \
+                torch.serialization.safe_globals([torch.nn.ParameterDict]):
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only raises UnpicklingError for any global it does not allow
         raise TIStudioError(f"{path}: refused as a tensor file: {_reason(exc)}; "
                             "only plain tensor dictionaries are loaded") from None
