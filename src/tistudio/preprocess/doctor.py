@@ -113,7 +113,8 @@ def _facts(path: Path, dct: np.ndarray, max_pixels: int) -> ImageFacts:
 
 def _distances(a: list[int], b: list[int]) -> np.ndarray:
     x = np.array(a, dtype=np.uint64)[:, None] ^ np.array(b, dtype=np.uint64)[None, :]
-    return np.bitwise_count(x)
+    bits = np.unpackbits(np.ascontiguousarray(x).view(np.uint8).reshape(len(a), len(b), 8), axis=-1)
+    return bits.sum(axis=-1)  # popcount, also on numpy 1.x
 
 
 def _similar_pairs(facts: list[ImageFacts], near: int) -> tuple[list, list, list]:
