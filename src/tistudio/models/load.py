@@ -82,7 +82,7 @@ def _from_folder(path: Path, family, prediction, dtype):
 
 def _from_file(path: Path, family, prediction, dtype, config):
     ckpt = read_checkpoint(path)
-    family = family or detect_family(ckpt.state_dict, path)
+    family = _file_family(ckpt, family, path)
     if config is not None:
         config = Path(config).expanduser()
         if not (config / "unet" / "config.json").is_file():
@@ -97,6 +97,21 @@ def _from_file(path: Path, family, prediction, dtype, config):
                             f"instruct model); only text-to-image models are supported")
     parts = build_modules(ckpt.state_dict, family, cfg_dir, dtype, path)
     return family, prediction, cfg_dir, parts, path
+
+
+def _file_family(ckpt, family: str | None, path: Path) -> str:
+    """The keys decide; an override serves files whose layout we cannot read, and may not
+    contradict keys we can (a CLIP-L model called SD2 would get the wrong pad token)."""
+    try:
+        detected = detect_family(ckpt.state_dict, path)
+    except TIStudioError:
+        if family is None:
+            raise
+        return family
+    if family is not None and family != detected:
+        raise TIStudioError(f"--family {family} contradicts {path}, whose keys are the {detected} layout; "
+                            f"drop --family or pass --family {detected}")
+    return detected
 
 
 def _folder_family(path: Path) -> str:

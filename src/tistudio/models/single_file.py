@@ -223,24 +223,31 @@ def build_modules(state: dict[str, torch.Tensor], family: str, config: Path, dty
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     kwargs = dict(config=str(config), local_files_only=True)
-    parts = [("text_encoder", CLIPTextModel)]
+    loaders = {
+        "unet": lambda: _cast(UNet2DConditionModel.from_single_file(state, subfolder="unet", **kwargs), dtype),
+        "vae": lambda: _cast(AutoencoderKL.from_single_file(state, subfolder="vae", **kwargs), dtype),
+        "text_encoder": lambda: create_diffusers_clip_model_from_ldm(
+            CLIPTextModel, state, subfolder="text_encoder", torch_dtype=dtype, **kwargs),
+    }
     if family == "sdxl":
-        parts.append(("text_encoder_2", CLIPTextModelWithProjection))
-    try:
-        unet = _cast(UNet2DConditionModel.from_single_file(state, subfolder="unet", **kwargs), dtype)
-        vae = _cast(AutoencoderKL.from_single_file(state, subfolder="vae", **kwargs), dtype)
-        encoders = [create_diffusers_clip_model_from_ldm(cls, state, subfolder=sub, torch_dtype=dtype, **kwargs)
-                    for sub, cls in parts]
-    except (ValueError, RuntimeError, KeyError, OSError) as exc:
-        raise TIStudioError(f"{source}: weights do not fit the {family} architecture in {config} "
-                            f"({first_line(exc)}); pass the right --family, or a config folder that "
-                            f"describes this model") from None
-    for name, module in (("unet", unet), ("vae", vae), *zip(("text_encoder", "text_encoder_2"), encoders)):
-        # diffusers builds on the meta device; a weight the file lacks would stay an empty shell.
+        loaders["text_encoder_2"] = lambda: create_diffusers_clip_model_from_ldm(
+            CLIPTextModelWithProjection, state, subfolder="text_encoder_2", torch_dtype=dtype, **kwargs)
+    modules = {}
+    for name, load in loaders.items():
+        try:
+            modules[name] = module = load()
+        except (ValueError, RuntimeError, KeyError, OSError) as exc:
+            if "meta tensor" in str(exc):  # diffusers builds on the meta device; a weight was never filled
+                raise TIStudioError(f"{source}: {name} weights are missing from the file; {MODEL_HINT}") from None
+            raise TIStudioError(f"{source}: {name} weights do not fit the {family} architecture in {config} "
+                                f"({first_line(exc)}); pass a config folder (diffusers layout) that "
+                                f"describes this model") from None
         missing = [n for n, p in module.named_parameters() if p.is_meta]
         if missing:
-            raise TIStudioError(f"{source}: {name} weights missing from the file (e.g. {missing[0]}); "
+            raise TIStudioError(f"{source}: {name} weights are missing from the file (e.g. {missing[0]}); "
                                 f"{MODEL_HINT}")
+    encoders = [modules["text_encoder"]] + ([modules["text_encoder_2"]] if family == "sdxl" else [])
+    unet, vae = modules["unet"], modules["vae"]
     return encoders, unet, vae
 
 
@@ -251,4 +258,7 @@ def _cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    line = text[0] if text else ""
+    if isinstance(exc, KeyError) or not line:
+        line = f"{type(exc).__name__} {line}".strip()
+    return line[:200]
