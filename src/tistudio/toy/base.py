@@ -1,0 +1,220 @@
+"""The recipe that trains the toy base model from scratch (`tistudio toy train-base`).
+
+Two phases, both on the CPU in well under an hour:
+1. the VAE learns to reconstruct a pool of rendered scenes (MSE + a tiny KL, as SD's VAE);
+2. the pool is encoded once, then the UNet and the CLIP text encoder learn together to denoise those
+   latents given captions, with warm-up + cosine learning rate, min-SNR loss weighting (Hang et al.
+   2023, faster convergence) and an EMA of the weights, which is what gets saved.
+While it trains, the EMA model draws images for trained captions and the classifier scores them.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..atomic import write_text
+from .classifier import classify
+from .concepts import HELD_OUT, base_training_caption, base_training_scene
+from .model import (ToyArch, build_scheduler, build_text_encoder, build_unet, build_vae,
+                    save_toy_model)
+from .sample import sample_images, to_uint8, token_ids
+from .scenes import COLOURS, FRAMES, SHAPES, Scene, render
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    arch: ToyArch = field(default_factory=ToyArch)
+    seed: int = 0
+    pool: int = 20000            # scenes rendered and encoded once; captions are drawn per step
+    vae_steps: int = 800
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    steps: int = 12000
+    batch: int = 64
+    lr: float = 5e-4
+    warmup: int = 300
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
+    eval_every: int = 1000
+    eval_n: int = 64
+    eval_sampler_steps: int = 20
+    guidance: float = 5.0
+    threads: int = 2
+
+
+def lr_at(step: int, r: BaseRecipe) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < r.warmup:
+        return r.lr * (step + 1) / r.warmup
+    progress = (step - r.warmup) / max(r.steps - r.warmup, 1)
+    return r.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def render_pool(r: BaseRecipe, rng: np.random.Generator) -> tuple[list[Scene], torch.Tensor]:
+    scenes = [base_training_scene(rng) for _ in range(r.pool)]
+    pixels = np.stack([np.asarray(render(s, r.arch.image_size)) for s in scenes])
+    return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()   # uint8 [N, 3, H, W]
+
+
+def as_unit(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.float() / 127.5 - 1.0
+
+
+def train_vae(vae, pixels: torch.Tensor, r: BaseRecipe, rng: np.random.Generator, log: Callable) -> dict:
+    opt = torch.optim.AdamW(vae.parameters(), lr=r.vae_lr, weight_decay=0.0)
+    vae.train()
+    started = time.time()
+    for step in range(r.vae_steps):
+        for g in opt.param_groups:
+            g["lr"] = r.vae_lr * min(1.0, (step + 1) / 50) * (0.1 if step > 0.8 * r.vae_steps else 1.0)
+        x = as_unit(pixels[rng.integers(len(pixels), size=r.vae_batch)])
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = torch.nn.functional.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == r.vae_steps - 1:
+            log(f"vae step {step} loss {loss.item():.5f} {time.time() - started:.0f}s")
+    vae.eval()
+    with torch.no_grad():
+        idx = np.arange(min(256, len(pixels)))
+        recon = vae.decode(vae.encode(as_unit(pixels[idx])).latent_dist.mean).sample
+    truth = [classify(np.asarray(p)) for p in pixels[idx].permute(0, 2, 3, 1).numpy()]
+    got = [classify(im) for im in to_uint8(recon)]
+    acc = sum(a.matches(b.colour, b.shape) for a, b in zip(got, truth)) / len(idx)
+    log(f"vae reconstructions classified like their originals: {acc:.1%}")
+    return {"vae_recon_accuracy": acc, "vae_final_loss": loss.item()}
+
+
+@torch.no_grad()
+def encode_pool(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """Posterior means [N, 4, h, w], already multiplied by the VAE's scaling factor, which is set here
+    so that latents have unit variance (as SD's 0.18215 does for its VAE)."""
+    means = torch.cat([vae.encode(as_unit(pixels[i:i + 256])).latent_dist.mean
+                       for i in range(0, len(pixels), 256)])
+    scale = float(1.0 / means.std())
+    vae.register_to_config(scaling_factor=scale)
+    return means * scale
+
+
+def evaluation_prompts(n: int, rng: np.random.Generator) -> tuple[list[str], list[tuple[str, str]]]:
+    """Captions of the kind the model was trained on (named, non-held-out pairings)."""
+    pairs = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in HELD_OUT]
+    picks = [pairs[i % len(pairs)] for i in rng.permutation(max(n, len(pairs)))[:n]]
+    prompts = [FRAMES[int(rng.integers(len(FRAMES)))].format(f"{c} {s}") for c, s in picks]
+    return prompts, picks
+
+
+def caption_accuracy(vae, unet, text_encoder, scheduler, tokenizer, n: int, *, seed: int = 1234,
+                     sampler_steps: int = 20, guidance: float = 5.0) -> dict:
+    """Colour, shape and joint accuracy of the classifier on images drawn from trained captions."""
+    prompts, truths = evaluation_prompts(n, np.random.default_rng(seed))
+    images = []
+    for i in range(0, n, 64):
+        images += sample_images(vae, unet, text_encoder, scheduler, tokenizer, prompts[i:i + 64],
+                                steps=sampler_steps, guidance=guidance, seed=seed + i)
+    preds = [classify(im) for im in images]
+    return {"colour": sum(p.colour == c for p, (c, _) in zip(preds, truths)) / n,
+            "shape": sum(p.shape == s for p, (_, s) in zip(preds, truths)) / n,
+            "both": sum(p.matches(c, s) for p, (c, s) in zip(preds, truths)) / n}
+
+
+def _min_snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    alpha_bar = scheduler.alphas_cumprod[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    return torch.clamp(snr, max=gamma) / snr    # epsilon prediction
+
+
+class _TokenCache:
+    """Captions repeat constantly; tokenize each distinct one once."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids = tokenizer, {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = [c for c in set(captions) if c not in self.ids]
+        if missing:
+            for c, row in zip(missing, token_ids(self.tokenizer, missing)):
+                self.ids[c] = row
+        return torch.stack([self.ids[c] for c in captions])
+
+
+def train_denoiser(parts: dict, latents: torch.Tensor, scenes: list[Scene], r: BaseRecipe,
+                   rng: np.random.Generator, log: Callable) -> tuple[dict, list[dict]]:
+    unet, text_encoder, scheduler = parts["unet"], parts["text_encoder"], parts["scheduler"]
+    ema = {"unet": copy.deepcopy(unet).eval(), "text_encoder": copy.deepcopy(text_encoder).eval()}
+    live = list(unet.parameters()) + list(text_encoder.parameters())
+    shadow = list(ema["unet"].parameters()) + list(ema["text_encoder"].parameters())
+    opt = torch.optim.AdamW(live, lr=r.lr, weight_decay=0.0)
+    tokens = _TokenCache(parts["tokenizer"])
+    history, started = [], time.time()
+    gen = torch.Generator().manual_seed(r.seed)
+    unet.train(), text_encoder.train()
+    for step in range(r.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, r)
+        idx = rng.integers(len(latents), size=r.batch)
+        ids = tokens([base_training_caption(scenes[i], rng) for i in idx])
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (r.batch,), generator=gen)
+        xt = scheduler.add_noise(x0, noise, t)
+        pred = unet(xt, t, encoder_hidden_states=text_encoder(ids).last_hidden_state).sample
+        per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (per_sample * _min_snr_weights(scheduler, t, r.min_snr_gamma)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(live, 1.0)
+        opt.step()
+        decay = min(r.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(shadow, live, 1 - decay)
+        if step % 100 == 0:
+            log(f"step {step} loss {loss.item():.4f} lr {lr_at(step, r):.2e} "
+                f"{(time.time() - started) / (step + 1):.2f}s/step")
+        if (step + 1) % r.eval_every == 0 or step == r.steps - 1:
+            acc = caption_accuracy(parts["vae"], ema["unet"], ema["text_encoder"], scheduler,
+                                   parts["tokenizer"], r.eval_n, sampler_steps=r.eval_sampler_steps,
+                                   guidance=r.guidance)
+            history.append({"step": step + 1, "minutes": (time.time() - started) / 60, **acc})
+            log(f"eval step {step + 1}: colour {acc['colour']:.1%} shape {acc['shape']:.1%} "
+                f"both {acc['both']:.1%}")
+    return ema, history
+
+
+def train_base(r: BaseRecipe, out: str | Path, log: Callable = print) -> dict:
+    """Train the toy model from scratch and save it (EMA weights) as a diffusers folder at `out`."""
+    from ..models.tokenizer import load_clip_tokenizer
+
+    torch.set_num_threads(r.threads)
+    # Tiny late-training gradients underflow into denormals, which are ~100x slower on x86 CPUs.
+    torch.set_flush_denormal(True)
+    torch.manual_seed(r.seed)
+    rng = np.random.default_rng(r.seed)
+    started = time.time()
+    parts = {"vae": build_vae(r.arch), "unet": build_unet(r.arch),
+             "text_encoder": build_text_encoder(r.arch), "scheduler": build_scheduler(),
+             "tokenizer": load_clip_tokenizer()}
+    scenes, pixels = render_pool(r, rng)
+    log(f"rendered {len(scenes)} scenes at {r.arch.image_size}px")
+    report = train_vae(parts["vae"], pixels, r, rng, log)
+    parts["vae"].requires_grad_(False)
+    latents = encode_pool(parts["vae"], pixels)
+    log(f"encoded pool to latents {tuple(latents.shape[1:])}, scaling factor "
+        f"{parts['vae'].config.scaling_factor:.4f}")
+    ema, history = train_denoiser(parts, latents, scenes, r, rng, log)
+    folder = save_toy_model(parts["vae"], ema["unet"], ema["text_encoder"], parts["scheduler"], out)
+    report.update(recipe=asdict(r), history=history, minutes=(time.time() - started) / 60,
+                  final=history[-1] if history else None)
+    write_text(folder / "toy_training.json", json.dumps(report, indent=2))
+    log(f"saved {folder} after {report['minutes']:.1f} min")
+    return report
