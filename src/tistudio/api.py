@@ -21,7 +21,7 @@ def create_embedding(model: str | Components, name: str, init_text: str = "*", v
     from .embedding.embedding import validate_name
     from .embedding.formats import FORMATS, save_embedding
 
-    validate_name(name)
+    validate_name(name)  # cheap checks first: no model load for a request that must fail
     if fmt not in FORMATS:
         raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     path = Path(out_dir) / f"{name}{FORMATS[fmt][0]}"

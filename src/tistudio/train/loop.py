@@ -1,17 +1,16 @@
 """The one training loop, shared by every objective and model family. It reads top to bottom:
 lr for this step (a pure function of it), micro-batches (a pure function of it), loss, backward,
 unscale, clip, step; then logs, snapshots and previews. Everything random comes from generators that
-are saved with the state, so a resumed run continues exactly."""
+are pure functions of the step or saved with the state, so a resumed run continues exactly."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 
 from ..data.batches import batch_at
-from ..events import Finished, Message, Progress, Saved
+from ..events import Message, Progress, Saved
 from ..models.denoiser import noisy_and_target, sample_timesteps
 from . import state as train_state
 from .objectives.base import MicroBatch
@@ -25,13 +24,26 @@ class TrainResult:
     reason: str
     outputs: list
     last_loss: float
+    run_dir: str = ""
 
 
-def _micro_batch(s: Session, indices, flips) -> MicroBatch:
+def _sample_generator(seed: int, position: int) -> torch.Generator:
+    """Noise, timestep and latent draw of one sample depend only on (seed, its place in the sample
+    stream), so batch 4 and 4 accumulated batches of 1 see the same randomness, and resume needs
+    no generator state."""
+    return torch.Generator().manual_seed((seed * 0x9E3779B1 + position) % (2**63 - 1))
+
+
+def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
     c = s.c
-    latents = s.cache.get(list(indices), list(flips), s.generator) * c.vae_scale
-    noise = torch.randn(latents.shape, generator=s.generator)
-    t = sample_timesteps(len(indices), s.generator, c.scheduler.config.num_train_timesteps)
+    latents, noise, t = [], [], []
+    for j, (index, flip) in enumerate(zip(indices, flips)):
+        gen = _sample_generator(s.cfg.seed, first_position + j)
+        latent = s.cache.get([index], [flip], gen) * c.vae_scale
+        latents.append(latent)
+        noise.append(torch.randn(latent.shape, generator=gen))
+        t.append(sample_timesteps(1, gen, c.scheduler.config.num_train_timesteps))
+    latents, noise, t = torch.cat(latents), torch.cat(noise), torch.cat(t)
     noisy, target = noisy_and_target(c, latents, noise, t)
     weights = s.cache.weights(list(indices), list(flips))
     prompts = s.prompts.batch(s.objective.embeddings[0].name, [s.cache.records[i].caption for i in indices])
@@ -61,7 +73,7 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
             return []
         if not final:
             paths += s.run.save_snapshot(emb, s.cfg.formats)
-    state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, s.generator, s.prompt_rng)
+    state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, s.prompt_rng)
     train_state.save(s.run.root, state)
     s.run.flush_loss()
     return paths
@@ -89,10 +101,11 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
                         seed=cfg.seed, flip=cfg.flip)
         s.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for indices, flips in zip(plan.micro_batches, plan.flips):
-            mb = _micro_batch(s, indices, flips)
+        per_step = cfg.batch_size * cfg.grad_accum
+        for m, (indices, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
+            mb = _micro_batch(s, indices, flips, step * per_step + m * cfg.batch_size)
             # Mean over the whole optimizer batch: each micro-batch carries its share.
-            loss = s.objective.loss(mb).sum() / (cfg.batch_size * cfg.grad_accum)
+            loss = s.objective.loss(mb).sum() / per_step
             (s.scaler.scale(loss) if s.scaler else loss).backward()
             total += float(loss.detach())
         if s.scaler:
@@ -107,18 +120,16 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
         done_here += 1
         last_loss = total
         s.run.log_loss(step, plan.epoch, plan.epoch_step, total, lr)
-        per_step = (time.perf_counter() - started) / done_here
+        seconds = (time.perf_counter() - started) / done_here
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2g}")
-        s.callback(Progress(step, cfg.steps, total, lr, plan.epoch, plan.epoch_step, per_step,
-                            per_step * (cfg.steps - step)))
+        s.callback(Progress(step, cfg.steps, total, lr, plan.epoch, plan.epoch_step, seconds,
+                            seconds * (cfg.steps - step)))
         if cfg.save_every and step % cfg.save_every == 0:
             paths = save_point(s, step)
             s.callback(Saved(step, tuple(map(str, paths))))
         if cfg.preview_every and step % cfg.preview_every == 0:
             write_preview(s, step)
     bar.close()
-    return TrainResult(step, reason, [], last_loss if math.isfinite(last_loss) else float("nan"))
+    return TrainResult(step, reason, [], last_loss, str(s.run.root))
 
-
-__all__ = ["run_loop", "save_point", "TrainResult", "Finished"]

@@ -40,7 +40,6 @@ class Session:
     scaler: object | None
     schedule: LRSchedule
     run: RunFolder
-    generator: torch.Generator
     prompt_rng: random.Random
     device: torch.device
     start_step: int
@@ -108,7 +107,6 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         c.unet.enable_gradient_checkpointing()
         # Only the vectors need gradients, so checkpointed segments must still see a grad input.
         c.unet.train()
-    generator = torch.Generator().manual_seed(cfg.seed)
     cache = LatentCache.build(records, _encode_fn(c, device), width=width, height=height,
                               mode=cfg.latent_sampling, flip=cfg.flip, batch_size=cfg.batch_size,
                               generator=torch.Generator().manual_seed(cfg.seed + 1), progress=progress)
@@ -132,7 +130,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         optimizer.load_state_dict(saved["optimizer"])
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
-        train_state.restore_rngs(saved, generator, prompt_rng)
+        train_state.restore_rngs(saved, prompt_rng)
         start_step = int(saved["step"])
         run.truncate_after(start_step)
         callback(Message("info", f"resumed {resume} at step {start_step}"))
@@ -140,7 +138,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     return Session(cfg=cfg, c=c, objective=objective, cache=cache,
                    prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
                    optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
-                   generator=generator, prompt_rng=prompt_rng, device=device, start_step=start_step,
+                   prompt_rng=prompt_rng, device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped)
 
 

@@ -1,0 +1,32 @@
+"""`tistudio create NAME --model M [--init-text T] [--vectors N] [--overwrite] [--out DIR]`"""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("create", help="create a new embedding file from an init text",
+                       description="Create DIR/NAME.pt whose vectors copy the init text's token embeddings.")
+    p.add_argument("name", help="the trigger word; also the file name")
+    p.add_argument("--model", required=True, help="diffusers folder or .safetensors/.ckpt checkpoint")
+    p.add_argument("--family", choices=["sd1", "sd2", "sdxl"], help="override the detected model family")
+    p.add_argument("--init-text", default="*", help="words to start from, e.g. '1girl' or 'painting' "
+                   "(default '*'; empty gives zero vectors)")
+    p.add_argument("--vectors", type=int, default=1, help="vectors per token, 1-75 (default 1)")
+    p.add_argument("--out", default="embeddings", help="output folder (default embeddings/)")
+    p.add_argument("--format", default="a1111-pt", dest="fmt", choices=["a1111-pt", "safetensors"])
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from .. import api
+    from ..errors import TIStudioError
+
+    target = Path(args.out) / f"{args.name}{'.pt' if args.fmt == 'a1111-pt' else '.safetensors'}"
+    if target.exists() and not args.overwrite:  # before loading a multi-GB model
+        raise TIStudioError(f"{target} already exists; pass --overwrite to replace it or choose another name")
+    c = api.load_model(args.model, family=args.family)
+    path = api.create_embedding(c, args.name, args.init_text, args.vectors, args.out, args.overwrite, args.fmt)
+    print(f"created {path} ({args.vectors} vector(s), {c.family.name}, init text {args.init_text!r})")
+    return 0

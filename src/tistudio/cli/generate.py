@@ -1,0 +1,37 @@
+"""`tistudio generate --model M --prompt P [--negative-prompt NP] [--embeddings DIR] ...`"""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate images with embeddings in the prompt",
+                       description="txt2img; every embedding under --embeddings can be used by its "
+                       "file name in the prompt or the negative prompt.")
+    p.add_argument("--model", required=True, help="diffusers folder or .safetensors/.ckpt checkpoint")
+    p.add_argument("--family", choices=["sd1", "sd2", "sdxl"])
+    p.add_argument("--prediction", choices=["epsilon", "v_prediction"])
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--embeddings", help="folder of embeddings (scanned recursively)")
+    p.add_argument("--sampler", default="euler_a", choices=["euler_a", "euler", "dpmpp_2m", "ddim"])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--n", type=int, default=1, help="number of images")
+    p.add_argument("--clip-skip", type=int, default=1)
+    p.add_argument("--out", default="outputs", help="output folder (default outputs/)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import api
+    from ..generate.sample import GenerateOptions
+
+    options = GenerateOptions(prompt=args.prompt, negative_prompt=args.negative_prompt, sampler=args.sampler,
+                              steps=args.steps, cfg=args.cfg, seed=args.seed, width=args.width,
+                              height=args.height, n=args.n)
+    c = api.load_model(args.model, family=args.family, prediction=args.prediction)
+    for path in api.generate(c, options, args.embeddings, args.out, args.clip_skip):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,122 @@
+"""`tistudio train --model M --embedding FILE --data DIR [--config run.toml] [flags]`
+
+Options given on the command line override the TOML file (or, with --resume, the run's saved
+config); options not given keep those values or the defaults."""
+from __future__ import annotations
+
+import signal
+from ..config import TrainConfig
+
+# flag -> (config field, type, help). Types: None = store_true.
+OPTIONS = {
+    "--embedding": ("embedding", str, "embedding file to train (from `tistudio create`)"),
+    "--data": ("data", str, "folder of training images with optional .txt captions"),
+    "--log-dir": ("log_dir", str, "run folders go to LOG_DIR/NAME (default runs/)"),
+    "--output": ("output", str, "final embedding path (default: overwrite --embedding)"),
+    "--template": ("template", str, "style | subject | style_filewords | subject_filewords | none | PATH"),
+    "--filename-regex": ("filename_regex", str, r"regex whose matches form the caption, e.g. '\w+'"),
+    "--filename-join": ("filename_join", str, "string joining the regex matches (default ' ')"),
+    "--shuffle-tags": ("shuffle_tags", None, "shuffle the comma-separated caption tags each step"),
+    "--tag-dropout": ("tag_dropout", float, "probability of dropping each caption tag each step"),
+    "--lr": ("lr", str, "learning rate or schedule, e.g. '0.05:200, 0.005:1000, 0.001' (default 0.005)"),
+    "--batch-size": ("batch_size", int, "images per micro-batch (default 1)"),
+    "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step (default 1)"),
+    "--steps": ("steps", int, "max optimizer steps (default 3000)"),
+    "--width": ("width", int, "training width, multiple of 8 (default: the family's resolution)"),
+    "--height": ("height", int, "training height, multiple of 8"),
+    "--flip": ("flip", None, "randomly mirror images (exact: mirrored latents are encoded too)"),
+    "--seed": ("seed", int, "seed for data order, noise and prompts (default 0)"),
+    "--latent-sampling": ("latent_sampling", str, "once | deterministic | random (default once)"),
+    "--vae-offload": ("vae_offload", None, "move the VAE off the accelerator after caching latents"),
+    "--save-every": ("save_every", int, "snapshot the embedding every N steps, 0 = off (default 500)"),
+    "--preview-every": ("preview_every", int, "preview image every N steps, 0 = off (default 500)"),
+    "--preview-prompt": ("preview_prompt", str, "preview prompt (default: a dataset prompt)"),
+    "--preview-negative": ("preview_negative", str, "preview negative prompt"),
+    "--preview-seed": ("preview_seed", int, "preview seed (default 1234)"),
+    "--preview-steps": ("preview_steps", int, "preview sampling steps (default 20)"),
+    "--preview-cfg": ("preview_cfg", float, "preview CFG scale (default 7)"),
+    "--preview-sampler": ("preview_sampler", str, "euler_a | euler | dpmpp_2m | ddim"),
+    "--png-embeddings": ("png_embeddings", None, "also save previews with the embedding inside (A1111 PNG)"),
+    "--precision": ("precision", str, "fp32 | bf16 | fp16 for the frozen weights (vectors stay fp32)"),
+    "--clip-grad-mode": ("clip_grad_mode", str, "none | norm | value (default none)"),
+    "--clip-grad": ("clip_grad", float, "clipping threshold (default 1.0)"),
+    "--gradient-checkpointing": ("gradient_checkpointing", None, "trade compute for memory in the UNet"),
+    "--device": ("device", str, "auto | cpu | cuda | cuda:N"),
+}
+MODEL_OPTIONS = {
+    "--model": ("model", str, "diffusers folder or .safetensors/.ckpt checkpoint"),
+    "--family": ("family", str, "sd1 | sd2 | sdxl (default: detected)"),
+    "--prediction": ("prediction", str, "epsilon | v_prediction (default: detected)"),
+    "--clip-skip": ("clip_skip", int, "1 = last layer (default); the seed suggests 2 for anime models"),
+}
+
+
+def _add(p, table) -> None:
+    for flag, (dest, typ, help_text) in table.items():
+        if typ is None:
+            p.add_argument(flag, dest=dest, action="store_const", const=True, default=None, help=help_text)
+        else:
+            p.add_argument(flag, dest=dest, type=typ, default=None, help=help_text)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train an embedding on a folder of images",
+                       description="Train a Textual Inversion embedding. Ctrl-C saves and stops; "
+                       "--resume RUN_DIR continues exactly where it stopped.")
+    _add(p, MODEL_OPTIONS)
+    _add(p, OPTIONS)
+    p.add_argument("--format", dest="formats", action="append", default=None,
+                   choices=["a1111-pt", "safetensors"], help="output format (repeatable; default both)")
+    p.add_argument("--config", help="TOML file with any of these options (flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its folder (LOG_DIR/NAME)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def overrides_from(args) -> dict:
+    given = {dest: getattr(args, dest) for dest, _, _ in OPTIONS.values() if getattr(args, dest) is not None}
+    model = {dest: getattr(args, dest) for dest, _, _ in MODEL_OPTIONS.values() if getattr(args, dest) is not None}
+    if args.formats:
+        given["formats"] = tuple(dict.fromkeys(args.formats))
+    if model:
+        given["model"] = model
+    return given
+
+
+def build_config(args) -> TrainConfig:
+    from ..config import from_dict, load_toml
+    from ..train.session import config_for_resume
+
+    given = overrides_from(args)
+    if args.resume:
+        return config_for_resume(args.resume, given)
+    base = load_toml(args.config) if args.config else {}
+    model = {**base.get("model", {}), **given.pop("model", {})}
+    return from_dict(TrainConfig, {**base, **given, "model": model}, args.config or "command line")
+
+
+def run(args) -> int:
+    from ..events import Message, StopToken
+    from ..train.run import train
+
+    cfg = build_config(args)
+    stop = StopToken()
+
+    def on_signal(signum, frame):  # first Ctrl-C: save and stop after this step; second: abort
+        if stop.stopped:
+            raise KeyboardInterrupt
+        print("\nstopping after this step and saving (Ctrl-C again to abort)...", flush=True)
+        stop.stop()
+
+    def on_event(event):
+        if isinstance(event, Message):
+            print(f"{event.level}: {event.text}", flush=True)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    result = train(cfg, callback=on_event, stop=stop, progress=not args.quiet, resume=args.resume)
+    print(f"{result.reason} at step {result.step}, last loss {result.last_loss:.4f}")
+    for path in result.outputs:
+        print(f"saved {path}")
+    print(f"run folder: {result.run_dir}")
+    return 0
