@@ -200,8 +200,8 @@ def _image_findings(facts: list[ImageFacts], size: tuple[int, int], subject: str
     exact, similar, flipped = _similar_pairs(facts, near)
     for code, pairs, text in (("exact-duplicates", exact, "identical files"),
                               ("near-duplicates", similar, "near-identical images (perceptual hash)"),
-                              ("flipped-copies", flipped, "mirrored copies beside originals; drop them "
-                               "and use flip augmentation instead")):
+                              ("flipped-copies", flipped, "mirrored copies beside originals (fine if made "
+                               "on purpose, e.g. preprocess --flip; then leave the trainer's flip off)")):
         if pairs:
             out.append(Finding("warning", code, f"{len(pairs)} pairs of {text}", tuple(pairs)))
     greys = [f.name for f in facts if f.grey]
