@@ -40,7 +40,7 @@ class Message:
 @dataclass(frozen=True)
 class Finished:
     step: int
-    reason: str   # completed | schedule-ended | interrupted
+    reason: str   # completed | schedule-ended | interrupted | any reason given to StopToken.stop
     outputs: tuple[str, ...]
 
 
@@ -53,8 +53,11 @@ class StopToken:
 
     def __init__(self):
         self._event = threading.Event()
+        self.reason = "interrupted"
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "interrupted") -> None:
+        """`reason` ends up in Finished.reason (e.g. "early-stopped" from a validation hook)."""
+        self.reason = reason
         self._event.set()
 
     @property

@@ -89,7 +89,7 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
     started, done_here = time.perf_counter(), 0
     while step < cfg.steps:
         if s.stop.stopped:
-            reason = "interrupted"
+            reason = s.stop.reason
             break
         lr = s.schedule.lr_at(step)
         if lr is None:
@@ -130,6 +130,11 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
             s.callback(Saved(step, tuple(map(str, paths))))
         if cfg.preview_every and step % cfg.preview_every == 0:
             write_preview(s, step)
+        for hook in s.hooks:
+            hook.after_step(s, step, total, lr)
     bar.close()
-    return TrainResult(step, reason, [], last_loss, str(s.run.root))
+    result = TrainResult(step, reason, [], last_loss, str(s.run.root))
+    for hook in s.hooks:
+        hook.at_end(s, result)
+    return result
 

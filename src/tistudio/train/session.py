@@ -48,6 +48,9 @@ class Session:
     callback: Callback
     stop: StopToken
     skipped: list = field(default_factory=list)
+    # Observers run after every optimizer step and at the end (validation, plots, TensorBoard...):
+    # objects with after_step(session, step, loss, lr) and at_end(session, result).
+    hooks: list = field(default_factory=list)
 
 
 def pick_device(name: str) -> torch.device:
