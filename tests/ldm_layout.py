@@ -144,7 +144,7 @@ def to_single_file(components) -> dict[str, torch.Tensor]:
         out.update(clip_l_to_ldm(encoders[0].state_dict(), "conditioner.embedders.0.transformer."))
         out.update(open_clip_to_ldm(encoders[1].state_dict(), "conditioner.embedders.1.model.",
                                     encoders[1].config.hidden_size))
-    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+    return {k: v.detach().contiguous() for k, v in out.items()}
 
 
 def save_single_file(components, path: str | Path, metadata: dict | None = None,

@@ -345,3 +345,91 @@ def test_shipped_config_folders_hold_only_configs_that_agree_with_the_family():
             tok = json.loads((folder / ("tokenizer" if i == 0 else "tokenizer_2") / "tokenizer_config.json")
                              .read_text())
             assert tok["pad_token"] == enc.pad_token
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_full_size_original_key_layout_converts_onto_shipped_architectures(family):
+    """Without allocating a byte: real-size models on the meta device, written in the original layout
+    by our helper, converted back by diffusers' single-file mapping, give exactly the model's keys and
+    shapes (covers SDXL's [1, 2, 10] transformer depths, which the slow test can't afford here)."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
+                                                     convert_ldm_vae_checkpoint, convert_open_clip_checkpoint)
+    from ldm_layout import clip_l_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = shipped_config(family, "epsilon")
+    with init_empty_weights():
+        unet_cfg, vae_cfg = (UNet2DConditionModel.load_config(folder / "unet"),
+                             AutoencoderKL.load_config(folder / "vae"))
+        unet, vae = UNet2DConditionModel.from_config(unet_cfg), AutoencoderKL.from_config(vae_cfg)
+        text = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
+        big_g = (CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
+                 if family == "sdxl" else None)
+
+    def check(model, converted):
+        expected = model.state_dict()
+        converted = {k.removeprefix("text_model.") if not hasattr(model, "text_model") else k: v
+                     for k, v in converted.items() if not k.endswith("position_ids")}
+        assert converted.keys() == expected.keys()
+        assert all(converted[k].shape == expected[k].shape for k in expected)
+
+    check(unet, convert_ldm_unet_checkpoint(unet_to_ldm(unet.state_dict(), unet_cfg), unet_cfg))
+    check(vae, convert_ldm_vae_checkpoint(vae_to_ldm(vae.state_dict(), vae_cfg), vae_cfg))
+    if family == "sd2":
+        check(text, convert_open_clip_checkpoint(text, open_clip_to_ldm(text.state_dict(), "cond_stage_model.model.",
+                                                                        1024)))
+    else:
+        prefix = "cond_stage_model.transformer." if family == "sd1" else "conditioner.embedders.0.transformer."
+        check(text, convert_ldm_clip_checkpoint(clip_l_to_ldm(text.state_dict(), prefix)))
+    if big_g is not None:
+        prefix = "conditioner.embedders.1.model."
+        check(big_g, convert_open_clip_checkpoint(big_g, open_clip_to_ldm(big_g.state_dict(), prefix, 1280),
+                                                  prefix=prefix))
+
+
+# --- full-size architectures (slow: GBs of random weights) -------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_full_size_single_file_loads_with_shipped_configs(family, tmp_path):
+    """A random model of the real size, written in the original layout, loads with NO config
+    override: the shipped configs and diffusers' key conversion agree with the real layout.
+    fp16 keeps it to ~2.6 GB per copy for SD1/SD2; SDXL needs ~7 GB per copy (~21 GB peak)."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from tistudio.models.components import Components
+    from tistudio.models.family import get_family
+
+    folder = shipped_config(family, "epsilon")
+    torch.manual_seed(0)
+
+    def materialize(module):
+        module = module.to_empty(device="cpu").to(torch.float16)
+        for p in module.parameters():
+            p.data.normal_(0, 0.02)
+        return module
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+        encoders = [CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))]
+        if family == "sdxl":
+            encoders.append(CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2")))
+    source = Components(get_family(family), "epsilon", None, [materialize(e) for e in encoders], [],
+                        materialize(unet), materialize(vae), None)
+    state = to_single_file(source)
+    if family == "sd2":  # real SD2 files hold all 24 OpenCLIP blocks; SD2 uses the first 23
+        prefix = "cond_stage_model.model.transformer.resblocks."
+        state.update({k.replace(prefix + "22.", prefix + "23."): v.clone()
+                      for k, v in state.items() if k.startswith(prefix + "22.")})
+    path = tmp_path / f"{family}.safetensors"
+    save_file(state, str(path), metadata={"modelspec.prediction_type": "epsilon"})
+    del state
+    loaded = load_model(path, dtype=torch.float16)
+    assert loaded.family.name == family and loaded.prediction == "epsilon"
+    assert loaded.extra["config"] == str(folder)
+    assert_same_weights(source, loaded)
