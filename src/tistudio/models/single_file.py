@@ -16,6 +16,7 @@ Key layout of the three families (prefixes of the state-dict keys):
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,9 @@ def safe_torch_load(path: str | Path) -> object:
     path = Path(path)
     mmap = zipfile.is_zipfile(path)  # memory-map the multi-GB zip-format checkpoints
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception:  # a non-allow-listed global (or garbage: the second try reports it)
         pass
     try:
