@@ -73,6 +73,19 @@ class TrainConfig:
     clip_grad: float = 1.0
     gradient_checkpointing: bool = False
     device: str = "auto"
+    # Knowing when to stop (docs/when-to-stop.md); checked by _check_monitoring.
+    val_every: int = 0                # deterministic validation loss every N steps, 0 = off
+    val_split: float = 0.0            # share of the images held out for validation (never trained on)
+    val_data: str | None = None       # or a folder of held-out validation images
+    val_images: int = 8               # at most this many validation images
+    val_timesteps: int = 5            # timesteps per image, a grid across the schedule
+    early_stop: int = 0               # stop after this many evaluations without improvement, 0 = off
+    max_norm: float | None = None     # cap each vector's norm at this multiple of the vocabulary median
+    plot: bool = True                 # RUN/loss.png, refreshed at each evaluation and at the end
+    tensorboard: bool = False         # RUN/tensorboard event files
+    eval_clip: str | None = None      # local CLIP model folder: image-image and text-image scores
+    eval_toy: str | None = None       # toy-world concept ("teal star"): classifier fidelity
+    eval_samples: int = 4             # images generated per evaluation for --eval-clip/--eval-toy
 
     def __post_init__(self):
         _check(self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1")
@@ -88,11 +101,28 @@ class TrainConfig:
                f"--clip-grad-mode {self.clip_grad_mode}: use {'|'.join(CLIP_GRAD_MODES)}")
         _check(self.preview_sampler in SAMPLERS, f"--preview-sampler {self.preview_sampler}: use {'|'.join(SAMPLERS)}")
         _check(self.save_every >= 0 and self.preview_every >= 0, "--save-every/--preview-every: use 0 (off) or more")
+        _check_monitoring(self)
         if self.filename_regex:
             try:
                 re.compile(self.filename_regex)
             except re.error as exc:
                 raise TIStudioError(f"--filename-regex {self.filename_regex!r} is not a valid regex ({exc})") from None
+
+
+def _check_monitoring(cfg: "TrainConfig") -> None:
+    _check(cfg.val_every >= 0, f"--val-every {cfg.val_every}: use 0 (off) or more")
+    _check(0.0 <= cfg.val_split < 1.0, f"--val-split {cfg.val_split}: use a share 0 <= f < 1, e.g. 0.2")
+    _check(not (cfg.val_split and cfg.val_data), "--val-split and --val-data: give one or the other")
+    _check(cfg.val_images >= 1 and 1 <= cfg.val_timesteps <= 100,
+           "--val-images must be at least 1 and --val-timesteps from 1 to 100")
+    _check(cfg.early_stop >= 0, f"--early-stop {cfg.early_stop}: use 0 (off) or a number of evaluations")
+    _check(cfg.max_norm is None or cfg.max_norm > 0, f"--max-norm {cfg.max_norm}: use a positive multiple, e.g. 3")
+    _check(cfg.eval_samples >= 1, f"--eval-samples {cfg.eval_samples}: must be at least 1")
+    needs_val = [opt for opt, on in (("--early-stop", cfg.early_stop), ("--val-split", cfg.val_split),
+                                     ("--val-data", cfg.val_data), ("--eval-clip", cfg.eval_clip),
+                                     ("--eval-toy", cfg.eval_toy)) if on]
+    _check(cfg.val_every > 0 or not needs_val, f"{needs_val[0] if needs_val else ''} works at each "
+           "evaluation: add --val-every N (e.g. 50)")
 
 
 def to_dict(cfg: Any) -> dict:
