@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 from ..config import TrainConfig
 
-# flag -> (config field, type, help). Types: None = store_true.
+# flag -> (config field, type, help). Types: None = store_true, False = store_false.
 OPTIONS = {
     "--embedding": ("embedding", str, "embedding file to train (from `tistudio create`)"),
     "--data": ("data", str, "folder of training images with optional .txt captions"),
@@ -42,6 +42,18 @@ OPTIONS = {
     "--clip-grad": ("clip_grad", float, "clipping threshold (default 1.0)"),
     "--gradient-checkpointing": ("gradient_checkpointing", None, "trade compute for memory in the UNet"),
     "--device": ("device", str, "auto | cpu | cuda | cuda:N"),
+    "--val-every": ("val_every", int, "deterministic validation loss every N steps, 0 = off (default)"),
+    "--val-split": ("val_split", float, "hold out this share of the images for validation, e.g. 0.2"),
+    "--val-data": ("val_data", str, "folder of held-out validation images (instead of --val-split)"),
+    "--val-images": ("val_images", int, "at most N validation images (default 8)"),
+    "--val-timesteps": ("val_timesteps", int, "timesteps per validation image (default 5)"),
+    "--early-stop": ("early_stop", int, "stop after N evaluations without a better validation loss"),
+    "--max-norm": ("max_norm", float, "cap vector norms at this multiple of the vocabulary's median"),
+    "--no-plot": ("plot", False, "do not write RUN/loss.png"),
+    "--tensorboard": ("tensorboard", None, "write TensorBoard scalars and previews to RUN/tensorboard"),
+    "--eval-clip": ("eval_clip", str, "local CLIP model folder: image-image and text-image scores"),
+    "--eval-toy": ("eval_toy", str, "toy-world concept, e.g. 'teal star': classifier fidelity"),
+    "--eval-samples": ("eval_samples", int, "images generated per evaluation for --eval-* (default 4)"),
 }
 MODEL_OPTIONS = {
     "--model": ("model", str, "diffusers folder or .safetensors/.ckpt checkpoint"),
@@ -53,8 +65,8 @@ MODEL_OPTIONS = {
 
 def _add(p, table) -> None:
     for flag, (dest, typ, help_text) in table.items():
-        if typ is None:
-            p.add_argument(flag, dest=dest, action="store_const", const=True, default=None, help=help_text)
+        if typ is None or typ is False:  # False: a --no-X flag that stores False
+            p.add_argument(flag, dest=dest, action="store_const", const=typ is None, default=None, help=help_text)
         else:
             p.add_argument(flag, dest=dest, type=typ, default=None, help=help_text)
 
