@@ -15,6 +15,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LATENT_SAMPLING = ("once", "deterministic", "random")
 CLIP_GRAD_MODES = ("none", "norm", "value")
 SAMPLERS = ("euler_a", "dpmpp_2m", "ddim", "euler")
+METHODS = ("ti", "dreamartist")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -33,6 +34,35 @@ class ModelConfig:
         _check(self.clip_skip in (1, 2, 3, 4), f"--clip-skip {self.clip_skip}: use 1 to 4")
 
 
+REC_TIMESTEP_WEIGHTS = ("none", "alpha")
+
+
+@dataclass(frozen=True)
+class DreamArtistConfig:
+    """DreamArtist (APT) options (docs/dreamartist.md); used when method = "dreamartist"."""
+
+    negative: str = ""                # negative embedding file; default NAME-neg beside --embedding
+    cfg: str = "3"                    # guidance scale: "3" or "lo-hi[:ln|cos|cos2]" (parsed, never eval'd)
+    neg_lr_weight: float = 1.0        # negative learning rate = lr * this, at every schedule entry
+    neg_plain_template: bool = False  # negative prompt from the template's plain ([filewords]-free) twin
+    reconstruction: bool = False      # add L1 between the VAE-decoded x̂0 and the image
+    rec_weight: float = 1.0
+    rec_max_timestep: int = 999       # no reconstruction term for noisier samples (x̂0 is mostly noise)
+    rec_timestep_weight: str = "none"  # "alpha": scale the term by ᾱ_t, the signal share of x_t
+    ema_neg: float | None = None      # EMA decay of the negative; None = the same as --ema
+
+    def __post_init__(self):
+        from .train.cfg_schedule import parse_cfg  # stdlib-only module: a grammar, never eval
+
+        parse_cfg(self.cfg)
+        _check(self.neg_lr_weight >= 0, f"--neg-lr-weight {self.neg_lr_weight}: use 0 or more")
+        _check(self.rec_weight >= 0, f"--rec-weight {self.rec_weight}: use 0 or more")
+        _check(0 <= self.rec_max_timestep <= 999, f"--rec-max-timestep {self.rec_max_timestep}: use 0 to 999")
+        _check(self.rec_timestep_weight in REC_TIMESTEP_WEIGHTS,
+               f"--rec-timestep-weight {self.rec_timestep_weight}: use {'|'.join(REC_TIMESTEP_WEIGHTS)}")
+        _check(self.ema_neg is None or 0 <= self.ema_neg < 1, f"--ema-neg {self.ema_neg}: use 0 (off) to <1, e.g. 0.97")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every option of a training run. Derived numbers (epochs, steps per epoch) live in the plan."""
@@ -40,7 +70,7 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     embedding: str = ""               # the embedding file to train (made by `tistudio create`)
     data: str = ""                    # folder of images (+ sidecar .txt captions)
-    method: str = "ti"                # ti (DreamArtist arrives as its own objective)
+    method: str = "ti"                # ti | dreamartist (options in `dreamartist`)
     log_dir: str = "runs"             # run folder is LOG_DIR/NAME
     output: str | None = None         # final embedding path; default: overwrite the input embedding
     formats: tuple[str, ...] = ("a1111-pt", "safetensors")
@@ -86,6 +116,10 @@ class TrainConfig:
     eval_clip: str | None = None      # local CLIP model folder: image-image and text-image scores
     eval_toy: str | None = None       # toy-world concept ("teal star"): classifier fidelity
     eval_samples: int = 4             # images generated per evaluation for --eval-clip/--eval-toy
+    dreamartist: DreamArtistConfig = DreamArtistConfig()
+    ema: float = 0.0                  # EMA decay of the vectors (0 = off; the seed suggests 0.97)
+    ema_replace_every: int = 0        # copy the EMA into the live vectors every N steps (reference)
+    grayscale_copies: bool = False    # add a greyscale copy of every image (captioned "monochrome")
 
     def __post_init__(self):
         _check(self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1")
@@ -102,6 +136,11 @@ class TrainConfig:
         _check(self.preview_sampler in SAMPLERS, f"--preview-sampler {self.preview_sampler}: use {'|'.join(SAMPLERS)}")
         _check(self.save_every >= 0 and self.preview_every >= 0, "--save-every/--preview-every: use 0 (off) or more")
         _check_monitoring(self)
+        _check(self.method in METHODS, f"--method {self.method}: use {'|'.join(METHODS)}")
+        _check(0 <= self.ema < 1, f"--ema {self.ema}: use 0 (off) to <1, e.g. 0.97")
+        _check(self.ema_replace_every >= 0, f"--ema-replace-every {self.ema_replace_every}: use 0 (off) or more")
+        _check(not (self.method == "dreamartist" and self.dreamartist.reconstruction and self.vae_offload),
+               "--reconstruction decodes with the VAE every step; drop --vae-offload")
         if self.filename_regex:
             try:
                 re.compile(self.filename_regex)
