@@ -1,16 +1,23 @@
 """The run folder a user reads: LOG_DIR/NAME/ with config.toml, loss.csv, embeddings/NAME-STEP.*,
-images/NAME-STEP.png, image_embeddings/NAME-STEP.png and state.pt (for --resume)."""
+images/NAME-STEP.png, image_embeddings/NAME-STEP.png and state.pt (for --resume).
+
+loss.csv keeps A1111's five columns first (step, epoch, epoch_step, loss, learn_rate), so tools that
+read theirs read ours; loss_ema and val_loss (empty between evaluations) follow."""
 from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from ..atomic import write_text
 from ..embedding.embedding import Embedding
 from ..embedding.formats import FORMATS, save_embedding
 
-LOSS_COLUMNS = ("step", "epoch", "epoch_step", "loss", "learn_rate")
+LOSS_COLUMNS = ("step", "epoch", "epoch_step", "loss", "learn_rate", "loss_ema", "val_loss")
+# loss_ema: exponential moving average of the training loss over about 1 / (1 - beta) = 10 steps. It is
+# computed from the previous CSV row, so a resumed run continues the same average.
+EMA_BETA = 0.9
 
 
 class RunFolder:
@@ -34,13 +41,37 @@ class RunFolder:
         """Append a row; on resume, rows past the resumed step are dropped first so the CSV matches
         the run that actually continued."""
         self._rows = [r for r in self._rows if int(r[0]) < step]
-        self._rows.append([step, epoch, epoch_step, f"{loss:.6f}", f"{lr:.8g}"])
+        prev = self._rows[-1][5] if self._rows and len(self._rows[-1]) > 5 else ""
+        if not prev:
+            ema = loss
+        elif math.isfinite(loss):
+            ema = EMA_BETA * float(prev) + (1 - EMA_BETA) * loss
+        else:  # one non-finite step must not poison the average for the rest of the run
+            ema = float(prev)
+        self._rows.append([step, epoch, epoch_step, f"{loss:.6f}", f"{lr:.8g}", f"{ema:.6f}", ""])
+
+    def set_val(self, step: int, val_loss: float) -> None:
+        """Fill the val_loss column of the row of `step` (logged by log_loss)."""
+        for row in self._rows:
+            if int(row[0]) == step:
+                row[:] = self._padded(row)
+                row[6] = f"{val_loss:.6f}"
+
+    @staticmethod
+    def _padded(row: list) -> list:
+        """Rows read from a CSV written before loss_ema/val_loss existed get empty cells."""
+        return list(row) + [""] * (len(LOSS_COLUMNS) - len(row))
+
+    def records(self) -> list[dict]:
+        """The rows as {column: float or None}, for plots and summaries."""
+        return [{k: (float(v) if v != "" else None) for k, v in zip(LOSS_COLUMNS, self._padded(r))}
+                for r in self._rows]
 
     def flush_loss(self) -> None:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(LOSS_COLUMNS)
-        writer.writerows(self._rows)
+        writer.writerows(self._padded(r) for r in self._rows)
         write_text(self.loss_csv, buf.getvalue())
 
     def truncate_after(self, step: int) -> None:
