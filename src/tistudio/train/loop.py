@@ -125,13 +125,15 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
         bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2g}")
         s.callback(Progress(step, cfg.steps, total, lr, plan.epoch, plan.epoch_step, seconds,
                             seconds * (cfg.steps - step)))
+        # Hooks before snapshots: one may change the vectors (--max-norm), and the files must hold
+        # the vectors that training continues from.
+        for hook in s.hooks:
+            hook.after_step(s, step, total, lr)
         if cfg.save_every and step % cfg.save_every == 0:
             paths = save_point(s, step)
             s.callback(Saved(step, tuple(map(str, paths))))
         if cfg.preview_every and step % cfg.preview_every == 0:
             write_preview(s, step)
-        for hook in s.hooks:
-            hook.after_step(s, step, total, lr)
     bar.close()
     result = TrainResult(step, reason, [], last_loss, str(s.run.root))
     for hook in s.hooks:
