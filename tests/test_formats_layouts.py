@@ -303,6 +303,7 @@ def test_scan_recursive_duplicates_and_unreadable(tmp_path):
     (root / "broken.pt").write_bytes(b"PK\x03\x04 garbage")
     (root / "empty.pt").write_bytes(b"")
     (root / "notes.txt").write_text("not an embedding")
+    (root / "dangling.pt").symlink_to(root / "gone.pt")
     result = scan_embeddings(root)
     assert sorted(result.embeddings) == ["alpha", "beta", "gamma-500", "xlchar"]
     assert result.duplicates == {"alpha": [root / "alpha.pt", root / "sub" / "Alpha.safetensors"]}

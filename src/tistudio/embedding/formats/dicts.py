@@ -33,7 +33,7 @@ def vectors_of(value: object, where: str) -> torch.Tensor:
     """A stored tensor as fp32 [n, width]; anything else is refused before it is used."""
     if not isinstance(value, torch.Tensor):
         raise TIStudioError(f"{where}: expected a tensor, found {type(value).__name__}")
-    if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+    if not value.is_floating_point():
         raise TIStudioError(f"{where}: tensor has dtype {value.dtype}; expected floating point")
     check_shape(tuple(value.shape), where)
     value = value.detach().to("cpu", torch.float32)

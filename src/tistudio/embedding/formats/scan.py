@@ -39,8 +39,16 @@ def _candidates(root: Path) -> list[Path]:
         if any(Path(n).stem == STEMS[1] for n in names) and any(Path(n).stem == STEMS[0] for n in names):
             found.append(here)
             names = {n for n in names if Path(n).stem not in STEMS}
-        found.extend(here / n for n in sorted(names) if (here / n).stat().st_size > 0)
+        found.extend(here / n for n in sorted(names) if _size(here / n) > 0)
     return found
+
+
+def _size(path: Path) -> int:
+    """0 for empty files and broken links alike: A1111 skips both."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def scan_embeddings(root: str | Path) -> ScanResult:
