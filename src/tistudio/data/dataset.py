@@ -6,7 +6,7 @@ user who sorted images into them learns why they were not used.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ class ImageRecord:
     path: Path
     caption: str
     weight_map: torch.Tensor | None = None  # [1, H/f, W/f] float32, see load_weight_map
+    grayscale: bool = False                 # a greyscale copy (TrainConfig.grayscale_copies)
 
 
 def _probe(path: Path) -> str | None:
@@ -100,11 +101,13 @@ def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return data.view(img.height, img.width, len(img.getbands())).permute(2, 0, 1).float()
 
 
-def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
+def load_image(path: str | Path, width: int, height: int, grayscale: bool = False) -> torch.Tensor:
     """[3, height, width] float32 in [-1, 1]: upright (EXIF), RGB, scaled to cover width x height,
-    centre-cropped."""
+    centre-cropped; with `grayscale`, luma (ITU-R 601) copied to all three channels."""
     check_size(width, height)
     img = _to_rgb(_open_upright(Path(path)))
+    if grayscale:
+        img = img.convert("L").convert("RGB")
     img = ImageOps.fit(img, (width, height), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
     return _pil_to_tensor(img) / 127.5 - 1.0
 
@@ -143,3 +146,13 @@ def make_records(images: list[Path], *, width: int, height: int, factor: int = 8
     return [ImageRecord(p, caption_for(p, regex, join),
                         load_weight_map(p, width, height, factor) if weight_maps else None)
             for p in images]
+
+
+GRAYSCALE_TAG = "monochrome"
+
+
+def grayscale_copies(records: list[ImageRecord]) -> list[ImageRecord]:
+    """A greyscale copy of each record (the seed's "add a grayscale map of the training set"), its
+    caption tagged "monochrome" so [filewords] prompts can tell the copies from the colour images."""
+    return [replace(r, grayscale=True, caption=f"{r.caption}, {GRAYSCALE_TAG}" if r.caption else GRAYSCALE_TAG)
+            for r in records]

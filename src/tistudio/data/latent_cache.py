@@ -52,7 +52,7 @@ class LatentCache:
                 torch.no_grad():
             for start in range(0, len(records), per_call):
                 chunk = records[start:start + per_call]
-                pixels = torch.stack([load_image(r.path, width, height) for r in chunk])
+                pixels = torch.stack([load_image(r.path, width, height, r.grayscale) for r in chunk])
                 if flip:  # [b, 3, H, W] -> [2b, 3, H, W]: originals then their mirrors
                     pixels = torch.cat([pixels, pixels.flip(-1)])
                 mean, std = encode(pixels)
@@ -114,5 +114,6 @@ class LatentCache:
 
     def pixels(self, index: int, flip: bool = False) -> torch.Tensor:
         """[3, H, W] in [-1, 1], reloaded from disk (pixels are not kept: they dwarf the latents)."""
-        image = load_image(self.records[index].path, self.width, self.height)
+        record = self.records[index]
+        image = load_image(record.path, self.width, self.height, record.grayscale)
         return image.flip(-1) if flip else image
