@@ -10,7 +10,7 @@ import torch
 
 from ..config import TrainConfig, dump_toml, from_dict, load_toml
 from ..atomic import write_text
-from ..data.dataset import make_records, scan_images
+from ..data.dataset import grayscale_copies, make_records, scan_images
 from ..data.latent_cache import LatentCache
 from ..data.prompts import PromptSampler
 from ..data.templates import load_template
@@ -19,9 +19,9 @@ from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
 from ..events import Callback, Message, StopToken
 from ..models.components import Components
-from ..models.conditioning import PromptEncoder
 from . import state as train_state
-from .objectives.base import TrainableEmbedding
+from .ema import EMA
+from .objectives.select import build_objective, ema_decays
 from .objectives.ti import TIObjective
 from .outputs import RunFolder
 from .schedules import LRSchedule, parse_lr
@@ -51,6 +51,7 @@ class Session:
     # Observers run after every optimizer step and at the end (validation, plots, TensorBoard...):
     # objects with after_step(session, step, loss, lr) and at_end(session, result).
     hooks: list = field(default_factory=list)
+    ema: EMA | None = None   # averaged vectors for previews and outputs (train/ema.py)
 
 
 def pick_device(name: str) -> torch.device:
@@ -100,6 +101,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         callback(Message("warning", f"skipped {path}: {reason}"))
     records = make_records(images, width=width, height=height, factor=c.vae_factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
+    if cfg.grayscale_copies:
+        records += grayscale_copies(records)
 
     dtype = DTYPES[cfg.precision]
     for module in (c.unet, *c.text_encoders):
@@ -117,20 +120,25 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         c.vae.to("cpu")
 
     run = RunFolder(Path(cfg.log_dir) / emb.name)
-    trainable = TrainableEmbedding(emb, device)
-    objective = TIObjective(c, PromptEncoder(c, cfg.model.clip_skip), trainable)
+    objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
     # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
     optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     prompt_rng = random.Random(cfg.seed)
     start_step = emb.step
+    decays = ema_decays(cfg, objective)
+    ema = EMA(objective.embeddings, decays, cfg.ema_replace_every) if decays else None
     if resume:
         saved = train_state.load(Path(resume))
         for e in objective.embeddings:
             for p, v in zip(e.params, saved["vectors"][e.name]):
                 p.data.copy_(v.to(device))
         optimizer.load_state_dict(saved["optimizer"])
+        for group, e in zip(optimizer.param_groups, objective.embeddings):
+            group["lr_weight"] = e.lr_weight  # this run's --neg-lr-weight, not the saved one
+        if ema is not None:
+            ema.load_state_dict(saved.get("extra", {}).get("ema", {}), f"--resume {resume}")
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         train_state.restore_rngs(saved, prompt_rng)
@@ -142,7 +150,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
                    prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
                    optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
                    prompt_rng=prompt_rng, device=device, start_step=start_step,
-                   width=width, height=height, callback=callback, stop=stop, skipped=skipped)
+                   width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema)
 
 
 def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:
@@ -152,6 +160,6 @@ def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:
         raise TIStudioError(f"--resume {run_dir}: no config.toml there; pass a run folder written by "
                             "`tistudio train` (LOG_DIR/NAME)")
     base = load_toml(path)
-    model = {**base.get("model", {}), **overrides.pop("model", {})}
-    return from_dict(TrainConfig, {**base, **overrides, "model": model}, str(path))
+    nested = {k: {**base.get(k, {}), **overrides.pop(k, {})} for k in ("model", "dreamartist")}
+    return from_dict(TrainConfig, {**base, **overrides, **nested}, str(path))
 
