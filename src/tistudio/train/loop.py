@@ -13,6 +13,7 @@ from ..data.batches import batch_at
 from ..events import Message, Progress, Saved
 from ..models.denoiser import noisy_and_target, sample_timesteps
 from . import state as train_state
+from .ema import output_vectors
 from .objectives.base import MicroBatch
 from .preview import write_preview
 from .session import Session
@@ -66,14 +67,16 @@ def _clip(s: Session) -> None:
 def save_point(s: Session, step: int, final: bool = False) -> list:
     """Snapshot embeddings (run folder), the resumable state, and the loss CSV, all atomically."""
     paths = []
+    shown = output_vectors(s)  # the EMA average when there is one
     for e in s.objective.embeddings:
-        emb = e.snapshot(step)
+        emb = e.snapshot(step, vectors=shown[e.name])
         if not all(torch.isfinite(v).all() for v in emb.vectors):
             s.callback(Message("warning", f"step {step}: {e.name} has non-finite values; not saved"))
             return []
         if not final:
             paths += s.run.save_snapshot(emb, s.cfg.formats)
-    state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, s.prompt_rng)
+    extra = {"ema": s.ema.state_dict()} if s.ema is not None else None
+    state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, s.prompt_rng, extra)
     train_state.save(s.run.root, state)
     s.run.flush_loss()
     return paths
@@ -117,6 +120,8 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
         else:
             s.optimizer.step()
         step += 1
+        if s.ema is not None:
+            s.ema.update(s.objective.embeddings, step)
         done_here += 1
         last_loss = total
         s.run.log_loss(step, plan.epoch, plan.epoch_step, total, lr)

@@ -8,6 +8,7 @@ import torch
 from ..data.prompts import fill, process_tags
 from ..events import Previewed
 from ..generate.sample import GenerateOptions, generate, save_png
+from .ema import output_vectors
 
 
 def preview_prompt(s) -> str:
@@ -19,12 +20,19 @@ def preview_prompt(s) -> str:
     return fill(s.prompts.lines[0], name, caption)
 
 
+def preview_negative(s) -> str:
+    """--preview-negative, led by DreamArtist's negative embedding: its place is the negative prompt."""
+    negative = getattr(s.objective, "negative", None)
+    return ", ".join(p for p in (negative.name if negative else "", s.cfg.preview_negative) if p)
+
+
 def write_preview(s, step: int) -> Path:
     cfg = s.cfg
-    options = GenerateOptions(prompt=preview_prompt(s), negative_prompt=cfg.preview_negative,
+    options = GenerateOptions(prompt=preview_prompt(s), negative_prompt=preview_negative(s),
                               sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
                               seed=cfg.preview_seed, width=s.width, height=s.height)
-    vectors = {name: tuple(v.detach() for v in vs) for name, vs in s.objective.vectors().items()}
+    shown = output_vectors(s)  # the EMA average when there is one
+    vectors = {name: tuple(v.detach() for v in vs) for name, vs in shown.items()}
     vae_device = next(s.c.vae.parameters()).device
     s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decode
     with torch.no_grad():
@@ -38,5 +46,6 @@ def write_preview(s, step: int) -> Path:
 
         s.run.image_embeddings.mkdir(parents=True, exist_ok=True)
         for e in s.objective.embeddings:
-            save_png_embedding(e.snapshot(step), s.run.image_embeddings / f"{e.name}-{step}.png", image)
+            save_png_embedding(e.snapshot(step, vectors=shown[e.name]),
+                               s.run.image_embeddings / f"{e.name}-{step}.png", image)
     return path

@@ -7,6 +7,7 @@ from ..config import TrainConfig
 from ..embedding.formats import FORMATS, save_embedding
 from ..events import Callback, Finished, StopToken
 from ..models.components import Components
+from .ema import output_vectors
 from .loop import TrainResult, run_loop, save_point
 from .session import prepare
 
@@ -15,8 +16,9 @@ def final_paths(cfg: TrainConfig, name: str) -> list[tuple[Path, str]]:
     """Where the finished embedding goes: --output (its extension picks the first format), else the
     input embedding's folder; every other chosen format beside it."""
     target = Path(cfg.output) if cfg.output else Path(cfg.embedding)
-    stem = target.parent / (target.stem if cfg.output else name)
-    return [(stem.with_suffix(FORMATS[fmt][0]), fmt) for fmt in cfg.formats]
+    stem = target.stem if cfg.output else name
+    # Not with_suffix: a name such as "v1.5" would lose its ".5".
+    return [(target.parent / f"{stem}{FORMATS[fmt][0]}", fmt) for fmt in cfg.formats]
 
 
 def train(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
@@ -25,11 +27,14 @@ def train(cfg: TrainConfig, components: Components | None = None, callback: Call
     result = run_loop(s, progress)
     save_point(s, result.step, final=True)
     outputs = []
+    shown = output_vectors(s)  # the EMA average when there is one
+    first = s.objective.embeddings[0]
     for e in s.objective.embeddings:
-        emb = e.snapshot(result.step)
+        emb = e.snapshot(result.step, vectors=shown[e.name])
         for path, fmt in final_paths(cfg, e.name):
-            if e is not s.objective.embeddings[0]:
-                path = path.with_name(e.name + path.suffix)
+            if e is not first:  # NAME-neg follows the positive's file: --output x/cat.pt -> x/cat-neg.pt
+                tail = e.name[len(first.name):] if e.name.startswith(first.name) else ""
+                path = path.with_name((path.stem + tail if tail else e.name) + path.suffix)
             outputs.append(str(save_embedding(emb, path, fmt)))
     result.outputs = outputs
     s.callback(Finished(result.step, result.reason, tuple(outputs)))

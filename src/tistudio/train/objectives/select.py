@@ -1,0 +1,74 @@
+"""Which objective a run trains (TrainConfig.method), with the embeddings it needs.
+
+DreamArtist trains a pair: --embedding NAME.<ext> (positive) and, unless --negative names another
+file, NAME-neg.<ext> beside it (the same extension first, then any format we read), as
+`tistudio create NAME --method dreamartist` writes them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ...config import TrainConfig
+from ...data.templates import plain_counterpart
+from ...embedding.embedding import Embedding
+from ...embedding.formats import load_embedding
+from ...errors import TIStudioError
+from ...models.components import Components
+from ...models.conditioning import PromptEncoder
+from .base import TrainableEmbedding
+
+NEG_SUFFIX = "-neg"
+_EXTENSIONS = (".pt", ".safetensors", ".bin", ".png")
+
+
+def negative_path(cfg: TrainConfig) -> Path:
+    if cfg.dreamartist.negative:
+        path = Path(cfg.dreamartist.negative)
+        if not path.is_file():
+            raise TIStudioError(f"--negative {path}: file not found; pass the NAME-neg embedding made by "
+                                "`tistudio create NAME --method dreamartist`")
+        return path
+    pos = Path(cfg.embedding)
+    for ext in dict.fromkeys((pos.suffix.lower(), *_EXTENSIONS)):
+        candidate = pos.with_name(pos.stem + NEG_SUFFIX + ext)
+        if candidate.is_file():
+            return candidate
+    raise TIStudioError(f"--method dreamartist needs the negative embedding {pos.stem}{NEG_SUFFIX}{pos.suffix} "
+                        f"beside {pos}; create the pair with `tistudio create {pos.stem} --method dreamartist` "
+                        "or pass --negative FILE")
+
+
+def build_objective(cfg: TrainConfig, c: Components, positive: Embedding, device: torch.device,
+                    lines: list[str], pixels=None):
+    encoder = PromptEncoder(c, cfg.model.clip_skip)
+    if cfg.method == "ti":
+        from .ti import TIObjective
+
+        return TIObjective(c, encoder, TrainableEmbedding(positive, device))
+    from .dreamartist import DreamArtistObjective
+
+    da = cfg.dreamartist
+    neg_file = negative_path(cfg)
+    negative = load_embedding(neg_file)
+    negative.check_fits(c.widths, str(neg_file))
+    if negative.name == positive.name:
+        raise TIStudioError(f"{neg_file}: the negative embedding has the same trigger {negative.name!r} as "
+                            f"the positive one; rename it to {positive.name}{NEG_SUFFIX}")
+    if da.reconstruction and cfg.gradient_checkpointing:
+        c.vae.enable_gradient_checkpointing()  # the decoder backward dominates reconstruction memory
+    plain = plain_counterpart(cfg.template) if da.neg_plain_template else None
+    return DreamArtistObjective(c, encoder, TrainableEmbedding(positive, device),
+                                TrainableEmbedding(negative, device, lr_weight=da.neg_lr_weight),
+                                da, lines, plain, pixels)
+
+
+def ema_decays(cfg: TrainConfig, objective) -> dict[str, float]:
+    """{embedding name: decay}: --ema for the positive (or only) embedding, --ema-neg (default --ema)
+    for DreamArtist's negative."""
+    decays = {objective.embeddings[0].name: cfg.ema}
+    if len(objective.embeddings) > 1:
+        neg = cfg.dreamartist.ema_neg
+        decays[objective.embeddings[1].name] = cfg.ema if neg is None else neg
+    return {k: v for k, v in decays.items() if v > 0}
