@@ -54,11 +54,29 @@ OPTIONS = {
     "--eval-clip": ("eval_clip", str, "local CLIP model folder: image-image and text-image scores"),
     "--eval-toy": ("eval_toy", str, "toy-world concept, e.g. 'teal star': classifier fidelity"),
     "--eval-samples": ("eval_samples", int, "images generated per evaluation for --eval-* (default 4)"),
+    "--method": ("method", str, "ti (default) | dreamartist (positive + negative pair, docs/dreamartist.md)"),
+    "--ema": ("ema", float, "keep an EMA of the vectors with this decay (e.g. 0.97) for previews and outputs"),
+    "--ema-replace-every": ("ema_replace_every", int, "copy the EMA into the trained vectors every N steps"),
+    "--grayscale-copies": ("grayscale_copies", None, "add a greyscale copy of every image (tagged monochrome)"),
+}
+# DreamArtist (--method dreamartist) options, nested under [dreamartist] in TOML files.
+DREAMARTIST_OPTIONS = {
+    "--negative": ("negative", str, "negative embedding file (default NAME-neg beside --embedding)"),
+    "--cfg": ("cfg", str, "training guidance scale: 3 (characters), 5 (styles) or lo-hi[:ln|cos|cos2]"),
+    "--neg-lr-weight": ("neg_lr_weight", float, "negative learning rate = lr x this (default 1)"),
+    "--neg-plain-template": ("neg_plain_template", None, "negative prompt from the template without [filewords]"),
+    "--reconstruction": ("reconstruction", None, "add L1 between the VAE-decoded prediction and the image"),
+    "--rec-weight": ("rec_weight", float, "weight of the reconstruction loss (default 1)"),
+    "--rec-max-timestep": ("rec_max_timestep", int, "no reconstruction loss above this timestep (default 999)"),
+    "--rec-timestep-weight": ("rec_timestep_weight", str, "none | alpha: scale reconstruction by the signal share"),
+    "--ema-neg": ("ema_neg", float, "EMA decay of the negative embedding (default: --ema)"),
 }
 MODEL_OPTIONS = {
     "--model": ("model", str, "diffusers folder or .safetensors/.ckpt checkpoint"),
     "--family": ("family", str, "sd1 | sd2 | sdxl (default: detected)"),
     "--prediction": ("prediction", str, "epsilon | v_prediction (default: detected)"),
+    "--model-config": ("config", str, "diffusers folder whose configs describe a single-file model's "
+                       "architecture (default: shipped configs for the detected family)"),
     "--clip-skip": ("clip_skip", int, "1 = last layer (default); the seed suggests 2 for anime models"),
 }
 
@@ -77,8 +95,10 @@ def register(sub) -> None:
                        "--resume RUN_DIR continues exactly where it stopped.")
     _add(p, MODEL_OPTIONS)
     _add(p, OPTIONS)
+    _add(p, DREAMARTIST_OPTIONS)
     p.add_argument("--format", dest="formats", action="append", default=None,
-                   choices=["a1111-pt", "safetensors"], help="output format (repeatable; default both)")
+                   choices=["a1111-pt", "a1111-png", "safetensors", "diffusers"],
+                   help="output format (repeatable; default a1111-pt and safetensors)")
     p.add_argument("--config", help="TOML file with any of these options (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its folder (LOG_DIR/NAME)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -92,6 +112,10 @@ def overrides_from(args) -> dict:
         given["formats"] = tuple(dict.fromkeys(args.formats))
     if model:
         given["model"] = model
+    dreamartist = {dest: getattr(args, dest) for dest, _, _ in DREAMARTIST_OPTIONS.values()
+                   if getattr(args, dest) is not None}
+    if dreamartist:
+        given["dreamartist"] = dreamartist
     return given
 
 
@@ -103,8 +127,8 @@ def build_config(args) -> TrainConfig:
     if args.resume:
         return config_for_resume(args.resume, given)
     base = load_toml(args.config) if args.config else {}
-    model = {**base.get("model", {}), **given.pop("model", {})}
-    return from_dict(TrainConfig, {**base, **given, "model": model}, args.config or "command line")
+    nested = {k: {**base.get(k, {}), **given.pop(k, {})} for k in ("model", "dreamartist")}
+    return from_dict(TrainConfig, {**base, **given, **nested}, args.config or "command line")
 
 
 def run(args) -> int:
