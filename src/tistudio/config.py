@@ -98,11 +98,18 @@ class TrainConfig:
     preview_cfg: float = 7.0
     preview_sampler: str = "euler_a"
     png_embeddings: bool = False
-    precision: str = "fp32"           # dtype of the frozen weights; vectors are always fp32
+    precision: str | None = None      # dtype of the frozen weights (vectors are always fp32); None: --profile
     clip_grad_mode: str = "none"
     clip_grad: float = 1.0
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None  # UNet and text encoders; None: from --profile
     device: str = "auto"
+    # Speed and memory (train/speed.py, docs/speed.md); None: the profile decides per device and model.
+    profile: str = "balanced"         # low-memory | balanced | fast
+    channels_last: bool | None = None
+    compile: bool | None = None       # torch.compile the UNet
+    attention: str = "sdpa"           # sdpa | xformers | classic
+    threads: int = 0                  # CPU threads; 0 = from the profile
+    num_processes: int = 1            # data-parallel processes (train/distributed.py)
     # Knowing when to stop (docs/when-to-stop.md); checked by _check_monitoring.
     val_every: int = 0                # deterministic validation loss every N steps, 0 = off
     val_split: float = 0.0            # share of the images held out for validation (never trained on)
@@ -128,7 +135,8 @@ class TrainConfig:
         for opt, v in (("--width", self.width), ("--height", self.height)):
             _check(v is None or (v > 0 and v % 8 == 0), f"{opt} {v}: must be a positive multiple of 8")
         _check(0.0 <= self.tag_dropout < 1.0, f"--tag-dropout {self.tag_dropout}: use 0 <= p < 1")
-        _check(self.precision in PRECISIONS, f"--precision {self.precision}: use {'|'.join(PRECISIONS)}")
+        _check(self.precision in (None, *PRECISIONS), f"--precision {self.precision}: use {'|'.join(PRECISIONS)}")
+        _check_speed(self)
         _check(self.latent_sampling in LATENT_SAMPLING,
                f"--latent-sampling {self.latent_sampling}: use {'|'.join(LATENT_SAMPLING)}")
         _check(self.clip_grad_mode in CLIP_GRAD_MODES,
@@ -146,6 +154,15 @@ class TrainConfig:
                 re.compile(self.filename_regex)
             except re.error as exc:
                 raise TIStudioError(f"--filename-regex {self.filename_regex!r} is not a valid regex ({exc})") from None
+
+
+def _check_speed(cfg: "TrainConfig") -> None:
+    from .train.speed import ATTENTION, PROFILES  # stdlib-only at import time
+
+    _check(cfg.profile in PROFILES, f"--profile {cfg.profile}: use {'|'.join(PROFILES)}")
+    _check(cfg.attention in ATTENTION, f"--attention {cfg.attention}: use {'|'.join(ATTENTION)}")
+    _check(cfg.threads >= 0, f"--threads {cfg.threads}: use 0 (automatic) or more")
+    _check(cfg.num_processes >= 1, f"--num-processes {cfg.num_processes}: must be at least 1")
 
 
 def _check_monitoring(cfg: "TrainConfig") -> None:

@@ -1,0 +1,129 @@
+"""Speed and memory settings of a training run: `--profile low-memory|balanced|fast` plus explicit
+flags resolve, per device and model size, into one SpeedSettings that prepare() applies to the
+frozen parts. Each default is the fastest setting measured correct here (docs/speed.md has the table).
+
+Why the rules look the way they do (measured on a 2-core Sapphire Rapids CPU, docs/speed.md):
+- bf16 frozen weights run on the CPU's AMX units: ~2x faster than fp32 on the SD1.5 UNet with the
+  same loss to ~1e-3; on a tiny model (< 100 M UNet parameters) the casts cost more than they save.
+- Small models are dominated by per-op overhead, where a second OpenMP thread only adds barrier
+  waits, so they run on one thread; large ones use every core.
+- Gradient checkpointing saves activation memory at ~1.3x the compute: only `low-memory` turns it on.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+from ..errors import TIStudioError
+
+PROFILES = ("low-memory", "balanced", "fast")
+ATTENTION = ("sdpa", "xformers", "classic")
+LARGE_UNET = 100_000_000   # UNet parameters from which half precision and all threads pay on a CPU
+
+
+def quiet_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning. On a busy machine spinning threads steal the
+    cores the working thread needs (measured: a tiny-model step 0.28 s -> 0.016 s with 2 threads
+    under load). Must run before torch is imported to take effect; a user's own setting wins."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    profile: str
+    precision: str          # dtype of the frozen weights; the vectors are always fp32
+    checkpointing: bool     # recompute UNet and text-encoder activations in the backward pass
+    channels_last: bool     # NHWC memory layout for the UNet's convolutions
+    compile: bool           # torch.compile the UNet
+    attention: str          # sdpa | xformers | classic (unfused, for comparison only)
+    threads: int            # CPU threads (0 on GPU: left alone)
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+def native_half(device) -> str | None:
+    """The half type this device computes natively, or None (then half only saves memory)."""
+    import torch
+
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return None
+
+
+def physical_cores() -> int:
+    import psutil  # an accelerate dependency
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def resolve(cfg, device, unet_parameters: int) -> SpeedSettings:
+    """The profile's choices for this device and model, with every explicitly set option on top."""
+    profile = cfg.profile
+    large = unet_parameters >= LARGE_UNET
+    half = native_half(device)
+    gpu = device.type == "cuda"
+    if gpu or large:
+        precision = half or ("bf16" if profile == "low-memory" else "fp32")
+    else:
+        precision = "bf16" if profile == "low-memory" else "fp32"
+    checkpointing = profile == "low-memory"
+    # channels_last pays for oneDNN / cuDNN convolutions in half precision; in fp32 on a CPU it adds
+    # layout conversions around every GroupNorm.
+    channels_last = precision != "fp32" and profile != "low-memory" and (gpu or large)
+    compile_unet = profile == "fast" and (gpu or large)
+    threads = 0 if gpu else (physical_cores() if large else 1)
+    pick = lambda given, default: default if given is None else given  # noqa: E731
+    return SpeedSettings(
+        profile=profile,
+        precision=pick(cfg.precision, precision),
+        checkpointing=pick(cfg.gradient_checkpointing, checkpointing),
+        channels_last=pick(cfg.channels_last, channels_last),
+        compile=pick(cfg.compile, compile_unet),
+        attention=cfg.attention,  # SDPA picks flash / memory-efficient kernels itself
+        threads=cfg.threads or threads,
+    )
+
+
+def _has_xformers() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("xformers") is not None
+
+
+def apply(c, s: SpeedSettings) -> None:
+    """Put the frozen UNet and text encoders in the chosen layout and modes (after the dtype move)."""
+    import torch
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    _attention(c.unet, s.attention)
+    if s.checkpointing:
+        c.unet.enable_gradient_checkpointing()
+        for encoder in c.text_encoders:
+            # transformers only checkpoints in train mode; CLIP has no dropout, so nothing else changes.
+            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            encoder.train()
+        # Non-reentrant checkpointing: a segment whose inputs need no grad (the UNet's noisy
+        # latents) still passes gradients to the context it reads, so they reach the vectors.
+        c.unet.train()
+    if s.channels_last:
+        c.unet.to(memory_format=torch.channels_last)
+    if s.compile:
+        c.unet.compile()
+
+
+def _attention(unet, kind: str) -> None:
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if kind == "xformers":
+        if not _has_xformers():
+            raise TIStudioError("--attention xformers: xformers is not installed; pip install xformers "
+                                "or use --attention sdpa")
+        unet.enable_xformers_memory_efficient_attention()
+        return
+    wanted = AttnProcessor2_0 if kind == "sdpa" else AttnProcessor
+    if not all(isinstance(p, wanted) for p in unet.attn_processors.values()):
+        unet.set_attn_processor(wanted())
