@@ -1,4 +1,6 @@
-"""`tistudio create NAME --model M [--init-text T] [--vectors N] [--overwrite] [--out DIR]`"""
+"""`tistudio create NAME --model M [--init-text T] [--vectors N] [--overwrite] [--out DIR]`
+
+`--method dreamartist` creates the pair NAME and NAME-neg (`--neg-vectors`, `--neg-init-text`)."""
 from __future__ import annotations
 
 
@@ -10,7 +12,12 @@ def register(sub) -> None:
     p.add_argument("--family", choices=["sd1", "sd2", "sdxl"], help="override the detected model family")
     p.add_argument("--init-text", default="*", help="words to start from, e.g. '1girl' or 'painting' "
                    "(default '*'; empty gives zero vectors)")
-    p.add_argument("--vectors", type=int, default=1, help="vectors per token, 1-75 (default 1)")
+    p.add_argument("--vectors", type=int, default=None,
+                   help="vectors per token, 1-75 (default 1; 3 with --method dreamartist)")
+    p.add_argument("--method", choices=["ti", "dreamartist"], default="ti",
+                   help="dreamartist: also create NAME-neg, the negative embedding")
+    p.add_argument("--neg-vectors", type=int, default=6, help="dreamartist: negative vectors (default 6)")
+    p.add_argument("--neg-init-text", default="*", help="dreamartist: the negative's init text (default '*')")
     p.add_argument("--out", default="embeddings", help="output folder (default embeddings/)")
     p.add_argument("--format", default="a1111-pt", dest="fmt", choices=["a1111-pt", "safetensors"])
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
@@ -23,10 +30,19 @@ def run(args) -> int:
     from .. import api
     from ..errors import TIStudioError
 
-    target = Path(args.out) / f"{args.name}{'.pt' if args.fmt == 'a1111-pt' else '.safetensors'}"
-    if target.exists() and not args.overwrite:  # before loading a multi-GB model
-        raise TIStudioError(f"{target} already exists; pass --overwrite to replace it or choose another name")
+    names = [args.name] + ([f"{args.name}-neg"] if args.method == "dreamartist" else [])
+    for name in names:
+        target = Path(args.out) / f"{name}{'.pt' if args.fmt == 'a1111-pt' else '.safetensors'}"
+        if target.exists() and not args.overwrite:  # before loading a multi-GB model
+            raise TIStudioError(f"{target} already exists; pass --overwrite to replace it or choose another name")
     c = api.load_model(args.model, family=args.family)
+    if args.method == "dreamartist":
+        vectors = args.vectors or 3
+        pos, neg = api.create_dreamartist_pair(c, args.name, args.init_text, vectors, args.neg_init_text,
+                                               args.neg_vectors, args.out, args.overwrite, args.fmt)
+        print(f"created {pos} ({vectors} vector(s)) and {neg} ({args.neg_vectors} vector(s)), {c.family.name}")
+        return 0
+    args.vectors = args.vectors or 1
     path = api.create_embedding(c, args.name, args.init_text, args.vectors, args.out, args.overwrite, args.fmt)
     print(f"created {path} ({args.vectors} vector(s), {c.family.name}, init text {args.init_text!r})")
     return 0
