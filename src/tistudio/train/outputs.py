@@ -64,8 +64,14 @@ class RunFolder:
 
     def records(self) -> list[dict]:
         """The rows as {column: float or None}, for plots and summaries."""
-        return [{k: (float(v) if v != "" else None) for k, v in zip(LOSS_COLUMNS, self._padded(r))}
-                for r in self._rows]
+        return [self._record(r) for r in self._rows]
+
+    def latest(self) -> dict | None:
+        """The last row as a record (cheap: called every step by monitors)."""
+        return self._record(self._rows[-1]) if self._rows else None
+
+    def _record(self, row: list) -> dict:
+        return {k: (float(v) if v != "" else None) for k, v in zip(LOSS_COLUMNS, self._padded(row))}
 
     def flush_loss(self) -> None:
         buf = io.StringIO()
