@@ -7,10 +7,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -32,20 +30,9 @@ def tiny_model_dirs(tiny_models, tmp_path_factory):
     return {f: save_diffusers_folder(c, root / f) for f, c in tiny_models.items()}
 
 
-def make_dataset(folder, n: int = 4, size: int = 64, seed: int = 0):
-    """n images of coloured squares on noise, captioned by file name ("0000-a red square.png")."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    colours = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), "yellow": (230, 220, 20)}
-    for i in range(n):
-        name, rgb = list(colours.items())[i % len(colours)]
-        arr = (rng.random((size, size, 3)) * 60).astype(np.uint8)
-        lo, hi = size // 4, 3 * size // 4
-        arr[lo:hi, lo:hi] = rgb
-        Image.fromarray(arr).save(folder / f"{i:04d}-a {name} square.png")
-    return folder
-
-
 @pytest.fixture
 def dataset(tmp_path):
-    return make_dataset(tmp_path / "data")
+    """Four 64-px images of coloured squares, captioned by file name ("00000-0-a red square.png")."""
+    from tistudio.toy_data import write_shapes_dataset
+
+    return write_shapes_dataset(tmp_path / "data", n=4)

@@ -61,21 +61,24 @@ def train(cfg, components: Components | None = None, callback=None, stop=None, p
     return _train(cfg, components, callback, stop, progress, resume)
 
 
-def load_embeddings_dir(folder: str | Path | None, widths: tuple[int, ...]) -> dict:
-    """{trigger: vectors} for every embedding file under `folder` that fits the model."""
-    from .embedding.formats import load_embedding
+def load_embeddings_dir(folder: str | Path | None, widths: tuple[int, ...], warn=print) -> dict:
+    """{trigger: vectors} for every embedding under `folder` (recursive, as A1111 scans) that fits
+    the model; duplicate triggers and files for other model sizes are reported through `warn`."""
+    from .embedding.formats.scan import scan_embeddings
 
     if not folder:
         return {}
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TIStudioError(f"--embeddings {folder}: not a folder")
+    result = scan_embeddings(folder)
+    for trigger, paths in result.duplicates.items():
+        warn(f"warning: trigger {trigger!r} is used by {len(paths)} files; using {paths[0]}")
+    for path, reason in result.skipped:
+        warn(f"warning: skipped {path}: {reason}")
     found = {}
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in (".pt", ".bin", ".safetensors") and path.is_file():
-            emb = load_embedding(path)
-            emb.check_fits(widths, str(path))
-            found[emb.name] = emb.vectors
+    for trigger, loaded in result.embeddings.items():
+        if loaded.embedding.widths == tuple(widths):
+            found[trigger] = loaded.embedding.vectors
+        else:
+            warn(f"warning: {trigger!r} has width {loaded.embedding.widths}, not the model's {tuple(widths)}; skipped")
     return found
 
 

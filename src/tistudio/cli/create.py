@@ -19,7 +19,8 @@ def register(sub) -> None:
     p.add_argument("--neg-vectors", type=int, default=6, help="dreamartist: negative vectors (default 6)")
     p.add_argument("--neg-init-text", default="*", help="dreamartist: the negative's init text (default '*')")
     p.add_argument("--out", default="embeddings", help="output folder (default embeddings/)")
-    p.add_argument("--format", default="a1111-pt", dest="fmt", choices=["a1111-pt", "safetensors"])
+    p.add_argument("--format", default="a1111-pt", dest="fmt", choices=["a1111-pt", "safetensors"],
+                   help="file format (default a1111-pt)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=run)
 
