@@ -25,6 +25,8 @@ from .objectives.select import build_objective, ema_decays
 from .objectives.ti import TIObjective
 from .outputs import RunFolder
 from .schedules import LRSchedule, parse_lr
+from .distributed import Distributed
+from .speed import SpeedSettings, apply as apply_speed, resolve as resolve_speed
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -52,6 +54,8 @@ class Session:
     # objects with after_step(session, step, loss, lr) and at_end(session, result).
     hooks: list = field(default_factory=list)
     ema: EMA | None = None   # averaged vectors for previews and outputs (train/ema.py)
+    speed: SpeedSettings | None = None   # resolved --profile and speed options (train/speed.py)
+    dist: Distributed = field(default_factory=Distributed)   # this process's share (train/distributed.py)
 
 
 def pick_device(name: str) -> torch.device:
@@ -89,6 +93,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     callback = callback or (lambda event: None)
     stop = stop or StopToken()
     device = pick_device(cfg.device)
+    dist = Distributed.from_env(cfg.batch_size, device.type)
+    device = dist.device(device)
     c = components or load_components(cfg)
     c.freeze()
     width = cfg.width or c.family.resolution
@@ -104,15 +110,13 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     if cfg.grayscale_copies:
         records += grayscale_copies(records)
 
-    dtype = DTYPES[cfg.precision]
+    speed = resolve_speed(cfg, device, sum(p.numel() for p in c.unet.parameters()), dist.world)
+    dtype = DTYPES[speed.precision]
     for module in (c.unet, *c.text_encoders):
         # Passing a dtype to diffusers' .to() warns even when nothing changes.
         module.to(device) if module.dtype == dtype else module.to(device, dtype)
     c.vae.to(device)  # the VAE encodes in fp32 for the cache, then may leave the device
-    if cfg.gradient_checkpointing:
-        c.unet.enable_gradient_checkpointing()
-        # Only the vectors need gradients, so checkpointed segments must still see a grad input.
-        c.unet.train()
+    apply_speed(c, speed)
     cache = LatentCache.build(records, _encode_fn(c, device), width=width, height=height,
                               mode=cfg.latent_sampling, flip=cfg.flip, batch_size=cfg.batch_size,
                               generator=torch.Generator().manual_seed(cfg.seed + 1), progress=progress)
@@ -124,7 +128,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
     # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
     optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
-    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     prompt_rng = random.Random(cfg.seed)
     start_step = emb.step
     decays = ema_decays(cfg, objective)
@@ -145,12 +149,14 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         start_step = int(saved["step"])
         run.truncate_after(start_step)
         callback(Message("info", f"resumed {resume} at step {start_step}"))
-    write_text(run.root / "config.toml", dump_toml(cfg))
+    if dist.is_main:
+        write_text(run.root / "config.toml", dump_toml(cfg))
     return Session(cfg=cfg, c=c, objective=objective, cache=cache,
                    prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
                    optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
                    prompt_rng=prompt_rng, device=device, start_step=start_step,
-                   width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema)
+                   width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
+                   speed=speed, dist=dist)
 
 
 def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:

@@ -59,8 +59,9 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def resolve(cfg, device, unet_parameters: int) -> SpeedSettings:
-    """The profile's choices for this device and model, with every explicitly set option on top."""
+def resolve(cfg, device, unet_parameters: int, processes: int = 1) -> SpeedSettings:
+    """The profile's choices for this device and model, with every explicitly set option on top.
+    `processes` on this machine share its cores."""
     profile = cfg.profile
     large = unet_parameters >= LARGE_UNET
     half = native_half(device)
@@ -74,7 +75,7 @@ def resolve(cfg, device, unet_parameters: int) -> SpeedSettings:
     # layout conversions around every GroupNorm.
     channels_last = precision != "fp32" and profile != "low-memory" and (gpu or large)
     compile_unet = profile == "fast" and (gpu or large)
-    threads = 0 if gpu else (physical_cores() if large else 1)
+    threads = 0 if gpu else (max(1, physical_cores() // processes) if large else 1)
     pick = lambda given, default: default if given is None else given  # noqa: E731
     return SpeedSettings(
         profile=profile,

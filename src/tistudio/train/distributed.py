@@ -1,0 +1,131 @@
+"""Data-parallel training across processes (CPU gloo or one GPU per process with NCCL).
+
+Every process builds the same session (same seeds, same latent cache, same prompt draws) and, for
+each micro-batch, computes the loss of its contiguous share of the samples only. The loop then sums
+the vector gradients and the loss over processes, so N processes with batch B give the gradient one
+process gets with batch B. Only the main process writes files, previews and runs hooks; a stop
+request on any process stops all of them at the same step.
+
+Started by `accelerate launch -m tistudio train ...`, `torchrun -m tistudio ...` (both set RANK,
+WORLD_SIZE, MASTER_ADDR, MASTER_PORT) or by `tistudio train --num-processes N`, which starts the
+N processes itself (launch() below)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+
+from ..errors import TIStudioError
+
+def launched() -> bool:
+    """True inside a process started by a launcher (accelerate, torchrun or launch())."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, batch_size: int, device_type: str) -> "Distributed":
+        """Join the process group the launcher described, or run alone."""
+        if not launched():
+            return cls()
+        import torch.distributed as dist
+
+        world = int(os.environ["WORLD_SIZE"])
+        if batch_size % world:
+            raise TIStudioError(f"--batch-size {batch_size}: must be a multiple of the {world} processes "
+                                f"so each computes an equal share")
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        return cls(rank=dist.get_rank(), world=dist.get_world_size(),
+                   local_rank=int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+
+    def device(self, device):
+        """One GPU per process: cuda:LOCAL_RANK."""
+        import torch
+
+        if self.world > 1 and device.type == "cuda" and device.index is None:
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def share(self, mb):
+        """This process's contiguous share of a micro-batch (all of it when alone). Everything is
+        drawn for the whole micro-batch first, so randomness does not depend on the process count."""
+        if self.world == 1:
+            return mb
+        n = len(mb.indices) // self.world
+        part = slice(self.rank * n, (self.rank + 1) * n)
+        return replace(mb, prompts=mb.prompts[part], latents=mb.latents[part], noise=mb.noise[part],
+                       timesteps=mb.timesteps[part], noisy=mb.noisy[part], target=mb.target[part],
+                       weights=None if mb.weights is None else mb.weights[part],
+                       indices=mb.indices[part], flips=mb.flips[part])
+
+    def reduce(self, params, loss: float) -> float:
+        """Sum the vector gradients and the step's loss over processes; returns the total loss."""
+        if self.world == 1:
+            return loss
+        import torch
+        import torch.distributed as dist
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([loss], dtype=grads[0].dtype,
+                                                                        device=grads[0].device)])
+        dist.all_reduce(flat)  # one call for every vector and the loss
+        offset = 0
+        for p, g in zip(params, grads):
+            p.grad = flat[offset:offset + g.numel()].view_as(g)
+            offset += g.numel()
+        return float(flat[-1])
+
+    def any_stopped(self, stopped: bool) -> bool:
+        """True on every process when any of them was asked to stop."""
+        if self.world == 1:
+            return stopped
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if stopped else 0.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(argv: list[str], n: int) -> int:
+    """Run `python -m tistudio ARGV` as N cooperating processes on this machine; returns the
+    first non-zero exit code (or 0). CPU threads are divided between the processes."""
+    port = str(_free_port())
+    threads = max(1, (os.cpu_count() or 1) // n)
+    procs = []
+    for rank in range(n):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(n),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+        procs.append(subprocess.Popen([sys.executable, "-m", "tistudio", *argv], env=env))
+    codes = []
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # the terminal sent SIGINT to the children too; let them save
+        codes = [p.wait() for p in procs]
+    return next((c for c in codes if c), 0)
