@@ -31,7 +31,7 @@ def train(cfg: TrainConfig, components: Components | None = None, callback: Call
     first = s.objective.embeddings[0]
     for e in s.objective.embeddings:
         emb = e.snapshot(result.step, vectors=shown[e.name])
-        for path, fmt in final_paths(cfg, e.name):
+        for path, fmt in final_paths(cfg, first.name):
             if e is not first:  # NAME-neg follows the positive's file: --output x/cat.pt -> x/cat-neg.pt
                 tail = e.name[len(first.name):] if e.name.startswith(first.name) else ""
                 path = path.with_name((path.stem + tail if tail else e.name) + path.suffix)
