@@ -12,10 +12,13 @@ N processes itself (launch() below)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from ..errors import TIStudioError
 
@@ -57,6 +60,14 @@ class Distributed:
         if self.world > 1 and device.type == "cuda" and device.index is None:
             return torch.device("cuda", self.local_rank)
         return device
+
+    def run_root(self, root: Path) -> Path:
+        """The main process writes the user's run folder; the others keep their identical files
+        (hooks such as plots write there too) in a scratch folder removed by close()."""
+        return root if self.is_main else self._scratch() / Path(root).name
+
+    def _scratch(self) -> Path:
+        return Path(tempfile.gettempdir()) / f"tistudio-rank{self.rank}-{os.getpid()}"
 
     def share(self, mb):
         """This process's contiguous share of a micro-batch (all of it when alone). Everything is
@@ -104,6 +115,8 @@ class Distributed:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+            if not self.is_main:
+                shutil.rmtree(self._scratch(), ignore_errors=True)
 
 
 def _free_port() -> int:

@@ -91,7 +91,7 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
                unit="step", disable=not progress, dynamic_ncols=True)
     started, done_here = time.perf_counter(), 0
     while step < cfg.steps:
-        if s.stop.stopped:
+        if s.dist.any_stopped(s.stop.stopped):  # every process stops at the same step
             reason = s.stop.reason
             break
         lr = s.schedule.lr_at(step)
@@ -107,10 +107,12 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
         per_step = cfg.batch_size * cfg.grad_accum
         for m, (indices, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
             mb = _micro_batch(s, indices, flips, step * per_step + m * cfg.batch_size)
+            mb = s.dist.share(mb)  # this process's samples (all of them when alone)
             # Mean over the whole optimizer batch: each micro-batch carries its share.
             loss = s.objective.loss(mb).sum() / per_step
             (s.scaler.scale(loss) if s.scaler else loss).backward()
             total += float(loss.detach())
+        total = s.dist.reduce([p for e in s.objective.embeddings for p in e.params], total)
         if s.scaler:
             s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
         _clip(s)
@@ -134,10 +136,10 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
         # the vectors that training continues from.
         for hook in s.hooks:
             hook.after_step(s, step, total, lr)
-        if cfg.save_every and step % cfg.save_every == 0:
+        if cfg.save_every and step % cfg.save_every == 0 and s.dist.is_main:
             paths = save_point(s, step)
             s.callback(Saved(step, tuple(map(str, paths))))
-        if cfg.preview_every and step % cfg.preview_every == 0:
+        if cfg.preview_every and step % cfg.preview_every == 0 and s.dist.is_main:
             write_preview(s, step)
     bar.close()
     result = TrainResult(step, reason, [], last_loss, str(s.run.root))

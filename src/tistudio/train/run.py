@@ -25,6 +25,9 @@ def train(cfg: TrainConfig, components: Components | None = None, callback: Call
           stop: StopToken | None = None, progress: bool = True, resume: str | None = None) -> TrainResult:
     s = prepare(cfg, components, callback, stop, progress, resume)
     result = run_loop(s, progress)
+    s.dist.close()
+    if not s.dist.is_main:  # the other processes hold the same vectors; one writes them
+        return result
     save_point(s, result.step, final=True)
     outputs = []
     shown = output_vectors(s)  # the EMA average when there is one

@@ -123,7 +123,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     if cfg.vae_offload:
         c.vae.to("cpu")
 
-    run = RunFolder(Path(cfg.log_dir) / emb.name)
+    run = RunFolder(dist.run_root(Path(cfg.log_dir) / emb.name))
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
     # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
