@@ -25,6 +25,8 @@ from .objectives.select import build_objective, ema_decays
 from .objectives.ti import TIObjective
 from .outputs import RunFolder
 from .schedules import LRSchedule, parse_lr
+from .evaluation import hooks_for
+from .validation import held_out_cache, split_images
 from .distributed import Distributed
 from .speed import SpeedSettings, apply as apply_speed, resolve as resolve_speed
 
@@ -105,6 +107,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     images, skipped = scan_images(cfg.data)
     for path, reason in skipped:
         callback(Message("warning", f"skipped {path}: {reason}"))
+    images, held_out = split_images(cfg, images)  # held-out validation images are never trained on
     records = make_records(images, width=width, height=height, factor=c.vae_factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
     if cfg.grayscale_copies:
@@ -120,6 +123,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     cache = LatentCache.build(records, _encode_fn(c, device), width=width, height=height,
                               mode=cfg.latent_sampling, flip=cfg.flip, batch_size=cfg.batch_size,
                               generator=torch.Generator().manual_seed(cfg.seed + 1), progress=progress)
+    val_cache = held_out_cache(cfg, held_out, _encode_fn(c, device), width=width, height=height,
+                               factor=c.vae_factor, progress=progress)
     if cfg.vae_offload:
         c.vae.to("cpu")
 
@@ -151,12 +156,14 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         callback(Message("info", f"resumed {resume} at step {start_step}"))
     if dist.is_main:
         write_text(run.root / "config.toml", dump_toml(cfg))
-    return Session(cfg=cfg, c=c, objective=objective, cache=cache,
+    session = Session(cfg=cfg, c=c, objective=objective, cache=cache,
                    prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
                    optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
                    prompt_rng=prompt_rng, device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
                    speed=speed, dist=dist)
+    session.hooks.extend(hooks_for(session, val_cache, resumed=bool(resume)))
+    return session
 
 
 def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:

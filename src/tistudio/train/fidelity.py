@@ -1,0 +1,139 @@
+"""Fidelity scores at each evaluation, from images generated with the current vectors.
+
+- CLIP (--eval-clip DIR, a local CLIP model folder): the two scores of the Textual Inversion paper
+  (Gal et al. 2022, §5.1). Image-image: mean CLIP cosine between images of "a photo of NAME" and the
+  training images (does it look like the concept?). Text-image: mean CLIP cosine between images of
+  edited prompts ("a painting of NAME") and those prompts with NAME removed (does the prompt still
+  steer the image, or has the embedding taken over?).
+- Toy world (--eval-toy "COLOUR SHAPE"): the share of images of "a photo of a NAME" that the toy
+  world's rule-based classifier reads as that colour and shape. Meaningful on the toy model (its
+  world is known); on any other model it measures nothing useful.
+
+Images use the preview settings (--preview-steps, --preview-cfg, --preview-sampler, --preview-seed
++ i), so scores at different steps compare.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import TIStudioError
+
+EDIT_PROMPTS = ("a painting of {}", "a photo of {} on the beach", "{} in the snow", "a drawing of {}")
+# Normalisation of every OpenAI-derived CLIP image tower.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def generate_for_eval(s, prompts: list[str]) -> list:
+    """One image per prompt, seed --preview-seed + its position."""
+    from ..generate.sample import GenerateOptions, generate
+
+    cfg = s.cfg
+    vectors = {name: tuple(v.detach() for v in vs) for name, vs in s.objective.vectors().items()}
+    vae_device = next(s.c.vae.parameters()).device
+    s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decodes
+    images = []
+    try:
+        for j, prompt in enumerate(prompts):
+            options = GenerateOptions(prompt=prompt, negative_prompt=cfg.preview_negative,
+                                      sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
+                                      seed=cfg.preview_seed + j, width=s.width, height=s.height)
+            images += generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip)
+    finally:
+        s.c.vae.to(vae_device)
+    return images
+
+
+class ToyScorer:
+    def __init__(self, s, spec: str):
+        from ..toy.concepts import parse_concept
+
+        self.concept = parse_concept(spec)
+
+    def __call__(self, s) -> dict[str, float]:
+        from ..toy.classifier import accuracy
+
+        name = s.objective.embeddings[0].name
+        images = generate_for_eval(s, [f"a photo of a {name}"] * s.cfg.eval_samples)
+        acc = accuracy(images, [(self.concept.colour, self.concept.shape)] * len(images))
+        return {"toy_colour": acc["colour"], "toy_shape": acc["shape"], "toy_fidelity": acc["both"]}
+
+
+class ClipScorer:
+    def __init__(self, s, folder: str, max_references: int = 8):
+        from transformers import CLIPModel
+
+        from ..models.tokenizer import ASSET, load_clip_tokenizer
+
+        path = Path(folder)
+        if not (path / "config.json").is_file():
+            raise TIStudioError(f"--eval-clip {folder}: no config.json there; pass a local CLIP model "
+                                "folder (e.g. a saved openai/clip-vit-large-patch14)")
+        try:
+            self.model = CLIPModel.from_pretrained(str(path), local_files_only=True).eval()
+        except (OSError, ValueError) as exc:
+            raise TIStudioError(f"--eval-clip {folder}: not a loadable CLIP model "
+                                f"({str(exc).splitlines()[0][:160]})") from None
+        # CLIP models share one BPE vocabulary: the folder's tokenizer when it has one, else ours.
+        self.tokenizer = load_clip_tokenizer(path if (path / "vocab.json").is_file() else ASSET)
+        self.size = self.model.config.vision_config.image_size
+        from PIL import Image
+
+        refs = []
+        for record in s.cache.records[:max_references]:
+            with Image.open(record.path) as img:
+                refs.append(img.convert("RGB"))
+        self.references = self._image_features(refs)
+
+    def _pixels(self, images) -> torch.Tensor:
+        """[B,3,S,S]: shorter side resized to S (bicubic), centre crop, CLIP normalisation."""
+        import numpy as np
+        from PIL import Image
+
+        out = []
+        for img in images:
+            scale = self.size / min(img.size)
+            w, h = max(self.size, round(img.width * scale)), max(self.size, round(img.height * scale))
+            img = img.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
+            left, top = (w - self.size) // 2, (h - self.size) // 2
+            img = img.crop((left, top, left + self.size, top + self.size))
+            out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
+        mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+        return (torch.stack(out) - mean) / std
+
+    @staticmethod
+    def _unit(features) -> torch.Tensor:
+        # transformers 5 may return a model output instead of the bare projected tensor.
+        features = features if torch.is_tensor(features) else features.pooler_output
+        return torch.nn.functional.normalize(features.float(), dim=-1)
+
+    @torch.no_grad()
+    def _image_features(self, images) -> torch.Tensor:
+        return self._unit(self.model.get_image_features(pixel_values=self._pixels(images)))
+
+    @torch.no_grad()
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        limit = self.model.config.text_config.max_position_embeddings
+        tok = self.tokenizer(texts, padding="max_length", truncation=True, max_length=limit, return_tensors="pt")
+        return self._unit(self.model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask))
+
+    def __call__(self, s) -> dict[str, float]:
+        name, n = s.objective.embeddings[0].name, s.cfg.eval_samples
+        likeness = self._image_features(generate_for_eval(s, [f"a photo of {name}"] * n))
+        edits = [EDIT_PROMPTS[j % len(EDIT_PROMPTS)] for j in range(n)]
+        edited = self._image_features(generate_for_eval(s, [e.format(name) for e in edits]))
+        texts = self._text_features([" ".join(e.format("").split()) for e in edits])
+        return {"clip_image": float((likeness @ self.references.T).mean()),
+                "clip_text": float((edited * texts).sum(dim=-1).mean())}
+
+
+def scorers(s) -> list:
+    """The fidelity scorers this run asked for (callables s -> {score name: value})."""
+    out = []
+    if s.cfg.eval_clip:
+        out.append(ClipScorer(s, s.cfg.eval_clip))
+    if s.cfg.eval_toy:
+        out.append(ToyScorer(s, s.cfg.eval_toy))
+    return out

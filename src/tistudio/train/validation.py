@@ -1,0 +1,135 @@
+"""A deterministic validation loss: the objective's loss on a fixed set of (image, timestep, noise)
+triples, so two evaluations of the same vectors give the same number and a change is the vectors'.
+
+The training loss of one step is dominated by its random timestep and noise (a t≈50 step and a
+t≈950 step differ by an order of magnitude), so its curve cannot tell a better embedding from a
+lucky draw. Here every image meets the same grid of timesteps across the schedule, each with noise
+from a seed fixed by (seed, image, timestep), and the same template line every time.
+
+Images: held-out ones (--val-split, --val-data), never trained on, else the training images
+themselves (then the number measures fit, not generalisation: the docs say so).
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.dataset import make_records, scan_images
+from ..data.latent_cache import LatentCache
+from ..data.prompts import Prompt, fill, process_tags
+from ..errors import TIStudioError
+from ..models.denoiser import noisy_and_target
+from .objectives.base import MicroBatch
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def split_images(cfg, images: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(training images, held-out validation images). A --val-data image is also removed from the
+    training set when the same file (by content) sits in --data, so it is never trained on."""
+    if cfg.val_data:
+        if not Path(cfg.val_data).is_dir():
+            raise TIStudioError(f"--val-data {cfg.val_data}: not a folder; pass a folder of validation images")
+        held, _ = scan_images(cfg.val_data)
+        if not held:
+            raise TIStudioError(f"--val-data {cfg.val_data}: no readable images there")
+        digests = {_digest(p) for p in held}
+        train = [p for p in images if _digest(p) not in digests]
+    elif cfg.val_split:
+        k = max(1, round(len(images) * cfg.val_split))
+        # A str seed is hashed with SHA-512 by `random`: the same split on every run and machine.
+        chosen = set(random.Random(f"tistudio/val/{cfg.seed}").sample(range(len(images)), min(k, len(images))))
+        held = [p for i, p in enumerate(images) if i in chosen]
+        train = [p for i, p in enumerate(images) if i not in chosen]
+    else:
+        return images, []
+    if not train:
+        raise TIStudioError(f"--val-split/--val-data leaves no training images in {cfg.data}; hold out "
+                            "fewer images or add more to --data")
+    return train, held
+
+
+def held_out_cache(cfg, held: list[Path], encode, *, width: int, height: int, factor: int,
+                   progress: bool = False) -> LatentCache | None:
+    """Latents of the held-out images: posterior means (no sampling noise in a validation number)."""
+    if not held:
+        return None
+    records = make_records(held, width=width, height=height, factor=factor,
+                           regex=cfg.filename_regex, join=cfg.filename_join)
+    return LatentCache.build(records, encode, width=width, height=height, mode="deterministic",
+                             batch_size=cfg.batch_size, progress=progress)
+
+
+def timestep_grid(k: int, num_train_timesteps: int) -> list[int]:
+    """k timesteps at the centres of k equal parts of the schedule (5 of 1000: 100, 300, ..., 900)."""
+    return [int((i + 0.5) * num_train_timesteps / k) for i in range(k)]
+
+
+def spread(n: int, m: int) -> list[int]:
+    """At most m indices spread evenly over range(n), always including 0."""
+    k = min(n, m)
+    return [i * n // k for i in range(k)]
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Everything fixed: scaled latents [N,C,h,w], noise [N,C,h,w], timesteps [N], prompts and loss
+    weights per triple, where N = images x timesteps."""
+
+    latents: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    prompts: tuple[Prompt, ...]
+    weights: torch.Tensor | None
+    indices: tuple[int, ...]
+    held_out: bool
+
+    @classmethod
+    def build(cls, s, cache: LatentCache | None = None) -> "ValidationSet":
+        cfg, c = s.cfg, s.c
+        held_out = cache is not None
+        cache = cache or s.cache
+        name = s.objective.embeddings[0].name
+        lines = s.prompts.lines
+        grid = timestep_grid(cfg.val_timesteps, c.scheduler.config.num_train_timesteps)
+        latents, noise, ts, prompts, indices = [], [], [], [], []
+        for i in spread(len(cache), cfg.val_images):
+            # One generator per image: a "random"-mode cache draws the same latent every time.
+            latent = cache.get([i], [False], torch.Generator().manual_seed(cfg.seed * 7919 + i)) * c.vae_scale
+            filewords = process_tags(cache.records[i].caption, rng=None)
+            for k, t in enumerate(grid):
+                gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + i * 101 + k) % (2**63 - 1))
+                latents.append(latent)
+                noise.append(torch.randn(latent.shape, generator=gen))
+                ts.append(t)
+                line = (i + k) % len(lines)  # every template line is used, always with the same image
+                prompts.append(Prompt(line, filewords, fill(lines[line], name, filewords)))
+                indices.append(i)
+        weights = cache.weights(indices, [False] * len(indices))
+        return cls(torch.cat(latents), torch.cat(noise), torch.tensor(ts, dtype=torch.long), tuple(prompts),
+                   weights, tuple(indices), held_out)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @torch.no_grad()
+    def loss(self, s) -> float:
+        """Mean per-sample objective loss over every triple, in micro-batches of --batch-size."""
+        total, dev, step = 0.0, s.device, s.cfg.batch_size
+        for a in range(0, len(self), step):
+            b = min(a + step, len(self))
+            latents, noise, t = self.latents[a:b], self.noise[a:b], self.timesteps[a:b]
+            noisy, target = noisy_and_target(s.c, latents, noise, t)
+            mb = MicroBatch(prompts=list(self.prompts[a:b]), latents=latents.to(dev), noise=noise.to(dev),
+                            timesteps=t.to(dev), noisy=noisy.to(dev), target=target.to(dev),
+                            weights=None if self.weights is None else self.weights[a:b].to(dev),
+                            indices=list(self.indices[a:b]), flips=[False] * (b - a),
+                            pixel_size=(s.height, s.width))
+            total += float(s.objective.loss(mb).double().sum())
+        return total / len(self)
