@@ -4,8 +4,11 @@ Options given on the command line override the TOML file (or, with --resume, the
 config); options not given keep those values or the defaults."""
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from ..config import TrainConfig
+from ..errors import TIStudioError
 
 # flag -> (config field, type, help). Types: None = store_true, False = store_false.
 OPTIONS = {
@@ -40,8 +43,15 @@ OPTIONS = {
     "--precision": ("precision", str, "fp32 | bf16 | fp16 for the frozen weights (vectors stay fp32)"),
     "--clip-grad-mode": ("clip_grad_mode", str, "none | norm | value (default none)"),
     "--clip-grad": ("clip_grad", float, "clipping threshold (default 1.0)"),
-    "--gradient-checkpointing": ("gradient_checkpointing", None, "trade compute for memory in the UNet"),
+    "--gradient-checkpointing": ("gradient_checkpointing", None,
+                                 "recompute UNet and text-encoder activations: less memory, ~1.3x compute"),
     "--device": ("device", str, "auto | cpu | cuda | cuda:N"),
+    "--profile": ("profile", str, "low-memory | balanced | fast: speed/memory defaults (docs/speed.md)"),
+    "--channels-last": ("channels_last", None, "NHWC layout for the UNet (default: from --profile)"),
+    "--compile": ("compile", None, "torch.compile the UNet (default: on with --profile fast)"),
+    "--attention": ("attention", str, "sdpa (default) | xformers | classic"),
+    "--threads": ("threads", int, "CPU threads (default: from --profile)"),
+    "--num-processes": ("num_processes", int, "data-parallel processes on this machine (default 1)"),
     "--val-every": ("val_every", int, "deterministic validation loss every N steps, 0 = off (default)"),
     "--val-split": ("val_split", float, "hold out this share of the images for validation, e.g. 0.2"),
     "--val-data": ("val_data", str, "folder of held-out validation images (instead of --val-split)"),
@@ -132,10 +142,17 @@ def build_config(args) -> TrainConfig:
 
 
 def run(args) -> int:
+    from ..train.distributed import launch, launched
+    from ..train.speed import quiet_openmp
+
+    quiet_openmp()  # before torch loads
+    cfg = build_config(args)
+    if cfg.num_processes > 1 and not launched():
+        return launch(_own_argv(), cfg.num_processes)
     from ..events import Message, StopToken
     from ..train.run import train
 
-    cfg = build_config(args)
+    main_process = int(os.environ.get("RANK", "0")) == 0
     stop = StopToken()
 
     def on_signal(signum, frame):  # first Ctrl-C: save and stop after this step; second: abort
@@ -150,9 +167,21 @@ def run(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    result = train(cfg, callback=on_event, stop=stop, progress=not args.quiet, resume=args.resume)
+    result = train(cfg, callback=on_event, stop=stop, progress=not args.quiet and main_process,
+                   resume=args.resume)
+    if not main_process:
+        return 0
     print(f"{result.reason} at step {result.step}, last loss {result.last_loss:.4f}")
     for path in result.outputs:
         print(f"saved {path}")
     print(f"run folder: {result.run_dir}")
     return 0
+
+
+def _own_argv() -> list[str]:
+    """This command line, for the processes launch() starts (they see WORLD_SIZE and join)."""
+    argv = sys.argv[1:]
+    if "train" not in argv:
+        raise TIStudioError("--num-processes works from the command line (`tistudio train ...`); from "
+                            "Python, start the processes with accelerate launch or torchrun")
+    return argv
