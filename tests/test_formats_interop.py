@@ -70,3 +70,38 @@ def test_sdxl_outputs_load_in_diffusers_one_encoder_at_a_time(pipelines, tmp_pat
                                 text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
     assert torch.equal(rows(pipe, "xltok", 2, 0), emb.vectors[0])
     assert torch.equal(rows(pipe, "xltok", 2, 1), emb.vectors[1])
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2"])
+def test_diffusers_prompt_embeddings_equal_our_injection(pipelines, tiny_models, tmp_path, family):
+    """The same file, loaded by diffusers and by us, conditions the UNet identically."""
+    from tistudio.embedding.formats import load_embedding
+    from tistudio.models.conditioning import PromptEncoder
+
+    width = {"sd1": 32, "sd2": 48}[family]
+    emb = Embedding("mytok", (torch.randn(3, width) * 0.02,), step=5)
+    path = save_embedding(emb, tmp_path / "mytok.pt", "a1111-pt")
+    pipe = pipelines(family)
+    pipe.load_textual_inversion(str(path))
+    prompt = "a watercolour of mytok on a hill"
+    theirs, _ = pipe.encode_prompt(prompt, "cpu", 1, False)
+    ours = PromptEncoder(tiny_models[family]).encode([prompt], {"mytok": load_embedding(path).vectors})
+    assert torch.allclose(theirs, ours.context, atol=1e-5), (theirs - ours.context).abs().max()
+
+
+def test_sdxl_prompt_embeddings_and_pooled_equal_our_injection(pipelines, tiny_models, tmp_path):
+    from tistudio.models.conditioning import PromptEncoder
+
+    emb = Embedding("xltok", (torch.randn(2, 32) * 0.02, torch.randn(2, 64) * 0.02), step=5)
+    pipe = pipelines("sdxl")
+    folder = save_embedding(emb, tmp_path / "xl", "diffusers")
+    pipe.load_textual_inversion(str(folder), weight_name="learned_embeds.safetensors",
+                                text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(str(folder), weight_name="learned_embeds_2.safetensors",
+                                text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+    prompt = "a photo of xltok in the snow"
+    theirs, _, pooled, _ = pipe.encode_prompt(prompt, device="cpu", num_images_per_prompt=1,
+                                              do_classifier_free_guidance=False)
+    ours = PromptEncoder(tiny_models["sdxl"]).encode([prompt], {"xltok": emb.vectors})
+    assert torch.allclose(theirs, ours.context, atol=1e-5)
+    assert torch.allclose(pooled, ours.pooled, atol=1e-5)
