@@ -57,6 +57,9 @@ class Evaluator:
     def __init__(self, s, val_cache=None, resumed: bool = False):
         cfg, run = s.cfg, s.run
         self.cfg, self.run = cfg, run
+        # Under multi-process training every process evaluates (they hold the same vectors, so they
+        # stop at the same step and cap norms alike); only the main one writes files.
+        self.writes = s.dist.is_main if getattr(s, "dist", None) is not None else True
         self.names = [e.name for e in s.objective.embeddings]
         self.start_step = s.start_step
         self.started = time.time()
@@ -65,7 +68,7 @@ class Evaluator:
         self.validation = ValidationSet.build(s, val_cache) if cfg.val_every else None
         self.scorers = fidelity.scorers(s) if cfg.val_every else []
         self.board = (Board(run.root / BOARD_DIR, purge_step=s.start_step + 1 if resumed else None)
-                      if cfg.tensorboard else None)
+                      if cfg.tensorboard and self.writes else None)
         previous = self._read_summary() if resumed else {}
         self.seconds_before = previous.get("seconds") or 0.0
         self.initial_val = previous.get("initial_val_loss")
@@ -91,7 +94,8 @@ class Evaluator:
                 start[e.name] = load_embedding(path).vectors
             else:
                 snap = e.snapshot(s.start_step)
-                save_embedding(snap, path, "safetensors")
+                if self.writes:
+                    save_embedding(snap, path, "safetensors")
                 start[e.name] = snap.vectors
         return start
 
@@ -129,22 +133,23 @@ class Evaluator:
                 self.pending_preview = step  # the loop writes it right after the hooks
         if self.validation is not None and step % cfg.val_every == 0:
             self.evaluate(s, step)
-        elif self.validation is None and step % (cfg.save_every or PLOT_EVERY) == 0:
+        elif self.validation is None and self.writes and step % (cfg.save_every or PLOT_EVERY) == 0:
             self._plot(s)
 
     def at_end(self, s, result) -> None:
         if (self.validation is not None and result.step > self.start_step
                 and (not self.history or self.history[-1].step != result.step)):
             self.evaluate(s, result.step, final=True)
-        best_files = self._best_beside_output() if self.best_embeddings else []
+        best_files = self._best_beside_output() if self.best_embeddings and self.writes else []
         if self.best:
             s.callback(Message("info", f"best validation loss {self.best.val_loss:.5f} at step {self.best.step}"
                                        + (f": {', '.join(best_files)}" if best_files else "")))
-        self._plot(s)
         if self.board:
             self._log_preview(s)
             self.board.close()
-        self._write_summary(result.reason, result.step, result.last_loss, best_files)
+        if self.writes:
+            self._plot(s)
+            self._write_summary(result.reason, result.step, result.last_loss, best_files)
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, s, step: int, final: bool = False) -> Evaluation:
@@ -178,10 +183,11 @@ class Evaluator:
         if self.board:
             self.board.evaluation(step, {k: v for k, v in values.items() if k != "loss_ema"}, health)
             self.board.flush()
-        self._write_history()
-        self._plot(s)
-        s.run.flush_loss()
-        self._write_summary("running", step, latest["loss"] if latest else math.nan, [])
+        if self.writes:
+            self._write_history()
+            self._plot(s)
+            s.run.flush_loss()
+            self._write_summary("running", step, latest["loss"] if latest else math.nan, [])
         return ev
 
     def _check_norms(self, s, step: int, ratio: float) -> None:
@@ -213,7 +219,7 @@ class Evaluator:
     # -- files ------------------------------------------------------------------------------
     def _save_best(self, s, step: int) -> None:
         self.best_embeddings = [e.snapshot(step) for e in s.objective.embeddings]
-        for emb in self.best_embeddings:
+        for emb in self.best_embeddings if self.writes else ():
             for fmt in self.cfg.formats:
                 save_embedding(emb, self.run.embeddings / f"{emb.name}-best{FORMATS[fmt][0]}", fmt)
 
