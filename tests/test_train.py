@@ -175,3 +175,23 @@ def test_embedding_for_another_family_names_both_widths(tiny_models, dataset, tm
     path = api.create_embedding(tiny_models["sd2"], "tok", "cat", 1, tmp_path / "emb")
     with pytest.raises(TIStudioError, match="width 48 .* width is 32"):
         train(config(path, dataset, tmp_path), components=tiny_models["sd1"], progress=False)
+
+
+def test_continue_from_an_embedding_and_its_optim_side_file(tiny_models, dataset, tmp_path):
+    """A1111's way to resume: the .pt keeps its step and .pt.optim its AdamW moments."""
+    c = tiny_models["sd1"]
+    path = api.create_embedding(c, "tok", "cat", 2, tmp_path / "emb")
+    common = dict(template="none", latent_sampling="deterministic", lr="0.01")
+    train(config(path, dataset, tmp_path / "a", steps=4, **common), components=c, progress=False)
+    first = train(config(path, dataset, tmp_path / "b", steps=2, **common), components=c, progress=False)
+    side = tmp_path / "b" / "out" / "final.pt.optim"
+    assert str(side) in first.outputs
+    data = torch.load(side, weights_only=True)
+    assert set(data) == {"hash", "optimizer_state_dict"} and len(data["hash"]) == 4
+    messages = []
+    second = train(config(tmp_path / "b" / "out" / "final.pt", dataset, tmp_path / "b", steps=4, **common),
+                   components=c, progress=False, callback=lambda e: messages.append(getattr(e, "text", "")))
+    assert second.step == 4 and any("optimizer state" in m for m in messages)
+    a = load_embedding(tmp_path / "a" / "out" / "final.pt").vectors[0]
+    b = load_embedding(tmp_path / "b" / "out" / "final.pt").vectors[0]
+    assert torch.allclose(a, b, atol=1e-6)

@@ -9,6 +9,7 @@ from ..events import Callback, Finished, StopToken
 from ..models.components import Components
 from .ema import output_vectors
 from .loop import TrainResult, run_loop, save_point
+from . import side_optim
 from .session import prepare
 
 
@@ -39,6 +40,8 @@ def train(cfg: TrainConfig, components: Components | None = None, callback: Call
                 tail = e.name[len(first.name):] if e.name.startswith(first.name) else ""
                 path = path.with_name((path.stem + tail if tail else e.name) + path.suffix)
             outputs.append(str(save_embedding(emb, path, fmt)))
+            if fmt == "a1111-pt" and side_optim.write(path, emb.vectors, s.objective, s.optimizer):
+                outputs.append(f"{path}.optim")
     result.outputs = outputs
     s.callback(Finished(result.step, result.reason, tuple(outputs)))
     return result

@@ -19,7 +19,7 @@ from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
 from ..events import Callback, Message, StopToken
 from ..models.components import Components
-from . import state as train_state
+from . import side_optim, state as train_state
 from .ema import EMA
 from .objectives.select import build_objective, ema_decays
 from .objectives.ti import TIObjective
@@ -72,7 +72,7 @@ def load_components(cfg: TrainConfig) -> Components:
     m = cfg.model
     if not m.model:
         raise TIStudioError("--model is required: a diffusers folder or a .safetensors/.ckpt file")
-    return load_model(m.model, family=m.family, prediction=m.prediction)
+    return load_model(m.model, family=m.family, prediction=m.prediction, config=m.config)
 
 
 def _embedding(cfg: TrainConfig, c: Components) -> Embedding:
@@ -136,6 +136,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     prompt_rng = random.Random(cfg.seed)
     start_step = emb.step
+    if not resume:
+        side_optim.restore(cfg.embedding, objective, optimizer, callback)
     decays = ema_decays(cfg, objective)
     ema = EMA(objective.embeddings, decays, cfg.ema_replace_every) if decays else None
     if resume:

@@ -1,0 +1,33 @@
+"""A1111's optimizer side file (`NAME.pt.optim`) for single-embedding runs: written beside the
+finished `.pt`, and read when training starts from an embedding, so a run can continue an A1111
+embedding with its AdamW moments (used only when the file's checksum matches the vectors)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..embedding.formats.a1111_optim import load_optim, save_optim
+from ..events import Message
+
+
+def restore(embedding_path: str, objective, optimizer, callback) -> bool:
+    if len(objective.embeddings) != 1:  # DreamArtist's pair shares one optimizer: no A1111 equivalent
+        return False
+    vectors = tuple(p.detach().cpu() for p in objective.embeddings[0].params)
+    state = load_optim(embedding_path, vectors)
+    if state is None:
+        return False
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError) as exc:
+        callback(Message("warning", f"{embedding_path}.optim does not fit this run ({exc}); starting fresh"))
+        return False
+    callback(Message("info", f"continuing with the optimizer state from {embedding_path}.optim"))
+    return True
+
+
+def write(path: Path, saved_vectors, objective, optimizer) -> Path | None:
+    """`saved_vectors` are those in the file beside it (EMA ones when EMA is on): the checksum
+    ties the optimizer state to exactly that file."""
+    if len(objective.embeddings) != 1:
+        return None
+    return save_optim(path, tuple(saved_vectors), optimizer.state_dict())
