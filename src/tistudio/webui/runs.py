@@ -1,0 +1,120 @@
+"""Reading run folders (LOG_DIR/NAME/ with config.toml, loss.csv, embeddings/, images/) for the Runs tab
+and the live chart, and exporting a saved embedding in another format for download."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TIStudioError
+
+EMBEDDING_SUFFIXES = (".pt", ".safetensors", ".bin")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    name: str
+    path: Path
+    steps: int
+    last_loss: float | None
+    best_step: int | None
+    best_loss: float | None     # validation loss at the best step when the run has one, else training
+    reason: str
+
+    def row(self) -> list:
+        fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+        return [self.name, self.steps, fmt(self.last_loss), "" if self.best_step is None else self.best_step,
+                fmt(self.best_loss), self.reason]
+
+
+RUN_COLUMNS = ["run", "steps", "last loss", "best step", "best loss", "stopped"]
+
+
+def loss_rows(run_dir: Path) -> list[dict]:
+    """loss.csv as dicts of floats (empty cells, e.g. val_loss between evaluations, are dropped)."""
+    path = Path(run_dir) / "loss.csv"
+    if not path.is_file():
+        return []
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for raw in csv.DictReader(fh):
+                row = {}
+                for key, value in raw.items():
+                    try:
+                        row[key] = float(value)
+                    except (TypeError, ValueError):
+                        continue
+                if "step" in row:
+                    rows.append(row)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # a run being written by another tool; the next refresh reads it again
+    return rows
+
+
+def _summary(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def run_info(run_dir: Path) -> RunInfo:
+    rows = loss_rows(run_dir)
+    summary = _summary(run_dir)
+    val = [r for r in rows if "val_loss" in r]
+    # Validation loss decides the best step when there is one; the noisy training loss otherwise.
+    pool, key = (val, "val_loss") if val else (rows, "loss_ema" if rows and "loss_ema" in rows[0] else "loss")
+    best = min(pool, key=lambda r: r.get(key, float("inf")), default=None)
+    best_step = summary.get("best_step", None if best is None else int(best["step"]))
+    return RunInfo(run_dir.name, run_dir, int(rows[-1]["step"]) if rows else 0,
+                   rows[-1].get("loss") if rows else None, best_step,
+                   None if best is None else best.get(key), str(summary.get("reason", summary.get("stopped", ""))))
+
+
+def list_runs(log_dir: Path) -> list[RunInfo]:
+    if not log_dir.is_dir():
+        raise TIStudioError(f"Log folder {log_dir}: not a folder; train once, or enter the folder your runs are in")
+    return [run_info(p) for p in sorted(log_dir.iterdir()) if (p / "config.toml").is_file()]
+
+
+def chart_rows(runs: dict[str, list[dict]], with_validation: bool = True) -> list[dict]:
+    """Long-format points {step, loss, series} for one line chart; series 'NAME' and 'NAME (val)'."""
+    points = []
+    for name, rows in runs.items():
+        points += [{"step": int(r["step"]), "loss": r["loss"], "series": name} for r in rows if "loss" in r]
+        if with_validation:
+            points += [{"step": int(r["step"]), "loss": r["val_loss"], "series": f"{name} (val)"}
+                       for r in rows if "val_loss" in r]
+    return points
+
+
+def snapshots(run_dir: Path) -> list[Path]:
+    """Saved embeddings of a run, newest step first (NAME-STEP.*, NAME-best.*)."""
+    folder = Path(run_dir) / "embeddings"
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if p.suffix in EMBEDDING_SUFFIXES and p.is_file()]
+    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def previews(run_dir: Path) -> list[tuple[Path, int]]:
+    """(image, step) for the run's preview images, in step order."""
+    out = []
+    for p in (Path(run_dir) / "images").glob("*.png"):
+        tail = p.stem.rsplit("-", 1)[-1]
+        if tail.isdigit():
+            out.append((p, int(tail)))
+    return sorted(out, key=lambda item: item[1])
+
+
+def export(snapshot: Path, fmt: str, out_dir: Path) -> Path:
+    """`snapshot` written as `fmt` into out_dir (a fresh folder per download), named like the file."""
+    from ..embedding.formats import FORMATS, load_embedding, save_embedding
+
+    if fmt not in FORMATS or fmt == "diffusers":
+        raise TIStudioError(f"format {fmt!r}: choose one of a1111-pt, safetensors, a1111-png")
+    emb = load_embedding(snapshot)
+    target = out_dir / f"{snapshot.stem}{FORMATS[fmt][0]}"
+    return save_embedding(emb, target, fmt)

@@ -1,0 +1,44 @@
+"""Create embedding tab: a new embedding file (and, for DreamArtist, its NAME-neg partner)."""
+from __future__ import annotations
+
+import inspect
+
+from .. import api
+from .context import Context, user_errors
+
+
+def create(ctx: Context, model, family, name, init_text, vectors, neg_vectors, neg_init_text, out_dir,
+           fmt, overwrite) -> str:
+    out = ctx.guard.resolve(out_dir, "Output folder")
+    c = ctx.components(model, family)
+    written = [api.create_embedding(c, name.strip(), init_text, int(vectors), out, bool(overwrite), fmt)]
+    if neg_vectors and int(neg_vectors) > 0:
+        # DreamArtist trains NAME with NAME-neg beside it (docs/dreamartist.md); a small noise keeps the
+        # pair apart when both start from the same text, where the API offers it.
+        extra = {"noise_std": 1e-3} if "noise_std" in inspect.signature(api.create_embedding).parameters else {}
+        written.append(api.create_embedding(c, f"{name.strip()}-neg", neg_init_text, int(neg_vectors), out,
+                                            bool(overwrite), fmt, **extra))
+    shown = ", ".join(f"`{ctx.guard.show(p)}`" for p in written)
+    return f"Created {shown} ({int(vectors)} vector(s), {c.family.name}, init text {init_text!r})."
+
+
+def build(ctx: Context, model, family) -> None:
+    import gradio as gr
+
+    with gr.Row():
+        name = gr.Textbox(label="Name (the trigger word, also the file name)")
+        init_text = gr.Textbox(label="Initialization text", value="*",
+                               info="words the vectors start from, e.g. 'painting'; empty gives zeros")
+    with gr.Row():
+        vectors = gr.Number(label="Vectors per token", value=1, precision=0, minimum=1, maximum=75)
+        neg_vectors = gr.Number(label="Negative vectors (DreamArtist; 0 = none)", value=0, precision=0,
+                                minimum=0, maximum=75)
+        neg_init = gr.Textbox(label="Negative initialization text (DreamArtist)", value="*")
+    with gr.Row():
+        out_dir = gr.Textbox(label="Embeddings folder", value="embeddings")
+        fmt = gr.Dropdown(["a1111-pt", "safetensors"], value="a1111-pt", label="File format")
+        overwrite = gr.Checkbox(label="Overwrite an existing file", value=False)
+    button = gr.Button("Create embedding", variant="primary")
+    result = gr.Markdown(elem_id="create-result")
+    button.click(user_errors(lambda *a: create(ctx, *a)),
+                 [model, family, name, init_text, vectors, neg_vectors, neg_init, out_dir, fmt, overwrite], result)

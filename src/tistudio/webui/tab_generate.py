@@ -1,0 +1,60 @@
+"""Generate tab: txt2img with every embedding in a folder usable by name in either prompt."""
+from __future__ import annotations
+
+from .. import api
+from ..config import SAMPLERS
+from ..errors import TIStudioError
+from .context import Context, user_errors
+
+
+def generate(ctx: Context, model, family, prompt, negative, emb_dir, sampler, steps, cfg, seed, width, height,
+             n, clip_skip, out_dir):
+    from ..generate.sample import GenerateOptions
+
+    if ctx.jobs.running() is not None:
+        # Sampling would share the modules a run is moving between devices and casting.
+        raise TIStudioError("Generate: a run is training on the model; wait for it or interrupt it first")
+    if not (prompt or "").strip():
+        raise TIStudioError("Prompt: empty; describe the image, using an embedding's name as a word")
+    options = GenerateOptions(prompt=prompt, negative_prompt=negative or "", sampler=sampler, steps=int(steps),
+                              cfg=float(cfg), seed=int(seed), width=int(width) if width else None,
+                              height=int(height) if height else None, n=int(n))
+    embeddings = ctx.guard.optional(emb_dir, "Embeddings folder", "dir")
+    out = ctx.guard.resolve(out_dir, "Output folder")
+    c = ctx.components(model, family)
+    paths = api.generate(c, options, embeddings, out, int(clip_skip))
+    from PIL import Image
+
+    with Image.open(paths[0]) as first:
+        info = first.info.get("parameters", "")
+    return [str(p) for p in paths], info
+
+
+def build(ctx: Context, model, family) -> None:
+    import gradio as gr
+
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", lines=2, elem_id="gen-prompt",
+                                info="use an embedding by its file name, e.g. 'a photo of myname'")
+            negative = gr.Textbox(label="Negative prompt", lines=2)
+            with gr.Row():
+                emb_dir = gr.Textbox(label="Embeddings folder", value="embeddings")
+                out_dir = gr.Textbox(label="Output folder", value="outputs")
+            with gr.Row():
+                sampler = gr.Dropdown(list(SAMPLERS), value="euler_a", label="Sampler")
+                steps = gr.Number(label="Sampling steps", value=20, precision=0, minimum=1)
+                cfg = gr.Number(label="CFG scale", value=7.0)
+                seed = gr.Number(label="Seed", value=0, precision=0)
+            with gr.Row():
+                width = gr.Number(label="Width (0 = the model's)", value=0, precision=0)
+                height = gr.Number(label="Height (0 = the model's)", value=0, precision=0)
+                n = gr.Number(label="Batch count", value=1, precision=0, minimum=1)
+                clip_skip = gr.Number(label="Clip skip", value=1, precision=0, minimum=1, maximum=4)
+            button = gr.Button("Generate", variant="primary", elem_id="generate-button")
+        with gr.Column(scale=2):
+            gallery = gr.Gallery(label="Images", columns=2, height=320, elem_id="gen-gallery")
+            info = gr.Textbox(label="Parameters", lines=3, elem_id="gen-info")
+    button.click(user_errors(lambda *a: generate(ctx, *a)),
+                 [model, family, prompt, negative, emb_dir, sampler, steps, cfg, seed, width, height, n, clip_skip,
+                  out_dir], [gallery, info])
