@@ -30,6 +30,14 @@ def rows(pipe, token: str, n: int, encoder: int = 0) -> torch.Tensor:
     return text_encoder.get_input_embeddings().weight.detach()[ids]
 
 
+def load_sdxl_folder(pipe, folder) -> None:
+    """diffusers' documented SDXL route: each file of the two-file layout into its own encoder."""
+    pipe.load_textual_inversion(str(folder), weight_name="learned_embeds.safetensors",
+                                text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(str(folder), weight_name="learned_embeds_2.safetensors",
+                                text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+
+
 @pytest.mark.parametrize("fmt,name,token", [
     ("a1111-pt", "mytok.pt", None),                 # diffusers takes the token from the "name" key
     ("diffusers", "learned_embeds.safetensors", None),  # the key is the token
@@ -63,11 +71,7 @@ def test_sdxl_outputs_load_in_diffusers_one_encoder_at_a_time(pipelines, tmp_pat
     assert torch.equal(rows(pipe, "xltok", 2, 1), emb.vectors[1])
     # The diffusers two-file layout, each file loaded unmodified with its own encoder.
     pipe = pipelines("sdxl")
-    folder = save_embedding(emb, tmp_path / "xl", "diffusers")
-    pipe.load_textual_inversion(str(folder), weight_name="learned_embeds.safetensors",
-                                text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
-    pipe.load_textual_inversion(str(folder), weight_name="learned_embeds_2.safetensors",
-                                text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+    load_sdxl_folder(pipe, save_embedding(emb, tmp_path / "xl", "diffusers"))
     assert torch.equal(rows(pipe, "xltok", 2, 0), emb.vectors[0])
     assert torch.equal(rows(pipe, "xltok", 2, 1), emb.vectors[1])
 
@@ -94,11 +98,7 @@ def test_sdxl_prompt_embeddings_and_pooled_equal_our_injection(pipelines, tiny_m
 
     emb = Embedding("xltok", (torch.randn(2, 32) * 0.02, torch.randn(2, 64) * 0.02), step=5)
     pipe = pipelines("sdxl")
-    folder = save_embedding(emb, tmp_path / "xl", "diffusers")
-    pipe.load_textual_inversion(str(folder), weight_name="learned_embeds.safetensors",
-                                text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
-    pipe.load_textual_inversion(str(folder), weight_name="learned_embeds_2.safetensors",
-                                text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+    load_sdxl_folder(pipe, save_embedding(emb, tmp_path / "xl", "diffusers"))
     prompt = "a photo of xltok in the snow"
     theirs, _, pooled, _ = pipe.encode_prompt(prompt, device="cpu", num_images_per_prompt=1,
                                               do_classifier_free_guidance=False)
