@@ -133,3 +133,20 @@ def test_val_split_that_leaves_nothing_to_train_is_refused(tiny_models, tmp_path
     with pytest.raises(TIStudioError, match="leaves no training images"):
         prepare(config(emb, data, tmp_path, val_every=1, val_split=0.5), components=tiny_models["sd1"],
                 progress=False)
+
+
+def test_resume_continues_validation_and_best_exactly(tiny_models, dataset, tmp_path, emb):
+    c = tiny_models["sd1"]
+    kw = dict(val_every=1, lr="0.5")
+    train(config(emb, dataset, tmp_path / "a", steps=4, **kw), components=c, progress=False)
+    train(config(emb, dataset, tmp_path / "b", steps=2, **kw), components=c, progress=False)
+    run_b = tmp_path / "b" / "runs" / "tok"
+    train(config(emb, dataset, tmp_path / "b", steps=4, **kw), components=c, progress=False, resume=str(run_b))
+    run_a = tmp_path / "a" / "runs" / "tok"
+    cols = ("step", "loss_ema", "val_loss")
+    a, b = ([tuple(r[k] for k in cols) for r in csv.DictReader(open(r / "loss.csv"))] for r in (run_a, run_b))
+    assert a == b and len(a) == 4
+    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (run_a, run_b))
+    for key in ("best_step", "initial_val_loss", "evaluations"):
+        assert sa[key] == sb[key], key
+    assert sa["best_val_loss"] == pytest.approx(sb["best_val_loss"], abs=1e-6)
