@@ -15,7 +15,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LATENT_SAMPLING = ("once", "deterministic", "random")
 CLIP_GRAD_MODES = ("none", "norm", "value")
 SAMPLERS = ("euler_a", "dpmpp_2m", "ddim", "euler")
+EMBEDDING_FORMATS = ("a1111-pt", "a1111-png", "safetensors", "diffusers")
 METHODS = ("ti", "dreamartist")
+LATENT_CACHES = ("auto", "memory", "disk")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -29,6 +31,7 @@ class ModelConfig:
     family: str | None = None         # sd1 | sd2 | sdxl; detected when None
     prediction: str | None = None     # epsilon | v_prediction; detected when None
     clip_skip: int = 1                # the seed suggests 2 for anime models
+    config: str | None = None         # architecture configs for a single file (default: shipped)
 
     def __post_init__(self):
         _check(self.clip_skip in (1, 2, 3, 4), f"--clip-skip {self.clip_skip}: use 1 to 4")
@@ -127,6 +130,8 @@ class TrainConfig:
     ema: float = 0.0                  # EMA decay of the vectors (0 = off; the seed suggests 0.97)
     ema_replace_every: int = 0        # copy the EMA into the live vectors every N steps (reference)
     grayscale_copies: bool = False    # add a greyscale copy of every image (captioned "monochrome")
+    keep_last: int = 0                # keep only the N latest snapshot steps in RUN/embeddings, 0 = all
+    latent_cache: str = "auto"        # memory | disk (memory-mapped RUN/latents) | auto: disk from 1000 images
 
     def __post_init__(self):
         _check(self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1")
@@ -142,11 +147,16 @@ class TrainConfig:
         _check(self.clip_grad_mode in CLIP_GRAD_MODES,
                f"--clip-grad-mode {self.clip_grad_mode}: use {'|'.join(CLIP_GRAD_MODES)}")
         _check(self.preview_sampler in SAMPLERS, f"--preview-sampler {self.preview_sampler}: use {'|'.join(SAMPLERS)}")
+        bad = [f for f in self.formats if f not in EMBEDDING_FORMATS]
+        _check(not bad and bool(self.formats), f"--format {', '.join(bad) or '(none)'}: use "
+               f"{'|'.join(EMBEDDING_FORMATS)}")
         _check(self.save_every >= 0 and self.preview_every >= 0, "--save-every/--preview-every: use 0 (off) or more")
         _check_monitoring(self)
         _check(self.method in METHODS, f"--method {self.method}: use {'|'.join(METHODS)}")
         _check(0 <= self.ema < 1, f"--ema {self.ema}: use 0 (off) to <1, e.g. 0.97")
         _check(self.ema_replace_every >= 0, f"--ema-replace-every {self.ema_replace_every}: use 0 (off) or more")
+        _check(self.keep_last >= 0, f"--keep-last {self.keep_last}: use 0 (keep all) or more")
+        _check(self.latent_cache in LATENT_CACHES, f"--latent-cache {self.latent_cache}: use {'|'.join(LATENT_CACHES)}")
         _check(not (self.method == "dreamartist" and self.dreamartist.reconstruction and self.vae_offload),
                "--reconstruction decodes with the VAE every step; drop --vae-offload")
         if self.filename_regex:
