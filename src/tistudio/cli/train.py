@@ -68,6 +68,9 @@ OPTIONS = {
     "--ema": ("ema", float, "keep an EMA of the vectors with this decay (e.g. 0.97) for previews and outputs"),
     "--ema-replace-every": ("ema_replace_every", int, "copy the EMA into the trained vectors every N steps"),
     "--grayscale-copies": ("grayscale_copies", None, "add a greyscale copy of every image (tagged monochrome)"),
+    "--keep-last": ("keep_last", int, "keep only the N latest snapshots in RUN/embeddings (default 0 = all)"),
+    "--latent-cache": ("latent_cache", str, "memory | disk (memory-mapped, reused, in RUN/latents) | auto "
+                       "(default: disk from 1000 images)"),
 }
 # DreamArtist (--method dreamartist) options, nested under [dreamartist] in TOML files.
 DREAMARTIST_OPTIONS = {
