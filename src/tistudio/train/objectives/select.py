@@ -56,8 +56,10 @@ def build_objective(cfg: TrainConfig, c: Components, positive: Embedding, device
     if negative.name == positive.name:
         raise TIStudioError(f"{neg_file}: the negative embedding has the same trigger {negative.name!r} as "
                             f"the positive one; rename it to {positive.name}{NEG_SUFFIX}")
-    if da.reconstruction and cfg.gradient_checkpointing:
-        c.vae.enable_gradient_checkpointing()  # the decoder backward dominates reconstruction memory
+    if da.reconstruction and getattr(c.unet, "is_gradient_checkpointing", False):
+        # Checkpointing was chosen (--gradient-checkpointing or the --profile): the VAE decoder's
+        # backward then dominates reconstruction memory, so checkpoint it too.
+        c.vae.enable_gradient_checkpointing()
     plain = plain_counterpart(cfg.template) if da.neg_plain_template else None
     return DreamArtistObjective(c, encoder, TrainableEmbedding(positive, device),
                                 TrainableEmbedding(negative, device, lr_weight=da.neg_lr_weight),
