@@ -6,21 +6,40 @@ Modes (REFERENCE.md §2 "Latent sampling"): `once` keeps one posterior sample dr
 what the mode needs is kept. With `flip`, the mirrored image is encoded too, so a flipped sample is
 the true latent of the mirrored picture rather than a mirrored latent (the VAE is not equivariant).
 Latents are unscaled: the caller applies the VAE's scaling factor.
+
+With a `store` (data/latent_store.py) the latents live in a memory-mapped file instead of RAM, reused
+by later runs and resumes until an image or the VAE changes; the interface is the same.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from ..errors import TIStudioError
 from .dataset import ImageRecord, check_size, load_image
 
+if TYPE_CHECKING:
+    from .latent_store import LatentStore
+
 # encode(pixels [B, 3, H, W] fp32 CPU in [-1, 1]) -> (mean, std), each [B, C, H/f, W/f], any device/dtype.
 # B is `batch_size` images, doubled with `flip` (originals, then their mirrors).
 EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 MODES = ("once", "deterministic", "random")
+
+
+def encode_views(chunk: Sequence[ImageRecord], encode: EncodeFn, width: int, height: int,
+                 flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of `chunk`, each [b, views, C, h, w] fp32 CPU (views: the image, then its mirror)."""
+    pixels = torch.stack([load_image(r.path, width, height, r.grayscale) for r in chunk])
+    if flip:  # [b, 3, H, W] -> [2b, 3, H, W]: originals then their mirrors
+        pixels = torch.cat([pixels, pixels.flip(-1)])
+    mean, std = encode(pixels)
+    views = 2 if flip else 1
+    # [views*b, C, h, w] -> [b, views, C, h, w]
+    return tuple(x.detach().float().cpu().view(views, len(chunk), *x.shape[1:]).transpose(0, 1)
+                 for x in (mean, std))
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +57,8 @@ class LatentCache:
     @classmethod
     def build(cls, records: Sequence[ImageRecord], encode: EncodeFn, *, width: int, height: int,
               mode: str = "once", flip: bool = False, batch_size: int = 1,
-              generator: torch.Generator | None = None, progress: bool = True) -> "LatentCache":
+              generator: torch.Generator | None = None, progress: bool = True,
+              store: "LatentStore | None" = None) -> "LatentCache":
         from tqdm import tqdm
 
         if mode not in MODES:
@@ -46,25 +66,26 @@ class LatentCache:
         if not records:
             raise TIStudioError("no training images to encode; pass --data with a folder of images")
         check_size(width, height)
+        if store is not None:
+            mean, std = store.load_or_encode(records, encode, width=width, height=height, mode=mode,
+                                             flip=flip, batch_size=batch_size, generator=generator,
+                                             progress=progress, check=cls._check_weight_maps)
+            return cls(tuple(records), width, height, mode, flip, mean, std)
         views, per_call = (2 if flip else 1), max(1, batch_size)
         means, stds = [], []
         with tqdm(total=len(records) * views, desc="caching latents", unit="img", disable=not progress) as bar, \
                 torch.no_grad():
             for start in range(0, len(records), per_call):
                 chunk = records[start:start + per_call]
-                pixels = torch.stack([load_image(r.path, width, height, r.grayscale) for r in chunk])
-                if flip:  # [b, 3, H, W] -> [2b, 3, H, W]: originals then their mirrors
-                    pixels = torch.cat([pixels, pixels.flip(-1)])
-                mean, std = encode(pixels)
-                mean, std = mean.detach().float().cpu(), std.detach().float().cpu()
+                mean, std = encode_views(chunk, encode, width, height, flip)
                 if start == 0:  # fail before encoding the rest of the dataset
                     cls._check_weight_maps(records, mean.shape[-2:])
-                if mode == "once":
-                    mean = mean + std * torch.randn(mean.shape, generator=generator)
-                # [views*b, C, h, w] -> [b, views, C, h, w]
-                means.append(mean.view(views, len(chunk), *mean.shape[1:]).transpose(0, 1))
+                if mode == "once":  # drawn in the encoder's [views*b, ...] order, as always
+                    noise = torch.randn((views * len(chunk), *mean.shape[2:]), generator=generator)
+                    mean = mean + std * noise.view(views, len(chunk), *mean.shape[2:]).transpose(0, 1)
+                means.append(mean)
                 if mode == "random":
-                    stds.append(std.view(views, len(chunk), *std.shape[1:]).transpose(0, 1))
+                    stds.append(std)
                 bar.update(len(chunk) * views)
         return cls(tuple(records), width, height, mode, flip, torch.cat(means).contiguous(),
                    torch.cat(stds).contiguous() if stds else None)

@@ -14,6 +14,7 @@ from ..events import Message, Progress, Saved
 from ..models.denoiser import noisy_and_target, sample_timesteps
 from . import state as train_state
 from .ema import output_vectors
+from .guards import finite
 from .objectives.base import MicroBatch
 from .preview import write_preview
 from .session import Session
@@ -70,15 +71,21 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
     shown = output_vectors(s)  # the EMA average when there is one
     for e in s.objective.embeddings:
         emb = e.snapshot(step, vectors=shown[e.name])
-        if not all(torch.isfinite(v).all() for v in emb.vectors):
+        if not (finite(emb.vectors) and finite(e.params)):  # never save a non-finite vector
             s.callback(Message("warning", f"step {step}: {e.name} has non-finite values; not saved"))
             return []
         if not final:
             paths += s.run.save_snapshot(emb, s.cfg.formats)
-    extra = {"ema": s.ema.state_dict()} if s.ema is not None else None
+    extra = {"ema": s.ema.state_dict()} if s.ema is not None else {}
+    extra["guard"] = s.guard.state_dict()
     state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, s.prompt_rng, extra)
-    train_state.save(s.run.root, state)
+    # state.pt last: it is the commit point a resume starts from (RELIABILITY.md). A kill before it
+    # leaves the previous state, and the resumed run rewrites these snapshots and CSV rows identically.
     s.run.flush_loss()
+    train_state.save(s.run.root, state)
+    s.guard.remember(s)
+    if s.cfg.keep_last and not final:
+        s.run.prune_snapshots(s.cfg.keep_last)
     return paths
 
 
@@ -90,6 +97,7 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
                unit="step", disable=not progress, dynamic_ncols=True)
     started, done_here = time.perf_counter(), 0
+    s.guard.remember(s)  # the state a rollback returns to until the first save point
     while step < cfg.steps:
         if s.dist.any_stopped(s.stop.stopped):  # every process stops at the same step
             reason = s.stop.reason
@@ -98,6 +106,7 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
         if lr is None:
             reason = "schedule-ended"
             break
+        lr *= s.guard.lr_scale  # lowered by each rollback (train/guards.py)
         for group in s.optimizer.param_groups:
             group["lr"] = lr * group["lr_weight"]  # every change, so a multiplier is never lost
         plan = batch_at(step, n_items=n, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
@@ -115,12 +124,14 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
         total = s.dist.reduce([p for e in s.objective.embeddings for p in e.params], total)
         if s.scaler:
             s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
-        _clip(s)
-        if s.scaler:
-            s.scaler.step(s.optimizer)
-            s.scaler.update()
-        else:
-            s.optimizer.step()
+        if s.guard.admit(s, step + 1, total):  # False: non-finite loss or gradient, step skipped
+            _clip(s)
+            if s.scaler:
+                s.scaler.step(s.optimizer)
+                s.scaler.update()
+            else:
+                s.optimizer.step()
+            s.guard.check_vectors(s, step + 1)
         step += 1
         if s.ema is not None:
             s.ema.update(s.objective.embeddings, step)

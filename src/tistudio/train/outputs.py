@@ -8,9 +8,10 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 
-from ..atomic import write_text
+from ..atomic import as_user_error, write_text
 from ..embedding.embedding import Embedding
 from ..embedding.formats import FORMATS, save_embedding
 
@@ -18,6 +19,8 @@ LOSS_COLUMNS = ("step", "epoch", "epoch_step", "loss", "learn_rate", "loss_ema",
 # loss_ema: exponential moving average of the training loss over about 1 / (1 - beta) = 10 steps. It is
 # computed from the previous CSV row, so a resumed run continues the same average.
 EMA_BETA = 0.9
+# NAME-STEP.ext (ext may be double, e.g. .pt.optim); the name may hold dashes and dots itself.
+_SNAPSHOT_RE = re.compile(r"^.+-(\d+)(?:\.[^-]+)?$")
 
 
 class RunFolder:
@@ -28,7 +31,10 @@ class RunFolder:
         self.image_embeddings = self.root / "image_embeddings"
         self.loss_csv = self.root / "loss.csv"
         for d in (self.root, self.embeddings, self.images):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # read-only or full disk: one line, not a traceback
+                raise as_user_error(exc, d) or exc from None
         self._rows: list[list] = self._read_rows()
 
     def _read_rows(self) -> list[list]:
@@ -82,6 +88,20 @@ class RunFolder:
 
     def truncate_after(self, step: int) -> None:
         self._rows = [r for r in self._rows if int(r[0]) <= step]
+
+    def prune_snapshots(self, keep: int) -> list[Path]:
+        """--keep-last N: delete the snapshot files (embeddings/ and image_embeddings/) of all but the
+        N latest saved steps, so a long run's disk use stays bounded. Returns the deleted paths."""
+        by_step: dict[int, list[Path]] = {}
+        for folder in (self.embeddings, self.image_embeddings):
+            for path in folder.glob("*-*") if folder.is_dir() else ():
+                found = _SNAPSHOT_RE.match(path.name)
+                if found and path.is_file():
+                    by_step.setdefault(int(found.group(1)), []).append(path)
+        doomed = [p for step in sorted(by_step)[:-keep] for p in by_step[step]] if keep > 0 else []
+        for path in doomed:
+            path.unlink(missing_ok=True)
+        return doomed
 
     def save_snapshot(self, emb: Embedding, formats: tuple[str, ...]) -> list[Path]:
         """embeddings/NAME-STEP.<ext> whose stored step equals STEP (A1111 stored STEP-1)."""

@@ -5,9 +5,10 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..embedding.formats import FORMATS, save_embedding
-from ..events import Callback, Finished, StopToken
+from ..events import Callback, Finished, Message, StopToken
 from ..models.components import Components
 from .ema import output_vectors
+from .guards import finite
 from .loop import TrainResult, run_loop, save_point
 from . import side_optim
 from .session import prepare
@@ -35,6 +36,10 @@ def train(cfg: TrainConfig, components: Components | None = None, callback: Call
     first = s.objective.embeddings[0]
     for e in s.objective.embeddings:
         emb = e.snapshot(result.step, vectors=shown[e.name])
+        if not finite(emb.vectors):  # never written (train/guards.py); the last snapshot stays good
+            s.callback(Message("warning", f"{e.name} has non-finite values at step {result.step}; "
+                                          "final file not written"))
+            continue
         for path, fmt in final_paths(cfg, first.name):
             if e is not first:  # NAME-neg follows the positive's file: --output x/cat.pt -> x/cat-neg.pt
                 tail = e.name[len(first.name):] if e.name.startswith(first.name) else ""

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig, dump_toml, from_dict, load_toml
-from ..atomic import write_text
+from ..atomic import remove_stale, write_text
 from ..data.dataset import grayscale_copies, make_records, scan_images
 from ..data.latent_cache import LatentCache
+from ..data.latent_store import store_for
 from ..data.prompts import PromptSampler
 from ..data.templates import load_template
 from ..embedding.embedding import Embedding
@@ -21,6 +22,7 @@ from ..events import Callback, Message, StopToken
 from ..models.components import Components
 from . import side_optim, state as train_state
 from .ema import EMA
+from .guards import NumericGuard
 from .objectives.select import build_objective, ema_decays
 from .objectives.ti import TIObjective
 from .outputs import RunFolder
@@ -58,6 +60,7 @@ class Session:
     ema: EMA | None = None   # averaged vectors for previews and outputs (train/ema.py)
     speed: SpeedSettings | None = None   # resolved --profile and speed options (train/speed.py)
     dist: Distributed = field(default_factory=Distributed)   # this process's share (train/distributed.py)
+    guard: NumericGuard = field(default_factory=NumericGuard)   # non-finite steps (train/guards.py)
 
 
 def pick_device(name: str) -> torch.device:
@@ -94,6 +97,9 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
             stop: StopToken | None = None, progress: bool = True, resume: str | None = None) -> Session:
     callback = callback or (lambda event: None)
     stop = stop or StopToken()
+    if resume and train_state.resume_point(resume) is None:  # killed before its first save
+        callback(Message("info", f"--resume {resume}: no state.pt yet; starting from the beginning"))
+        resume = None
     device = pick_device(cfg.device)
     dist = Distributed.from_env(cfg.batch_size, device.type)
     device = dist.device(device)
@@ -122,7 +128,9 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     apply_speed(c, speed)
     cache = LatentCache.build(records, _encode_fn(c, device), width=width, height=height,
                               mode=cfg.latent_sampling, flip=cfg.flip, batch_size=cfg.batch_size,
-                              generator=torch.Generator().manual_seed(cfg.seed + 1), progress=progress)
+                              generator=torch.Generator().manual_seed(cfg.seed + 1), progress=progress,
+                              store=store_for(cfg.latent_cache, records, cfg.flip,
+                                              dist.run_root(Path(cfg.log_dir) / emb.name) / "latents", c.vae))
     val_cache = held_out_cache(cfg, held_out, _encode_fn(c, device), width=width, height=height,
                                factor=c.vae_factor, progress=progress)
     if cfg.vae_offload:
@@ -157,6 +165,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         run.truncate_after(start_step)
         callback(Message("info", f"resumed {resume} at step {start_step}"))
     if dist.is_main:
+        remove_stale(run.root)  # temporaries of a killed run (atomic.py)
         write_text(run.root / "config.toml", dump_toml(cfg))
     session = Session(cfg=cfg, c=c, objective=objective, cache=cache,
                    prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
@@ -164,6 +173,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
                    prompt_rng=prompt_rng, device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
                    speed=speed, dist=dist)
+    if resume:
+        session.guard.load_state_dict(saved.get("extra", {}).get("guard", {}))
     session.hooks.extend(hooks_for(session, val_cache, resumed=bool(resume)))
     return session
 

@@ -1,5 +1,9 @@
 """Training state for an exact resume: vectors, optimizer, loss scaler, every RNG, and the step.
-Written atomically to RUN/state.pt; read back without executing any pickled code."""
+Written atomically to RUN/state.pt; read back without executing any pickled code.
+
+state.pt is the authoritative commit point of a run: the loop writes snapshots and loss.csv first and
+state.pt last, so whatever a kill leaves, a resume restarts from the last complete state and rewrites
+any newer snapshot identically (RELIABILITY.md)."""
 from __future__ import annotations
 
 import random
@@ -31,6 +35,18 @@ def capture(step: int, vectors: dict[str, tuple[torch.Tensor, ...]], optimizer, 
 
 def save(run_dir: Path, state: dict) -> Path:
     return write_with(run_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+
+def resume_point(run_dir: str | Path | None) -> str | None:
+    """`run_dir` when it holds a state to resume from; None when the run was stopped (or killed)
+    before its first save, so it simply starts again from the beginning (same result). A folder that
+    is not a run folder at all stays an error (from `load`)."""
+    if run_dir is None:
+        return None
+    folder = Path(run_dir)
+    if not (folder / STATE_FILE).is_file() and (folder / "config.toml").is_file():
+        return None
+    return str(run_dir)
 
 
 def load(run_dir: Path) -> dict:
