@@ -26,7 +26,7 @@ def register(sub) -> None:
     t.add_argument("--pool", type=int, help="scenes rendered and encoded once (default 20000)")
     t.add_argument("--eval-every", type=int, help="score caption accuracy every N steps (default 1000)")
     t.add_argument("--seed", type=int, help="default 0")
-    t.add_argument("--threads", type=int, help="torch CPU threads (default 2)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default 1: on shared cores more threads spin and run slower)")
     t.set_defaults(func=run_train_base)
 
     s = toy.add_parser("score", help="caption accuracy of a toy model: colour/shape of drawn images")

@@ -47,7 +47,7 @@ class BaseRecipe:
     eval_n: int = 64
     eval_sampler_steps: int = 20
     guidance: float = 5.0
-    threads: int = 2
+    threads: int = 1            # 2 threads on 2 shared cores spin against other jobs: 4x slower
 
 
 def lr_at(step: int, r: BaseRecipe) -> float:
@@ -149,7 +149,8 @@ class _TokenCache:
 
 
 def train_denoiser(parts: dict, latents: torch.Tensor, scenes: list[Scene], r: BaseRecipe,
-                   rng: np.random.Generator, log: Callable) -> tuple[dict, list[dict]]:
+                   rng: np.random.Generator, log: Callable,
+                   on_eval: Callable[[dict, list[dict]], None]) -> tuple[dict, list[dict]]:
     unet, text_encoder, scheduler = parts["unet"], parts["text_encoder"], parts["scheduler"]
     ema = {"unet": copy.deepcopy(unet).eval(), "text_encoder": copy.deepcopy(text_encoder).eval()}
     live = list(unet.parameters()) + list(text_encoder.parameters())
@@ -188,6 +189,7 @@ def train_denoiser(parts: dict, latents: torch.Tensor, scenes: list[Scene], r: B
             history.append({"step": step + 1, "minutes": (time.time() - started) / 60, **acc})
             log(f"eval step {step + 1}: colour {acc['colour']:.1%} shape {acc['shape']:.1%} "
                 f"both {acc['both']:.1%}")
+            on_eval(ema, history)
     return ema, history
 
 
@@ -211,10 +213,15 @@ def train_base(r: BaseRecipe, out: str | Path, log: Callable = print) -> dict:
     latents = encode_pool(parts["vae"], pixels)
     log(f"encoded pool to latents {tuple(latents.shape[1:])}, scaling factor "
         f"{parts['vae'].config.scaling_factor:.4f}")
-    ema, history = train_denoiser(parts, latents, scenes, r, rng, log)
-    folder = save_toy_model(parts["vae"], ema["unet"], ema["text_encoder"], parts["scheduler"], out)
-    report.update(recipe=asdict(r), history=history, minutes=(time.time() - started) / 60,
-                  final=history[-1] if history else None)
-    write_text(folder / "toy_training.json", json.dumps(report, indent=2))
-    log(f"saved {folder} after {report['minutes']:.1f} min")
+    report["vae_minutes"] = (time.time() - started) / 60
+
+    def save(ema: dict, history: list[dict]) -> None:
+        # Saved at every evaluation, so a run cut short still leaves its latest model behind.
+        folder = save_toy_model(parts["vae"], ema["unet"], ema["text_encoder"], parts["scheduler"], out)
+        report.update(recipe=asdict(r), history=history, minutes=(time.time() - started) / 60,
+                      final=history[-1])
+        write_text(folder / "toy_training.json", json.dumps(report, indent=2))
+
+    train_denoiser(parts, latents, scenes, r, rng, log, save)
+    log(f"saved {out} after {report['minutes']:.1f} min")
     return report
