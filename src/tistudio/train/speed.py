@@ -70,6 +70,7 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1) -> SpeedSetti
         precision = half or ("bf16" if profile == "low-memory" else "fp32")
     else:
         precision = "bf16" if profile == "low-memory" else "fp32"
+    precision = precision if cfg.precision is None else cfg.precision
     checkpointing = profile == "low-memory"
     # channels_last pays for oneDNN / cuDNN convolutions in half precision; in fp32 on a CPU it adds
     # layout conversions around every GroupNorm.
@@ -79,7 +80,7 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1) -> SpeedSetti
     pick = lambda given, default: default if given is None else given  # noqa: E731
     return SpeedSettings(
         profile=profile,
-        precision=pick(cfg.precision, precision),
+        precision=precision,
         checkpointing=pick(cfg.gradient_checkpointing, checkpointing),
         channels_last=pick(cfg.channels_last, channels_last),
         compile=pick(cfg.compile, compile_unet),

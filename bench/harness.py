@@ -1,0 +1,193 @@
+"""Measure one benchmark case through the real training path (session.prepare + loop.run_loop),
+in a fresh child process per case so peak memory (ru_maxrss) belongs to that case alone.
+
+    python bench/harness.py '{"model": "sd1", "size": 256, "steps": 3, "options": {"precision": "bf16"}}'
+
+prints one JSON line: seconds per step (median after warm-up), samples/s, peak RSS, FLOPs per step
+(torch's flop counter over one extra step) and the loss of every step."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class _PeakSampler:
+    """Peak RSS during the timed steps only (ru_maxrss also covers building and latent caching)."""
+
+    def __init__(self, every: float = 0.01):
+        import threading
+
+        self.peak, self.every, self.done = 0.0, every, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.wait(self.every):
+            self.peak = max(self.peak, _rss_now())
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return self.peak
+
+
+class _StepTimer:
+    """A Session hook: wall time of every optimizer step and its loss."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+        self.times, self.losses = [], []
+
+    def after_step(self, session, step, loss, lr):
+        now = time.perf_counter()
+        self.times.append(now - self.last)
+        self.losses.append(loss)
+        self.last = now
+
+    def at_end(self, session, result):
+        pass
+
+
+def _register_cpu_sdpa_flops() -> None:
+    """torch's flop counter knows the CUDA attention kernels but not the CPU flash kernel; count it
+    with the same formulas so CPU and GPU figures are comparable."""
+    import torch
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    bwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if fwd is None or fwd in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(fwd)
+    def _fwd(q, k, v, *args, out_shape=None, **kwargs):
+        return fc.sdpa_flop_count(q, k, v)
+
+    @fc.register_flop_formula(bwd)
+    def _bwd(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+        return fc.sdpa_backward_flop_count(grad_out, q, k, v)
+
+
+def _count_flops(session) -> int:
+    """FLOPs of one optimizer step (forward + backward of every micro-batch), counted separately
+    from the timed steps because the counter itself slows execution."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tistudio.data.batches import batch_at
+    from tistudio.train.loop import _micro_batch
+
+    _register_cpu_sdpa_flops()
+    cfg = session.cfg
+    plan = batch_at(0, n_items=len(session.cache), batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                    seed=cfg.seed, flip=cfg.flip)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for m, (indices, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
+            mb = _micro_batch(session, indices, flips, m * cfg.batch_size)
+            session.objective.loss(mb).sum().backward()
+    session.optimizer.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def measure(case: dict) -> dict:
+    """Run in the child: build the model, a small dataset, an embedding; train `steps` steps."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from arch import build
+
+    from tistudio import api
+    from tistudio.config import TrainConfig
+    from tistudio.train.loop import run_loop
+    from tistudio.train.session import prepare
+
+    options = dict(case.get("options", {}))
+    size, steps, warmup = case["size"], case.get("steps", 3), case.get("warmup", 1)
+    precision = options.get("precision") or "fp32"
+    built = time.perf_counter()
+    c = build(case["model"], getattr(torch, DTYPES[precision]))
+    if c is None:
+        return {"skipped": f"{case['model']} model not available here"}
+    built = time.perf_counter() - built
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = _dataset(tmp / "data", size, case.get("images", 2))
+        emb = api.create_embedding(c, "benchtok", "painting", case.get("vectors", 4), tmp / "emb")
+        cfg = TrainConfig(embedding=str(emb), data=str(data), steps=steps + warmup, width=size, height=size,
+                          save_every=0, preview_every=0, log_dir=str(tmp / "runs"), lr="0.005",
+                          template="style", output=str(tmp / "out.pt"), batch_size=case.get("batch", 1),
+                          method=case.get("method", "ti"), seed=0, **options)
+        session = prepare(cfg, components=c, progress=False)
+        rss_ready = _rss_now()
+        timer = _StepTimer()
+        session.hooks.append(timer)
+        timer.last = time.perf_counter()
+        sampler = _PeakSampler()
+        run_loop(session, progress=False)
+        train_peak = sampler.stop()
+        flops = _count_flops(session) if case.get("flops", True) else None
+        speed = getattr(session, "speed", None)
+    timed = timer.times[warmup:] or timer.times
+    per_step = statistics.median(timed)
+    return {
+        "seconds_per_step": per_step,
+        "samples_per_second": cfg.batch_size * cfg.grad_accum / per_step,
+        "step_times": timer.times,
+        "losses": timer.losses,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "rss_ready_gb": rss_ready,
+        "train_peak_gb": train_peak,
+        "flops_per_step": flops,
+        "achieved_flops": flops / per_step if flops else None,
+        "build_seconds": built,
+        "threads": torch.get_num_threads(),
+        "settings": speed.describe() if hasattr(speed, "describe") else {},
+    }
+
+
+def _rss_now() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+def _dataset(folder: Path, size: int, n: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(folder / f"{i:02d}-a picture.png")
+    return folder
+
+
+def run_case(case: dict, timeout: float = 3600) -> dict:
+    """Measure `case` in a child process; the parent never imports the model."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    # As the CLI does (train/speed.py quiet_openmp); a case may ask for OpenMP's spinning default.
+    env["OMP_WAIT_POLICY"] = case.get("omp_wait_policy", "PASSIVE")
+    try:
+        proc = subprocess.run([sys.executable, str(HERE / "harness.py"), json.dumps(case)], capture_output=True,
+                              text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail[:300]}"}
+    return json.loads(lines[-1])
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(json.loads(sys.argv[1]))), flush=True)

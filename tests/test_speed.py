@@ -1,0 +1,104 @@
+"""Speed/memory settings: profile resolution per device and model size, and that every speed option
+leaves the gradient reaching the vectors unchanged (checkpointing, channels_last, attention kind)."""
+import copy
+
+import pytest
+import torch
+
+from tistudio.config import TrainConfig
+from tistudio.errors import TIStudioError
+from tistudio.models.conditioning import PromptEncoder
+from tistudio.models.denoiser import noisy_and_target, per_sample_mse, predict
+from tistudio.train import speed
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def amx(monkeypatch):
+    monkeypatch.setattr(speed, "native_half", lambda device: "bf16")
+    monkeypatch.setattr(speed, "physical_cores", lambda: 4)
+
+
+def test_balanced_profile_on_cpu_depends_on_model_size(amx):
+    small = speed.resolve(TrainConfig(), CPU, 2_000_000)
+    assert (small.precision, small.threads, small.checkpointing, small.channels_last, small.compile) == \
+        ("fp32", 1, False, False, False)
+    large = speed.resolve(TrainConfig(), CPU, 860_000_000)
+    assert (large.precision, large.threads, large.checkpointing, large.channels_last, large.compile) == \
+        ("bf16", 4, False, True, False)
+    assert speed.resolve(TrainConfig(), CPU, 860_000_000, processes=2).threads == 2
+
+
+def test_profiles_and_explicit_options(amx):
+    low = speed.resolve(TrainConfig(profile="low-memory"), CPU, 860_000_000)
+    assert low.checkpointing and low.precision == "bf16" and not low.channels_last
+    assert speed.resolve(TrainConfig(profile="low-memory"), CPU, 1000).precision == "bf16"
+    assert speed.resolve(TrainConfig(profile="fast"), CPU, 860_000_000).compile
+    mine = speed.resolve(TrainConfig(profile="fast", precision="fp32", compile=False, threads=3,
+                                     gradient_checkpointing=True), CPU, 860_000_000)
+    assert (mine.precision, mine.compile, mine.threads, mine.checkpointing) == ("fp32", False, 3, True)
+    assert not mine.channels_last  # follows the precision actually used
+
+
+def test_cpu_without_native_half_keeps_fp32(monkeypatch):
+    monkeypatch.setattr(speed, "native_half", lambda device: None)
+    assert speed.resolve(TrainConfig(), CPU, 860_000_000).precision == "fp32"
+
+
+@pytest.mark.parametrize("change, flag", [(dict(profile="turbo"), "--profile turbo"),
+                                          (dict(attention="flash"), "--attention flash"),
+                                          (dict(num_processes=0), "--num-processes 0")])
+def test_bad_speed_options_name_the_flag(change, flag):
+    with pytest.raises(TIStudioError, match=flag) as err:
+        TrainConfig(**change)
+    assert "\n" not in str(err.value)
+
+
+def _vector_grad(c, settings=None):
+    """Gradient of a fixed loss w.r.t. two injected vectors, after applying `settings`."""
+    if settings is not None:
+        speed.apply(c, settings)
+    vec = torch.nn.Parameter(torch.randn(2, c.widths[0], generator=torch.Generator().manual_seed(3)) * 0.3)
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 4, 8, 8, generator=gen)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.tensor([100, 700])
+    noisy, target = noisy_and_target(c, latents, noise, t)
+    cond = PromptEncoder(c).encode(["a photo of tok", "tok, painted"], {"tok": (vec,)})
+    per_sample_mse(predict(c, noisy, t, cond, (64, 64)), target).sum().backward()
+    return vec.grad
+
+
+def _settings(**kw):
+    base = dict(profile="balanced", precision="fp32", checkpointing=False, channels_last=False,
+                compile=False, attention="sdpa", threads=0)
+    return speed.SpeedSettings(**{**base, **kw})
+
+
+def test_checkpointing_recomputes_unet_and_text_encoder_and_keeps_the_gradient(tiny_models):
+    plain = _vector_grad(copy.deepcopy(tiny_models["sd1"]))
+    c = copy.deepcopy(tiny_models["sd1"])
+    calls = {"unet": 0, "text": 0}
+    c.unet.down_blocks[0].attentions[0].transformer_blocks[0].register_forward_pre_hook(lambda *a: calls.__setitem__("unet", calls["unet"] + 1))
+    c.text_encoders[0].encoder.layers[0].self_attn.register_forward_pre_hook(
+        lambda *a: calls.__setitem__("text", calls["text"] + 1))
+    grad = _vector_grad(c, _settings(checkpointing=True))
+    # Each checkpointed segment starts twice: forward, then again in the backward pass (pre-hooks:
+    # the recompute stops as soon as it has the tensors it needs, before forward hooks would run).
+    assert calls == {"unet": 2, "text": 2}
+    assert plain.abs().sum() > 0
+    torch.testing.assert_close(grad, plain, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("kw", [dict(channels_last=True), dict(attention="classic")])
+def test_layout_and_attention_kind_keep_the_gradient(tiny_models, kw):
+    plain = _vector_grad(copy.deepcopy(tiny_models["sd1"]))
+    torch.testing.assert_close(_vector_grad(copy.deepcopy(tiny_models["sd1"]), _settings(**kw)), plain,
+                               rtol=1e-4, atol=1e-7)
+
+
+def test_xformers_missing_is_a_one_line_error(tiny_models, monkeypatch):
+    monkeypatch.setattr(speed, "_has_xformers", lambda: False)
+    with pytest.raises(TIStudioError, match="xformers is not installed"):
+        speed.apply(copy.deepcopy(tiny_models["sd1"]), _settings(attention="xformers"))
