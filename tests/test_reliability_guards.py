@@ -1,0 +1,163 @@
+"""Numerical guards (train/guards.py): NaN is injected into the loss or the gradient on chosen steps;
+the step is skipped and reported, repeats roll back and halve the LR, non-finite vectors are never
+saved, and a resumed run reproduces an uninterrupted one exactly, rollbacks included."""
+import csv
+
+import pytest
+import torch
+
+from tistudio import api
+from tistudio.config import TrainConfig
+from tistudio.embedding.formats import load_embedding
+from tistudio.events import Message
+from tistudio.train.objectives.ti import TIObjective
+from tistudio.train.run import train
+
+
+def config(emb, data, root, **kw):
+    base = dict(embedding=str(emb), data=str(data), steps=5, width=64, height=64, save_every=1,
+                preview_every=0, log_dir=str(root / "runs"), lr="0.01", template="none",
+                latent_sampling="deterministic", output=str(root / "out" / "final.pt"), plot=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def inject(monkeypatch, steps: set[int], kind: str = "loss", first_step: int = 0):
+    """Make the objective's loss (or only its gradient) NaN on the given 1-based optimizer steps.
+    Batch 1 without accumulation: the n-th loss call of a run is step first_step + n."""
+    real = TIObjective.loss
+    calls = {"n": first_step}
+
+    def loss(self, mb):
+        calls["n"] += 1
+        out = real(self, mb)
+        if calls["n"] in steps:
+            if kind == "loss":
+                return out * float("nan")
+            p = self.embeddings[0].params[0]
+            # Forward adds exactly 0, backward sends NaN into the vectors' gradient.
+            return out + torch.where(torch.zeros_like(p, dtype=torch.bool), p * float("nan"), 0.0).sum()
+        return out
+
+    monkeypatch.setattr(TIObjective, "loss", loss)
+
+
+def snapshot(root, step):
+    return load_embedding(root / "runs" / "tok" / "embeddings" / f"tok-{step}.pt").vectors[0]
+
+
+def rows(root):
+    return {int(r["step"]): r for r in csv.DictReader(open(root / "runs" / "tok" / "loss.csv"))}
+
+
+@pytest.fixture
+def emb(tiny_models, tmp_path):
+    return api.create_embedding(tiny_models["sd1"], "tok", "cat", 1, tmp_path / "emb")
+
+
+@pytest.mark.parametrize("kind, text", [("loss", "non-finite loss nan"), ("gradient", "non-finite gradient")])
+def test_a_non_finite_step_is_skipped_and_reported(tiny_models, dataset, emb, tmp_path, monkeypatch, kind, text):
+    inject(monkeypatch, {3}, kind)
+    messages = []
+    r = train(config(emb, dataset, tmp_path), components=tiny_models["sd1"], progress=False,
+              callback=lambda e: messages.append(e.text) if isinstance(e, Message) else None)
+    assert r.step == 5
+    assert torch.equal(snapshot(tmp_path, 2), snapshot(tmp_path, 3))      # step 3 changed nothing
+    assert not torch.equal(snapshot(tmp_path, 3), snapshot(tmp_path, 4))  # training went on
+    assert any(f"step 3: {text}; step skipped (1 in a row" in m for m in messages), messages
+    assert not any("rolled back" in m for m in messages)
+    assert (rows(tmp_path)[3]["loss"] == "nan") == (kind == "loss")
+    final = load_embedding(tmp_path / "out" / "final.pt").vectors[0]
+    assert torch.isfinite(final).all()
+
+
+def test_repeated_non_finite_steps_roll_back_and_halve_the_lr(tiny_models, dataset, emb, tmp_path, monkeypatch):
+    inject(monkeypatch, {3, 4, 5})
+    messages = []
+    train(config(emb, dataset, tmp_path, steps=7, save_every=2), components=tiny_models["sd1"], progress=False,
+          callback=lambda e: messages.append(e.text) if isinstance(e, Message) else None)
+    rolled = [m for m in messages if "rolled back" in m]
+    assert len(rolled) == 1 and rolled[0].startswith("step 5: 3 non-finite steps in a row") and "x0.5" in rolled[0]
+    assert torch.equal(snapshot(tmp_path, 2), snapshot(tmp_path, 4))  # skipped steps left it alone
+    lrs = {s: float(r["learn_rate"]) for s, r in rows(tmp_path).items()}
+    assert [lrs[s] for s in range(1, 8)] == [0.01] * 5 + [0.005] * 2
+    state = torch.load(tmp_path / "runs" / "tok" / "state.pt", weights_only=True)
+    assert state["extra"]["guard"] == {"lr_scale": 0.5, "bad_in_row": 0, "skipped": 3, "rollbacks": 1}
+
+
+def test_rollback_restores_the_last_good_state(tiny_models, dataset, emb, tmp_path, monkeypatch):
+    """With no save point yet, the last good state is the run's start: vectors that drifted (a hook
+    shifts them at step 2) come back to the initial ones exactly when steps 3-5 are non-finite."""
+    from tistudio.train import session as session_mod
+
+    inject(monkeypatch, {3, 4, 5})
+    seen = {}
+    real_prepare = session_mod.prepare
+
+    def prepare(*a, **kw):
+        s = real_prepare(*a, **kw)
+
+        class Spy:
+            def after_step(self, s, step, loss, lr):
+                if step == 2:
+                    with torch.no_grad():
+                        s.objective.embeddings[0].params[0].add_(1.0)
+                if step == 5:
+                    seen["after_rollback"] = s.objective.embeddings[0].params[0].detach().clone()
+
+            def at_end(self, s, result):
+                pass
+
+        s.hooks.append(Spy())
+        return s
+
+    monkeypatch.setattr("tistudio.train.run.prepare", prepare)
+    train(config(emb, dataset, tmp_path, steps=5, save_every=0), components=tiny_models["sd1"], progress=False)
+    assert torch.equal(seen["after_rollback"], load_embedding(emb).vectors[0])
+
+
+def test_non_finite_vectors_are_never_saved(tiny_models, dataset, emb, tmp_path, monkeypatch):
+    from tistudio.train import session as session_mod
+
+    real_prepare = session_mod.prepare
+
+    def prepare(*a, **kw):
+        s = real_prepare(*a, **kw)
+
+        class Poison:  # runs after the guard's check, before the save: only the save check is left
+            def after_step(self, s, step, loss, lr):
+                if step == 2:
+                    with torch.no_grad():
+                        s.objective.embeddings[0].params[0].fill_(float("nan"))
+
+            def at_end(self, s, result):
+                pass
+
+        s.hooks.append(Poison())
+        return s
+
+    monkeypatch.setattr("tistudio.train.run.prepare", prepare)
+    messages = []
+    r = train(config(emb, dataset, tmp_path, steps=3, save_every=2), components=tiny_models["sd1"], progress=False,
+              callback=lambda e: messages.append(e.text) if isinstance(e, Message) else None)
+    assert r.step == 3
+    run = tmp_path / "runs" / "tok"
+    assert not list(run.glob("embeddings/tok-2.*")) and not (run / "state.pt").exists()
+    assert not (tmp_path / "out" / "final.pt").exists()
+    assert any("tok has non-finite values; not saved" in m for m in messages)
+    assert any("final file not written" in m for m in messages)
+
+
+def test_resume_after_a_rollback_is_exact(tiny_models, dataset, emb, tmp_path, monkeypatch):
+    c = tiny_models["sd1"]
+    inject(monkeypatch, {3, 4, 5})
+    train(config(emb, dataset, tmp_path / "a", steps=8, save_every=2), components=c, progress=False)
+    inject(monkeypatch, {3, 4, 5})
+    train(config(emb, dataset, tmp_path / "b", steps=6, save_every=2), components=c, progress=False)
+    inject(monkeypatch, {3, 4, 5}, first_step=6)
+    train(config(emb, dataset, tmp_path / "b", steps=8, save_every=2), components=c, progress=False,
+          resume=str(tmp_path / "b" / "runs" / "tok"))
+    a = load_embedding(tmp_path / "a" / "out" / "final.pt").vectors[0]
+    b = load_embedding(tmp_path / "b" / "out" / "final.pt").vectors[0]
+    assert torch.equal(a, b)
+    assert float(rows(tmp_path / "b")[8]["learn_rate"]) == 0.005
