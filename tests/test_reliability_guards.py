@@ -82,7 +82,9 @@ def test_repeated_non_finite_steps_roll_back_and_halve_the_lr(tiny_models, datas
     lrs = {s: float(r["learn_rate"]) for s, r in rows(tmp_path).items()}
     assert [lrs[s] for s in range(1, 8)] == [0.01] * 5 + [0.005] * 2
     state = torch.load(tmp_path / "runs" / "tok" / "state.pt", weights_only=True)
-    assert state["extra"]["guard"] == {"lr_scale": 0.5, "bad_in_row": 0, "skipped": 3, "rollbacks": 1}
+    guard = state["extra"]["guard"]
+    assert (guard["lr_scale"], guard["bad_in_row"], guard["skipped"], guard["rollbacks"]) == (0.5, 0, 3, 1)
+    assert torch.equal(guard["good"]["vectors"]["tok"][0], snapshot(tmp_path, 6))  # the last save point
 
 
 def test_rollback_restores_the_last_good_state(tiny_models, dataset, emb, tmp_path, monkeypatch):
@@ -148,16 +150,19 @@ def test_non_finite_vectors_are_never_saved(tiny_models, dataset, emb, tmp_path,
     assert any("final file not written" in m for m in messages)
 
 
-def test_resume_after_a_rollback_is_exact(tiny_models, dataset, emb, tmp_path, monkeypatch):
+def test_resume_after_a_stop_then_a_rollback_is_exact(tiny_models, dataset, emb, tmp_path, monkeypatch):
+    """Stopped at step 5 (not a save point), resumed, then steps 6-8 are non-finite: the rollback
+    must return to the step-4 save point, as in the uninterrupted run (the target is in state.pt)."""
     c = tiny_models["sd1"]
-    inject(monkeypatch, {3, 4, 5})
-    train(config(emb, dataset, tmp_path / "a", steps=8, save_every=2), components=c, progress=False)
-    inject(monkeypatch, {3, 4, 5})
-    train(config(emb, dataset, tmp_path / "b", steps=6, save_every=2), components=c, progress=False)
-    inject(monkeypatch, {3, 4, 5}, first_step=6)
-    train(config(emb, dataset, tmp_path / "b", steps=8, save_every=2), components=c, progress=False,
+    nan_steps = {6, 7, 8}
+    inject(monkeypatch, nan_steps)
+    train(config(emb, dataset, tmp_path / "a", steps=10, save_every=4), components=c, progress=False)
+    inject(monkeypatch, nan_steps)
+    train(config(emb, dataset, tmp_path / "b", steps=5, save_every=4), components=c, progress=False)
+    inject(monkeypatch, nan_steps, first_step=5)
+    train(config(emb, dataset, tmp_path / "b", steps=10, save_every=4), components=c, progress=False,
           resume=str(tmp_path / "b" / "runs" / "tok"))
     a = load_embedding(tmp_path / "a" / "out" / "final.pt").vectors[0]
     b = load_embedding(tmp_path / "b" / "out" / "final.pt").vectors[0]
     assert torch.equal(a, b)
-    assert float(rows(tmp_path / "b")[8]["learn_rate"]) == 0.005
+    assert [float(rows(tmp_path / "b")[s]["learn_rate"]) for s in (8, 9)] == [0.01, 0.005]

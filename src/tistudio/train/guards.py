@@ -12,8 +12,8 @@
   lowers its scale): they are not counted, unless the loss itself is not finite.
 - A non-finite vector is never saved: `finite` is checked before every snapshot and final output.
 
-The guard's counters and learning-rate factor are part of the training state, so a resumed run
-continues exactly as an uninterrupted one would.
+The guard's counters, learning-rate factor and rollback target are part of the training state, so
+a resumed run continues exactly as an uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ class NumericGuard:
         self._good: dict | None = None
 
     # -- the loop's calls --------------------------------------------------------------------------
+
+    def start(self, s) -> None:
+        """At the loop's start: the run's initial state is the good one, unless a resume restored it."""
+        if self._good is None:
+            self.remember(s)
 
     def remember(self, s) -> None:
         """Keep an in-memory copy of the current (good) state: at the start and at each save point."""
@@ -103,7 +108,7 @@ class NumericGuard:
 
     def state_dict(self) -> dict:
         return {"lr_scale": self.lr_scale, "bad_in_row": self.bad_in_row, "skipped": self.skipped,
-                "rollbacks": self.rollbacks}
+                "rollbacks": self.rollbacks, "good": self._good}
 
     def load_state_dict(self, state: dict) -> None:
         """A state saved before guards existed has none: the defaults are right for it."""
@@ -111,3 +116,4 @@ class NumericGuard:
         self.bad_in_row = int(state.get("bad_in_row", 0))
         self.skipped = int(state.get("skipped", 0))
         self.rollbacks = int(state.get("rollbacks", 0))
+        self._good = state.get("good")  # the rollback target travels with the state, for exactness

@@ -77,13 +77,14 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
         if not final:
             paths += s.run.save_snapshot(emb, s.cfg.formats)
     extra = {"ema": s.ema.state_dict()} if s.ema is not None else {}
+    if not final:  # a stop's final save is no save point: an uninterrupted run would not remember it
+        s.guard.remember(s)
     extra["guard"] = s.guard.state_dict()
     state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, s.prompt_rng, extra)
     # state.pt last: it is the commit point a resume starts from (RELIABILITY.md). A kill before it
     # leaves the previous state, and the resumed run rewrites these snapshots and CSV rows identically.
     s.run.flush_loss()
     train_state.save(s.run.root, state)
-    s.guard.remember(s)
     if s.cfg.keep_last and not final:
         s.run.prune_snapshots(s.cfg.keep_last)
     return paths
@@ -97,7 +98,7 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
                unit="step", disable=not progress, dynamic_ncols=True)
     started, done_here = time.perf_counter(), 0
-    s.guard.remember(s)  # the state a rollback returns to until the first save point
+    s.guard.start(s)  # the state a rollback returns to until the first save point
     while step < cfg.steps:
         if s.dist.any_stopped(s.stop.stopped):  # every process stops at the same step
             reason = s.stop.reason

@@ -92,13 +92,14 @@ class RunFolder:
     def prune_snapshots(self, keep: int) -> list[Path]:
         """--keep-last N: delete the snapshot files (embeddings/ and image_embeddings/) of all but the
         N latest saved steps, so a long run's disk use stays bounded. Returns the deleted paths."""
-        by_step: dict[int, list[Path]] = {}
-        for folder in (self.embeddings, self.image_embeddings):
-            for path in folder.glob("*-*") if folder.is_dir() else ():
+        doomed = []
+        for folder in (self.embeddings, self.image_embeddings):  # each keeps its own N latest
+            by_step: dict[int, list[Path]] = {}
+            for path in folder.glob("*-*") if folder.is_dir() and keep > 0 else ():
                 found = _SNAPSHOT_RE.match(path.name)
                 if found and path.is_file():
                     by_step.setdefault(int(found.group(1)), []).append(path)
-        doomed = [p for step in sorted(by_step)[:-keep] for p in by_step[step]] if keep > 0 else []
+            doomed += [p for step in sorted(by_step)[:-keep] for p in by_step[step]]
         for path in doomed:
             path.unlink(missing_ok=True)
         return doomed
