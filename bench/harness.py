@@ -124,6 +124,8 @@ def measure(case: dict) -> dict:
         tmp = Path(tmp)
         data = _dataset(tmp / "data", size, case.get("images", 2))
         emb = api.create_embedding(c, "benchtok", "painting", case.get("vectors", 4), tmp / "emb")
+        if case.get("method") == "dreamartist":  # its negative, found beside the positive
+            api.create_embedding(c, "benchtok-neg", "", case.get("vectors", 4), tmp / "emb")
         cfg = TrainConfig(embedding=str(emb), data=str(data), steps=steps + warmup, width=size, height=size,
                           save_every=0, preview_every=0, log_dir=str(tmp / "runs"), lr="0.005",
                           template="style", output=str(tmp / "out.pt"), batch_size=case.get("batch", 1),

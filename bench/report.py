@@ -1,0 +1,63 @@
+"""Shared by the benchmark scripts: the machine's measured matrix-multiply peak, the results table,
+and the JSON file under bench/results/ (git-ignored)."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def gemm_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
+    """Best FLOP/s of an n×n×n matmul over a few seconds (the ceiling any training step can reach)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm-up: kernel selection, page faults
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def machine() -> dict:
+    import os
+
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def fmt(v, spec: str, none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def table(rows: list[dict], peaks: dict | None = None) -> str:
+    head = f"{'case':44} {'s/step':>8} {'samples/s':>9} {'peak GB':>8} {'step GB':>8} {'GFLOP/step':>10} " \
+           f"{'GFLOP/s':>8} {'of peak':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r or "skipped" in r:
+            lines.append(f"{r['name']:44} {r.get('error') or r.get('skipped')}")
+            continue
+        achieved = r.get("achieved_flops")
+        peak = (peaks or {}).get(r.get("settings", {}).get("precision", "fp32"))
+        share = achieved / peak if achieved and peak else None
+        lines.append(f"{r['name']:44} {r['seconds_per_step']:8.3f} {r['samples_per_second']:9.3f} "
+                     f"{r['peak_rss_gb']:8.2f} {fmt(r.get('train_peak_gb'), '8.2f'):>8} "
+                     f"{fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '10.1f'):>10} "
+                     f"{fmt(achieved and achieved / 1e9, '8.1f'):>8} {fmt(share, '7.0%'):>7}")
+    return "\n".join(lines)
+
+
+def save(kind: str, payload: dict) -> Path:
+    from tistudio.atomic import write_text
+
+    path = RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return write_text(path, json.dumps(payload, indent=2))

@@ -1,0 +1,61 @@
+"""The benchmark suite: one command, a table on screen, JSON in bench/results/.
+
+    .venv/bin/python bench/run.py              # everything (about an hour on a 2-core CPU)
+    .venv/bin/python bench/run.py --only sd1-512 --steps 2
+
+Each case trains through the real path (session.prepare + run_loop) in its own process and reports
+seconds per step (median after one warm-up step), samples/s, peak memory (whole process, and during
+the steps only), FLOPs per step (torch's flop counter) and achieved FLOP/s as a share of this
+machine's measured matmul peak in the precision the frozen weights use. "recommended" is what the
+default --profile balanced picks; "fp32" is plain fp32 with no layout tricks, for reference."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness import run_case
+from report import gemm_peak, machine, save, table
+
+PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "gradient_checkpointing": False}
+# (name, model, size, steps); DreamArtist runs beside TI wherever TI runs.
+MODELS = [("tiny", "tiny-sd1", 64, 8), ("toy", "toy", 32, 8), ("sd1-256", "sd1", 256, 3),
+          ("sd1-512", "sd1", 512, 2), ("sdxl-512", "sdxl", 512, 2)]
+VARIANTS = [("recommended", {}), ("low-memory", {"profile": "low-memory"}), ("fp32", PLAIN)]
+
+
+def cases(steps: int | None) -> list[dict]:
+    out = []
+    for label, model, size, n in MODELS:
+        for method in ("ti", "dreamartist"):
+            for variant, options in VARIANTS:
+                if variant == "low-memory" and model.startswith(("tiny", "toy")):
+                    continue  # nothing to save on a model that fits anywhere
+                out.append({"name": f"{label} {method} {variant}", "model": model, "size": size,
+                            "steps": steps or n, "method": method, "options": options})
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", default=[], help="run cases whose name contains this (repeatable)")
+    parser.add_argument("--steps", type=int, help="timed steps per case (default: per model)")
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    args = parser.parse_args()
+    selected = [c for c in cases(args.steps) if not args.only or any(o in c["name"] for o in args.only)]
+    if args.list:
+        print("\n".join(c["name"] for c in selected))
+        return 0
+    peaks = {"fp32": gemm_peak("float32"), "bf16": gemm_peak("bfloat16")}
+    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
+    rows = []
+    for case in selected:
+        print(f"running {case['name']} ...", flush=True)
+        rows.append({"name": case["name"], "case": case, **run_case(case)})
+    print(table(rows, peaks))
+    path = save("suite", {"machine": machine(), "gemm_peak": peaks, "results": rows})
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
