@@ -34,3 +34,13 @@ def test_blank_image_has_no_object():
     blank = Image.new("RGB", (32, 32), BACKGROUNDS["black"])
     pred = classify(blank)
     assert pred.colour is None and pred.shape is None and not pred.matches("red", "star")
+
+
+def test_fraction_of_counts_only_exact_matches():
+    rng = np.random.default_rng(3)
+    images = [render(random_scene(rng, shape="star", colour="teal"), 32) for _ in range(3)]
+    images.append(render(random_scene(rng, shape="star", colour="blue"), 32))
+    from tistudio.toy.classifier import fraction_of
+
+    assert fraction_of(images, "teal", "star") == 0.75
+    assert fraction_of(images, "teal", "circle") == 0.0

@@ -21,10 +21,10 @@ def register(sub) -> None:
 
     t = toy.add_parser("train-base", help="train the toy base model from scratch (about 45 min on 2 cores)")
     t.add_argument("--out", help="output diffusers folder (default: the shipped toy-model folder)")
-    t.add_argument("--steps", type=int, help="UNet + text encoder steps (default 12000)")
-    t.add_argument("--vae-steps", type=int, help="VAE steps (default 800)")
+    t.add_argument("--steps", type=int, help="UNet + text encoder steps (default 5000)")
+    t.add_argument("--vae-steps", type=int, help="VAE steps (default 600)")
     t.add_argument("--pool", type=int, help="scenes rendered and encoded once (default 20000)")
-    t.add_argument("--eval-every", type=int, help="score caption accuracy every N steps (default 1000)")
+    t.add_argument("--eval-every", type=int, help="score caption accuracy every N steps (default 500)")
     t.add_argument("--seed", type=int, help="default 0")
     t.add_argument("--threads", type=int, help="torch CPU threads (default 1: on shared cores more threads spin and run slower)")
     t.set_defaults(func=run_train_base)

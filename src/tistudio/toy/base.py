@@ -34,16 +34,16 @@ class BaseRecipe:
     arch: ToyArch = field(default_factory=ToyArch)
     seed: int = 0
     pool: int = 20000            # scenes rendered and encoded once; captions are drawn per step
-    vae_steps: int = 800
+    vae_steps: int = 600
     vae_batch: int = 32
-    vae_lr: float = 1e-3
-    steps: int = 12000
+    vae_lr: float = 2e-3
+    steps: int = 5000
     batch: int = 64
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup: int = 300
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
-    eval_every: int = 1000
+    eval_every: int = 500
     eval_n: int = 64
     eval_sampler_steps: int = 20
     guidance: float = 5.0

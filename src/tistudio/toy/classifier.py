@@ -107,3 +107,9 @@ def accuracy(images, truths: list[tuple[str, str]]) -> dict[str, float]:
         "shape": sum(p.shape == s for p, (_, s) in zip(preds, truths)) / n,
         "both": sum(p.matches(c, s) for p, (c, s) in zip(preds, truths)) / n,
     }
+
+
+def fraction_of(images, colour: str, shape: str) -> float:
+    """Share of images the classifier reads as this colour and shape: the fidelity benchmark's score."""
+    images = list(images)
+    return sum(classify(im).matches(colour, shape) for im in images) / max(len(images), 1)

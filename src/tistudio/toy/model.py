@@ -20,9 +20,9 @@ class ToyArch:
     image_size: int = 32
     text_width: int = 48
     text_layers: int = 2
-    unet_channels: tuple[int, ...] = (64, 96)
+    unet_channels: tuple[int, ...] = (32, 64)
     unet_layers_per_block: int = 1
-    vae_channels: tuple[int, ...] = (32, 64, 64)   # three blocks: factor-4 downsampling
+    vae_channels: tuple[int, ...] = (16, 32, 32)   # three blocks: factor-4 downsampling
 
     @property
     def latent_size(self) -> int:
