@@ -35,7 +35,7 @@ def test_shipped_model_is_a_small_sd1_folder_that_load_model_reads():
 @pytest.mark.slow
 def test_shipped_model_follows_its_captions():
     from tistudio.models.tokenizer import load_clip_tokenizer
-    from tistudio.toy.base import caption_accuracy
+    from tistudio.toy.evaluate import caption_accuracy
     from tistudio.toy.model import load_toy_parts
 
     vae, unet, text_encoder, scheduler = load_toy_parts(default_model_path())

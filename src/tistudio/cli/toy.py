@@ -34,6 +34,8 @@ def register(sub) -> None:
     s.add_argument("--n", type=int, default=128, help="images to draw (default 128)")
     s.add_argument("--cfg", type=float, default=5.0, help="guidance scale (default 5)")
     s.add_argument("--sampler-steps", type=int, default=20, help="DDIM steps (default 20)")
+    s.add_argument("--baselines", action="store_true",
+                   help="also: how often each held-out concept's init word alone draws it")
     s.set_defaults(func=run_score)
 
 
@@ -80,12 +82,17 @@ def run_train_base(args) -> int:
 def run_score(args) -> int:
     from ..models.tokenizer import load_clip_tokenizer
     from ..toy import default_model_path
-    from ..toy.base import caption_accuracy
+    from ..toy.concepts import held_out_concepts
+    from ..toy.evaluate import caption_accuracy, init_word_rate
     from ..toy.model import load_toy_parts
 
-    vae, unet, text_encoder, scheduler = load_toy_parts(args.model or default_model_path())
-    acc = caption_accuracy(vae, unet, text_encoder, scheduler, load_clip_tokenizer(), args.n,
-                           sampler_steps=args.sampler_steps, guidance=args.cfg)
+    parts = (*load_toy_parts(args.model or default_model_path()), load_clip_tokenizer())
+    options = dict(sampler_steps=args.sampler_steps, guidance=args.cfg)
+    acc = caption_accuracy(*parts, args.n, **options)
     print(f"caption accuracy over {args.n} images: colour {acc['colour']:.1%}, "
           f"shape {acc['shape']:.1%}, both {acc['both']:.1%}")
+    if args.baselines:
+        for concept in held_out_concepts():
+            rate = init_word_rate(parts, concept, args.n, **options)
+            print(f"init word {concept.init_word!r} alone draws a {concept.spec}: {rate:.1%}")
     return 0

@@ -22,11 +22,12 @@ import torch
 
 from ..atomic import write_text
 from .classifier import classify
-from .concepts import HELD_OUT, base_training_caption, base_training_scene
+from .concepts import base_training_caption, base_training_scene
+from .evaluate import caption_accuracy
 from .model import (ToyArch, build_scheduler, build_text_encoder, build_unet, build_vae,
                     save_toy_model)
-from .sample import sample_images, to_uint8, token_ids
-from .scenes import COLOURS, FRAMES, SHAPES, Scene, render
+from .sample import to_uint8, token_ids
+from .scenes import Scene, render
 
 
 @dataclass(frozen=True)
@@ -104,28 +105,6 @@ def encode_pool(vae, pixels: torch.Tensor) -> torch.Tensor:
     scale = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scale)
     return means * scale
-
-
-def evaluation_prompts(n: int, rng: np.random.Generator) -> tuple[list[str], list[tuple[str, str]]]:
-    """Captions of the kind the model was trained on (named, non-held-out pairings)."""
-    pairs = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in HELD_OUT]
-    picks = [pairs[i % len(pairs)] for i in rng.permutation(max(n, len(pairs)))[:n]]
-    prompts = [FRAMES[int(rng.integers(len(FRAMES)))].format(f"{c} {s}") for c, s in picks]
-    return prompts, picks
-
-
-def caption_accuracy(vae, unet, text_encoder, scheduler, tokenizer, n: int, *, seed: int = 1234,
-                     sampler_steps: int = 20, guidance: float = 5.0) -> dict:
-    """Colour, shape and joint accuracy of the classifier on images drawn from trained captions."""
-    prompts, truths = evaluation_prompts(n, np.random.default_rng(seed))
-    images = []
-    for i in range(0, n, 64):
-        images += sample_images(vae, unet, text_encoder, scheduler, tokenizer, prompts[i:i + 64],
-                                steps=sampler_steps, guidance=guidance, seed=seed + i)
-    preds = [classify(im) for im in images]
-    return {"colour": sum(p.colour == c for p, (c, _) in zip(preds, truths)) / n,
-            "shape": sum(p.shape == s for p, (_, s) in zip(preds, truths)) / n,
-            "both": sum(p.matches(c, s) for p, (c, s) in zip(preds, truths)) / n}
 
 
 def _min_snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
