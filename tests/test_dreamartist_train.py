@@ -1,6 +1,7 @@
 """DreamArtist training runs on tiny models: the reference's defects do not happen here, loss falls,
 resume is exact (EMA included), every family trains, and the CLI creates and trains the pair."""
 import csv
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ from PIL import Image
 from tistudio import api
 from tistudio.config import DreamArtistConfig, TrainConfig
 from tistudio.data.dataset import load_image
-from tistudio.data.templates import load_template
+from tistudio.data.prompts import Prompt
+from tistudio.embedding.create import init_vectors
 from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from tistudio.models.conditioning import PromptEncoder
@@ -98,7 +100,6 @@ def fixed_guided_loss(c, pos, neg, latents, seed=0):
     obj = DreamArtistObjective(c, PromptEncoder(c), TrainableEmbedding(pos, torch.device("cpu")),
                                TrainableEmbedding(neg, torch.device("cpu")), DreamArtistConfig(), lines)
     gen = torch.Generator().manual_seed(seed)
-    from tistudio.data.prompts import Prompt
     prompts = [Prompt(0, "", "tok")] * latents.shape[0]
     total = 0.0
     with torch.no_grad():
@@ -199,7 +200,7 @@ def test_missing_negative_embedding_says_how_to_create_it(tiny_models, dataset, 
 
 def run_cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "tistudio", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
 
 
 def test_cli_refuses_a_cfg_string_that_is_code(tiny_model_dirs, dataset, tmp_path):
@@ -218,7 +219,6 @@ def test_cli_creates_and_trains_the_pair(tiny_model_dirs, tiny_models, dataset, 
     assert r.returncode == 0, r.stderr
     pos, neg = load_embedding(tmp_path / "emb" / "tok.pt"), load_embedding(tmp_path / "emb" / "tok-neg.pt")
     assert (pos.n_vectors, neg.n_vectors) == (3, 6)
-    from tistudio.embedding.create import init_vectors
     noise = neg.vectors[0] - init_vectors(tiny_models["sd1"], "bad", 6)[0]
     assert 0 < noise.std() < 3e-3  # tiny noise, so the negative's vectors differ from a plain init
     ok = run_cli("train", "--model", model, "--embedding", tmp_path / "emb" / "tok.pt", "--data", dataset,
