@@ -122,7 +122,8 @@ def _convert(spec: FieldSpec, value, guard: PathGuard):
         return bool(value)
     if spec.kind == "multi":
         return tuple(value or ())
-    if value is None or (isinstance(value, str) and not value.strip()):
+    blank = value is None or (isinstance(value, str) and not (value if spec.kind == "text" else value.strip()))
+    if blank:  # for text, whitespace is a value (filename_join " ")
         if spec.optional:
             return None
         if spec.key in REQUIRED or spec.default not in ("", None):

@@ -9,14 +9,15 @@ from .context import Context, user_errors
 
 def create(ctx: Context, model, family, name, init_text, vectors, neg_vectors, neg_init_text, out_dir,
            fmt, overwrite) -> str:
-    out = ctx.guard.resolve(out_dir, "Output folder")
+    out = ctx.guard.resolve(out_dir, "Embeddings folder")
+    name = (name or "").strip()
     c = ctx.components(model, family)
-    written = [api.create_embedding(c, name.strip(), init_text, int(vectors), out, bool(overwrite), fmt)]
+    written = [api.create_embedding(c, name, init_text or "", int(vectors), out, bool(overwrite), fmt)]
     if neg_vectors and int(neg_vectors) > 0:
         # DreamArtist trains NAME with NAME-neg beside it (docs/dreamartist.md); a small noise keeps the
         # pair apart when both start from the same text, where the API offers it.
         extra = {"noise_std": 1e-3} if "noise_std" in inspect.signature(api.create_embedding).parameters else {}
-        written.append(api.create_embedding(c, f"{name.strip()}-neg", neg_init_text, int(neg_vectors), out,
+        written.append(api.create_embedding(c, f"{name}-neg", neg_init_text or "", int(neg_vectors), out,
                                             bool(overwrite), fmt, **extra))
     shown = ", ".join(f"`{ctx.guard.show(p)}`" for p in written)
     return f"Created {shown} ({int(vectors)} vector(s), {c.family.name}, init text {init_text!r})."

@@ -43,7 +43,7 @@ def options_from(ctx: Context, v: dict):
         blip_options=BlipOptions(int(v["blip_beams"]), int(v["blip_min"]), int(v["blip_max"])),
         tagger_options=TaggerOptions(threshold=float(v["tag_threshold"]), sort_alphabetically=v["sort_alpha"],
                                      use_spaces=not v["underscores"], escape_brackets=not v["no_escape"],
-                                     filter_tags=tuple(t.strip() for t in v["filter_tags"].split(",") if t.strip()),
+                                     filter_tags=tuple(t.strip() for t in (v["filter_tags"] or "").split(",") if t.strip()),
                                      include_scores=v["scores"], kind=v["tagger_kind"]),
         existing=v["existing"], in_filename=v["in_filename"])
     focal = FocalOptions(float(v["face_w"]), float(v["entropy_w"]), float(v["edges_w"]), v["focal_debug"]) \
@@ -72,7 +72,7 @@ def run_doctor(ctx: Context, folder, width, height, name, subject) -> str:
     from ..preprocess import check_dataset
 
     path = ctx.guard.resolve(folder, "Dataset folder", "dir")
-    report = check_dataset(path, int(width), int(height), name.strip() or None, subject)
+    report = check_dataset(path, int(width), int(height), (name or "").strip() or None, subject)
     return report.table().replace(str(path), ctx.guard.show(path))
 
 

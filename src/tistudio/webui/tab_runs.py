@@ -58,13 +58,13 @@ def build(ctx: Context) -> None:
     curves = gr.LinePlot(x="step", y="loss", color="series", label="Loss curves", height=260)
     with gr.Row():
         run = gr.Dropdown([], label="Run", scale=1)
-        config = gr.Code(label="Run config", language=None, scale=2)
+        config = gr.Code(label="Run config", language=None, scale=2, elem_id="run-config")
     pictures = gr.Gallery(label="Previews", columns=8, height=180)
     with gr.Row():
         snapshot = gr.Dropdown([], label="Saved embedding")
         fmt = gr.Dropdown(list(EXPORT_FORMATS), value="a1111-pt", label="Download as")
         export_button = gr.Button("Prepare download")
-    file = gr.File(label="Download", interactive=False)
+    file = gr.File(label="Download", interactive=False, elem_id="run-download")
 
     refresh_button.click(user_errors(lambda d: refresh(ctx, d)), log_dir, [table, curves, run])
     run.change(user_errors(lambda d, r: select(ctx, d, r)), [log_dir, run], [config, snapshot, pictures])
