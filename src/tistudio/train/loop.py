@@ -148,11 +148,13 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
         # the vectors that training continues from.
         for hook in s.hooks:
             hook.after_step(s, step, total, lr)
+        # Previews before the save point: state.pt commits the step, so a kill right after it
+        # must not leave the step without its preview (a resume never redoes that step).
+        if cfg.preview_every and step % cfg.preview_every == 0 and s.dist.is_main:
+            write_preview(s, step)
         if cfg.save_every and step % cfg.save_every == 0 and s.dist.is_main:
             paths = save_point(s, step)
             s.callback(Saved(step, tuple(map(str, paths))))
-        if cfg.preview_every and step % cfg.preview_every == 0 and s.dist.is_main:
-            write_preview(s, step)
     bar.close()
     result = TrainResult(step, reason, [], last_loss, str(s.run.root))
     for hook in s.hooks:
