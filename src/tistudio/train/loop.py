@@ -85,7 +85,7 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
     # leaves the previous state, and the resumed run rewrites these snapshots and CSV rows identically.
     s.run.flush_loss()
     train_state.save(s.run.root, state)
-    if s.cfg.keep_last and not final:
+    if s.cfg.keep_last:  # also at the final save: a kill may have come between a state and its pruning
         s.run.prune_snapshots(s.cfg.keep_last)
     return paths
 
