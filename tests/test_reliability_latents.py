@@ -1,0 +1,188 @@
+"""The memory-mapped latent store (data/latent_store.py): latents live in a file, not in RAM; an
+unchanged image is never re-encoded; a changed image (content, not just mtime) or VAE is; training on
+it equals training on the in-RAM cache; 5,000 images stay out of anonymous memory (slow tier)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tistudio import api
+from tistudio.config import TrainConfig
+from tistudio.data.dataset import ImageRecord
+from tistudio.data.latent_cache import LatentCache
+from tistudio.data.latent_store import LatentStore, store_for, vae_fingerprint
+from tistudio.embedding.formats import load_embedding
+from tistudio.train.run import train
+
+
+class CountingVAE:
+    """Latents [channels, 2, 2] from pooled pixels; counts the images it encodes."""
+
+    def __init__(self, channels: int = 4, size: int = 2):
+        self.channels, self.size, self.images = channels, size, 0
+
+    def __call__(self, pixels):
+        self.images += pixels.shape[0]
+        pooled = torch.nn.functional.adaptive_avg_pool2d(pixels, self.size)
+        mean = pooled.repeat(1, (self.channels + 2) // 3, 1, 1)[:, :self.channels]
+        return mean, torch.full_like(mean, 0.1)
+
+
+def make_images(folder: Path, n: int, size: int = 8) -> list[ImageRecord]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        path = folder / f"{i:05d}.png"
+        Image.new("RGB", (size, size), (i % 256, (i * 7) % 256, (i * 13) % 256)).save(path)
+        out.append(ImageRecord(path, f"img {i}"))
+    return out
+
+
+def build(records, vae, store, mode="deterministic", flip=False, seed=0):
+    return LatentCache.build(records, vae, width=16, height=16, mode=mode, flip=flip, batch_size=3,
+                             generator=torch.Generator().manual_seed(seed), progress=False, store=store)
+
+
+def mapped_files(tensor: torch.Tensor) -> list[str]:
+    """Files whose mapping holds the tensor's memory (from /proc/self/maps)."""
+    ptr = tensor.untyped_storage().data_ptr()
+    found = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split()
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        if lo <= ptr < hi and len(parts) >= 6:
+            found.append(parts[5])
+    return found
+
+
+def test_store_reuses_unchanged_images_and_reencodes_changed_ones(tmp_path):
+    records = make_images(tmp_path / "data", 6)
+    vae, folder = CountingVAE(), tmp_path / "latents"
+    first = build(records, vae, LatentStore(folder, "vae-a"))
+    assert vae.images == 6
+    assert [f for f in mapped_files(first.mean) if f.endswith(".f32")]  # memory-mapped, not in RAM
+
+    store = LatentStore(folder, "vae-a")
+    again = build(records, vae, store)
+    assert (vae.images, store.reused, store.encoded) == (6, 6, 0) and torch.equal(again.mean, first.mean)
+
+    os.utime(records[1].path, ns=(1, 1))  # touched (or copied): same bytes, so still valid
+    store = LatentStore(folder, "vae-a")
+    build(records, vae, store)
+    assert (store.reused, store.encoded) == (6, 0)
+
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(records[2].path)  # really changed
+    store = LatentStore(folder, "vae-a")
+    changed = build(records, vae, store)
+    assert (store.reused, store.encoded, vae.images) == (5, 1, 7)
+    assert not torch.equal(changed.mean[2], first.mean[2])
+    assert torch.equal(torch.cat([changed.mean[:2], changed.mean[3:]]), torch.cat([first.mean[:2], first.mean[3:]]))
+
+    store = LatentStore(folder, "vae-b")  # another VAE: nothing is shared
+    build(records, vae, store)
+    assert (store.reused, store.encoded) == (0, 6)
+
+    store = LatentStore(folder, "vae-a")  # images removed and added: matched by path
+    more = make_images(tmp_path / "more", 2)
+    build(records[3:] + more, vae, store)
+    assert (store.reused, store.encoded) == (3, 2)
+    left = sorted(p.name for p in folder.iterdir())
+    assert len([n for n in left if n.endswith(".json")]) == 2 and not [n for n in left if n.endswith(".tmp")]
+
+
+def test_vae_fingerprint_follows_the_weights(tiny_models):
+    import copy
+
+    vae = tiny_models["sd1"].vae
+    other = copy.deepcopy(vae)
+    assert vae_fingerprint(vae) == vae_fingerprint(other)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    assert vae_fingerprint(vae) != vae_fingerprint(other)
+
+
+@pytest.mark.parametrize("mode, flip", [("once", True), ("random", False)])
+def test_once_samples_do_not_depend_on_what_else_was_encoded(tmp_path, mode, flip):
+    records = make_images(tmp_path / "data", 5)
+    full = build(records, CountingVAE(), LatentStore(tmp_path / "a", "v"), mode=mode, flip=flip, seed=4)
+    store = LatentStore(tmp_path / "b", "v")
+    build(records[:2], CountingVAE(), store, mode=mode, flip=flip, seed=4)
+    grown = build(records, CountingVAE(), store, mode=mode, flip=flip, seed=4)
+    assert store.reused == 2 and torch.equal(grown.mean, full.mean)
+    assert (grown.std is None) == (mode != "random")
+    if mode == "once":
+        assert not torch.equal(build(records, CountingVAE(), LatentStore(tmp_path / "c", "v"), mode=mode,
+                                     flip=flip, seed=5).mean, full.mean)
+
+
+def test_a_damaged_index_is_rebuilt_not_trusted(tmp_path):
+    records = make_images(tmp_path / "data", 3)
+    folder = tmp_path / "latents"
+    first = build(records, CountingVAE(), LatentStore(folder, "v"))
+    for index in folder.glob("*.json"):
+        index.write_text('{"shape": [3, 1, 4, 2, 2], "arrays": ["nope.f32"], "entries": []}')
+    store = LatentStore(folder, "v")
+    assert torch.equal(build(records, CountingVAE(), store).mean, first.mean) and store.encoded == 3
+
+
+def test_auto_picks_disk_from_a_thousand_images(tiny_models, tmp_path):
+    vae = tiny_models["sd1"].vae
+    few = [ImageRecord(Path(f"{i}.png"), "") for i in range(999)]
+    assert store_for("auto", few, False, tmp_path, vae) is None
+    assert store_for("auto", few, True, tmp_path, vae) is not None  # mirrors count
+    assert store_for("disk", few[:1], False, tmp_path, vae) is not None
+    assert store_for("memory", few * 3, False, tmp_path, vae) is None
+
+
+def test_training_on_the_disk_cache_equals_the_ram_cache(tiny_models, dataset, tmp_path):
+    c = tiny_models["sd1"]
+    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    outs = {}
+    for cache in ("memory", "disk"):
+        cfg = TrainConfig(embedding=str(emb), data=str(dataset), steps=3, width=64, height=64, save_every=0,
+                          preview_every=0, log_dir=str(tmp_path / cache / "runs"), lr="0.01", template="none",
+                          latent_sampling="deterministic", flip=True, latent_cache=cache, plot=False,
+                          output=str(tmp_path / cache / "final.pt"))
+        train(cfg, components=c, progress=False)
+        outs[cache] = load_embedding(tmp_path / cache / "final.pt").vectors[0]
+    assert torch.equal(outs["memory"], outs["disk"])
+    assert list((tmp_path / "disk" / "runs" / "tok" / "latents").glob("latents-*.f32"))
+    assert not (tmp_path / "memory" / "runs" / "tok" / "latents").exists()
+
+
+def rss_anon_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@pytest.mark.slow
+def test_five_thousand_images_cache_on_disk_not_in_ram(tmp_path):
+    records = make_images(tmp_path / "data", 5000)
+    vae = CountingVAE(channels=16, size=16)  # 16 KiB per latent: 80 MiB for the dataset
+    before = rss_anon_mib()
+    started = time.perf_counter()
+    cache = build(records, vae, LatentStore(tmp_path / "latents", "v"))
+    took = time.perf_counter() - started
+    grown = rss_anon_mib() - before
+    size = sum(p.stat().st_size for p in (tmp_path / "latents").glob("*.f32")) / 2**20
+    print(f"\n5000 images: built in {took:.1f} s, {size:.0f} MiB on disk, anonymous RSS grew {grown:.1f} MiB")
+    assert size >= 78 and grown < size / 4
+    assert cache.get([4999], [False]).shape == (1, 16, 16, 16)
+
+    os.utime(records[10].path, ns=(5, 5))
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(records[20].path)
+    store = LatentStore(tmp_path / "latents", "v")
+    started = time.perf_counter()
+    build(records, vae, store)
+    print(f"rebuild after 1 touch + 1 change: {time.perf_counter() - started:.1f} s, "
+          f"{store.encoded} encoded, {store.reused} reused")
+    assert (store.encoded, store.reused) == (1, 4999)
+    assert np.isfinite(cache.mean[:100].numpy()).all()
