@@ -164,7 +164,9 @@ def test_create_preprocess_train_interrupt_resume_generate(server, browser, tmp_
     wait_until(page, lambda: status_step(page) >= 4, "step 4")
     wait_until(page, lambda: page.locator("#latest-preview img").get_attribute("src") != first_preview,
                "the preview to update")
-    assert page.locator("#loss-chart canvas, #loss-chart svg").count() > 0
+    line = page.locator("#loss-chart .mark-line path")
+    wait_until(page, lambda: line.count() > 0 and len(line.first.get_attribute("d") or "") > 20, "the loss line")
+    assert "training" in page.locator("#loss-chart").text_content()  # the legend
     assert page.locator("#preview-gallery img").count() >= 2
     shot(page, "3-training")
     page.locator("#interrupt-button").click()

@@ -141,7 +141,7 @@ def build(ctx: Context) -> None:
             w["filter_tags"] = gr.Textbox(label="Never write these tags (comma-separated)")
     run_button = gr.Button("Preprocess", variant="primary")
     report = gr.Textbox(label="Preprocess report", lines=4, elem_id="preprocess-report")
-    gallery = gr.Gallery(label="Output images", columns=8, height=220)
+    gallery = gr.Gallery(label="Output images", columns=8, height=220, object_fit="contain", fit_columns=False)
     gr.Markdown("### Dataset doctor")
     with gr.Row():
         doc_folder = gr.Textbox(label="Dataset folder to check", value="dataset")

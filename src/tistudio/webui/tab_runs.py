@@ -19,8 +19,9 @@ def refresh(ctx: Context, log_dir):
     folder = ctx.guard.resolve(log_dir, "Log folder")
     infos = run_files.list_runs(folder)
     table = pd.DataFrame([i.row() for i in infos], columns=run_files.RUN_COLUMNS)
-    curves = pd.DataFrame(run_files.chart_rows({i.name: run_files.loss_rows(i.path) for i in infos}),
-                          columns=["step", "loss", "series"])
+    points = run_files.chart_rows({i.name: run_files.loss_rows(i.path) for i in infos})
+    # Never an empty frame: the plot would fix non-numeric axes from it (see tab_train.chart).
+    curves = pd.DataFrame(points, columns=["step", "loss", "series"]) if points else gr.skip()
     names = [i.name for i in infos]
     return table, curves, gr.update(choices=names, value=names[-1] if names else None)
 
@@ -59,7 +60,7 @@ def build(ctx: Context) -> None:
     with gr.Row():
         run = gr.Dropdown([], label="Run", scale=1)
         config = gr.Code(label="Run config", language=None, scale=2, elem_id="run-config")
-    pictures = gr.Gallery(label="Previews", columns=8, height=180)
+    pictures = gr.Gallery(label="Previews", columns=8, height=180, object_fit="contain", fit_columns=False)
     with gr.Row():
         snapshot = gr.Dropdown([], label="Saved embedding")
         fmt = gr.Dropdown(list(EXPORT_FORMATS), value="a1111-pt", label="Download as")

@@ -41,15 +41,34 @@ def status_text(v: JobView | None) -> str:
 
 
 def chart(v: JobView | None):
-    """Training loss from the live events; validation loss from the run's loss.csv when it has one."""
+    """Loss points for the chart: the run's loss.csv history before this job's first step (a resumed
+    run shows its whole curve), this job's live steps, and validation loss when the run logs it.
+    None while there is nothing to draw: the plot fixes its axis types from the first frame it gets,
+    so it must never be handed an empty one."""
     import pandas as pd
 
     if v is None:
-        return pd.DataFrame({"step": [], "loss": [], "series": []})
-    points = [{"step": s, "loss": loss, "series": "training"} for s, loss, _ in v.points]
+        return None
+    rows = run_files.loss_rows(Path(v.run_dir))
+    live = {step: loss for step, loss, _ in v.points}
+    first = min(live, default=float("inf"))
+    train = {int(r["step"]): r["loss"] for r in rows if "loss" in r and r["step"] < first}
+    train.update(live)
+    if not train:
+        return None
+    points = [{"step": step, "loss": loss, "series": "training"} for step, loss in sorted(train.items())]
     points += [{"step": int(r["step"]), "loss": r["val_loss"], "series": "validation"}
-               for r in run_files.loss_rows(Path(v.run_dir)) if "val_loss" in r]
+               for r in rows if "val_loss" in r]
     return pd.DataFrame(points, columns=["step", "loss", "series"])
+
+
+def _gallery(v: JobView) -> list[tuple[str, str]]:
+    """Every preview of the run folder up to the current step (a resumed run keeps its earlier ones),
+    newest first."""
+    step = v.last.step if v.last else 0
+    shown = {s: str(p) for p, s in run_files.previews(Path(v.run_dir)) if s <= step}
+    shown.update({p.step: p.path for p in v.previews})
+    return [(path, f"step {s}") for s, path in sorted(shown.items(), reverse=True)]
 
 
 def poll(ctx: Context, seen: dict | None):
@@ -66,9 +85,10 @@ def poll(ctx: Context, seen: dict | None):
     if not changed:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
     latest = v.previews[-1].path if v and v.previews else None
-    gallery = [(p.path, f"step {p.step}") for p in reversed(v.previews)] if v else []
+    gallery = _gallery(v) if v else []
     messages = "\n".join(f"{m.level}: {m.text}" for m in v.messages) if v else ""
-    return (status_text(v), chart(v), latest if images_changed else gr.skip(),
+    frame = chart(v)
+    return (status_text(v), gr.skip() if frame is None else frame, latest if images_changed else gr.skip(),
             gallery if images_changed else gr.skip(), messages, now)
 
 
@@ -163,9 +183,10 @@ def build(ctx: Context, model, family) -> None:
     status = gr.Markdown(status_text(None), elem_id="train-status")
     with gr.Row():
         plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=260, elem_id="loss-chart",
-                           scale=2)
+                           scale=2, color_map={"training": "#ea580c", "validation": "#2563eb"})
         latest = gr.Image(label="Latest preview", type="filepath", height=260, elem_id="latest-preview", scale=1)
-    gallery = gr.Gallery(label="Previews by step (newest first)", columns=8, height=200, elem_id="preview-gallery")
+    gallery = gr.Gallery(label="Previews by step (newest first)", columns=8, height=200, elem_id="preview-gallery",
+                         object_fit="contain", fit_columns=False)
     messages = gr.Textbox(label="Messages", lines=2, elem_id="train-messages")
     seen = gr.State(None)
     timer = gr.Timer(POLL_SECONDS)
