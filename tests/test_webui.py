@@ -1,0 +1,271 @@
+"""Web UI rules without a browser: path confinement, bind/auth refusal, upload validation, the form
+built from TrainConfig, the job registry (background runs, interrupt, a second run), runs reading."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from tistudio.config import TrainConfig
+from tistudio.errors import TIStudioError
+from tistudio.events import Finished, Previewed, Progress
+from tistudio.webui.forms import build_train_config, train_fields
+from tistudio.webui.jobs import JobRegistry, ModelHolder
+from tistudio.webui.safety import PathGuard, check_bind, check_image, parse_auth, store_uploads
+
+
+@pytest.fixture
+def guard(tmp_path):
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    return PathGuard.at(root)
+
+
+def test_relative_and_inside_paths_resolve_under_the_root(guard):
+    assert guard.resolve("data", "Dataset folder", "dir") == guard.root / "data"
+    assert guard.resolve(str(guard.root / "data" / "new"), "Out") == guard.root / "data" / "new"
+    assert guard.resolve("data/../data", "Dataset folder") == guard.root / "data"
+
+
+@pytest.mark.parametrize("value", ["..", "../x", "/etc/passwd", "data/../../x", "~"])
+def test_paths_outside_the_root_are_refused(guard, value):
+    with pytest.raises(TIStudioError, match="outside the web UI root") as err:
+        guard.resolve(value, "Dataset folder")
+    assert str(err.value).startswith(f"Dataset folder {value}:") and "\n" not in str(err.value)
+
+
+def test_a_symlink_pointing_out_of_the_root_is_refused(guard, tmp_path):
+    (tmp_path / "secret").mkdir()
+    (guard.root / "link").symlink_to(tmp_path / "secret")
+    with pytest.raises(TIStudioError, match="outside the web UI root"):
+        guard.resolve("link/file.txt", "Embedding file")
+
+
+def test_trusted_model_may_lie_outside_and_missing_paths_are_named(tmp_path):
+    model, root = tmp_path / "model", tmp_path / "root"
+    model.mkdir()
+    root.mkdir()
+    guard = PathGuard.at(root, trusted=(model,))
+    assert guard.resolve(str(model), "Model", "any") == model.resolve()
+    with pytest.raises(TIStudioError, match="no such folder"):
+        guard.resolve("nothere", "Dataset folder", "dir")
+    with pytest.raises(TIStudioError, match="empty"):
+        guard.resolve("  ", "Dataset folder")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "example.org"])
+def test_serving_beyond_loopback_needs_auth(host):
+    with pytest.raises(TIStudioError, match="--auth USER:PASS or --auth-file"):
+        check_bind(host, None)
+    check_bind(host, [("u", "p")])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_loopback_needs_no_auth(host):
+    check_bind(host, None)
+
+
+def test_auth_parsing(tmp_path):
+    assert parse_auth("ann:pa:ss", None) == [("ann", "pa:ss")]
+    file = tmp_path / "users"
+    file.write_text("# team\nann:one\n\nbob:two\n")
+    assert parse_auth(None, str(file)) == [("ann", "one"), ("bob", "two")]
+    for bad in ("ann", ":pw", "ann:"):
+        with pytest.raises(TIStudioError, match="USER:PASS"):
+            parse_auth(bad, None)
+    with pytest.raises(TIStudioError, match="not both"):
+        parse_auth("a:b", str(file))
+
+
+def test_cli_refuses_0000_without_auth_before_starting(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tistudio", "webui", "--host", "0.0.0.0", "--root", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("error: --host 0.0.0.0: serving beyond this machine needs a password; add "
+                                  "--auth USER:PASS or --auth-file FILE, or keep the default --host 127.0.0.1")
+
+
+def test_uploads_keep_images_and_reject_the_rest(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (20, 10), (1, 2, 3)).save(src / "good.png")
+    Image.new("RGB", (8, 8)).save(src / "photo.jpg")
+    (src / "fake.png").write_text("hello")
+    Image.new("RGB", (64, 64)).save(src / "cut.png")
+    (src / "cut.png").write_bytes((src / "cut.png").read_bytes()[:60])
+    stored, rejected = store_uploads([src / n for n in ("good.png", "photo.jpg", "fake.png", "cut.png")],
+                                     tmp_path / "dest")
+    assert sorted(p.name for p in stored) == ["good.png", "photo.jpg"]
+    assert Image.open(tmp_path / "dest" / "good.png").getpixel((0, 0)) == (1, 2, 3)
+    assert rejected[0] == "fake.png: not an image" and rejected[1].startswith("cut.png: ")
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["good.png", "photo.jpg"]
+    Image.new("L", (100, 100)).save(src / "big.png")
+    assert "larger than" in check_image(src / "big.png", max_pixels=5000)
+
+
+def _values(specs, **overrides):
+    values = []
+    for s in specs:
+        key = s.key.replace(".", "__")
+        if key in overrides:
+            values.append(overrides[key])
+        elif s.kind == "multi":
+            values.append(list(s.default))
+        elif s.default is None:
+            values.append(0 if s.kind in ("int", "float") else "")
+        else:
+            values.append(s.default)
+    return values
+
+
+def test_form_covers_every_config_field_and_builds_the_config(guard):
+    specs = train_fields()
+    keys = {s.key for s in specs}
+    from dataclasses import fields
+    for f in fields(TrainConfig):
+        assert f.name == "model" or f.name in keys or any(k.startswith(f.name + ".") for k in keys), f.name
+    (guard.root / "emb.pt").write_bytes(b"x")
+    cfg = build_train_config(specs, _values(specs, embedding="emb.pt", data="data", steps=12.0, width=0,
+                                            height=64, lr="0.01:5, 0.002"),
+                             guard, "/models/m", family="sd1")
+    assert cfg.embedding == str(guard.root / "emb.pt") and cfg.data == str(guard.root / "data")
+    assert (cfg.steps, cfg.width, cfg.height, cfg.lr) == (12, None, 64, "0.01:5, 0.002")
+    assert cfg.model.model == "/models/m" and cfg.model.family == "sd1" and cfg.filename_join == " "
+    assert cfg.log_dir == str(guard.root / "runs")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(data="../elsewhere"), "Dataset folder ../elsewhere: outside the web UI root"),
+    (dict(data="missing"), "Dataset folder missing: no such folder"),
+    (dict(width=60), "--width 60"),
+    (dict(steps=2.5), "Max steps 2.5: use a whole number"),
+    (dict(embedding=""), "Embedding file: empty"),
+])
+def test_form_errors_name_the_field(guard, overrides, message):
+    (guard.root / "emb.pt").write_bytes(b"x")
+    specs = train_fields()
+    kw = dict(embedding="emb.pt", data="data")
+    kw.update(overrides)
+    with pytest.raises(TIStudioError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        build_train_config(specs, _values(specs, **kw), guard, "/m")
+
+
+class FakeModel:
+    """Just enough of Components for ModelHolder (it checks the UNet's dtype)."""
+
+    class unet:
+        import torch
+        dtype = torch.float32
+
+
+class FakeTrain:
+    """Stands in for api.train: emits events step by step until stopped or done."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.calls = []
+
+    def __call__(self, cfg, components=None, callback=None, stop=None, progress=True, resume=None):
+        from tistudio.train.loop import TrainResult
+
+        self.calls.append((cfg.steps, resume, components))
+        step = 0
+        while step < cfg.steps and not stop.stopped:
+            step += 1
+            callback(Progress(step, cfg.steps, 1.0 / step, 0.01, 0, step - 1, 0.01, 0.01 * (cfg.steps - step)))
+            if step == 2:
+                callback(Previewed(step, f"p{step}.png"))
+                self.release.wait(5)
+        reason = stop.reason if stop.stopped else "completed"
+        callback(Finished(step, reason, ("out.pt",)))
+        return TrainResult(step, reason, ["out.pt"], 1.0 / step, "")
+
+
+def wait_for(predicate, seconds=10):
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_registry_runs_in_background_interrupts_and_runs_again(tmp_path):
+    loads = []
+    models = ModelHolder(loader=lambda path, **kw: loads.append(path) or FakeModel())
+    fake = FakeTrain()
+    jobs = JobRegistry(models, train=fake)
+    cfg = TrainConfig(embedding=str(tmp_path / "tok.pt"), data="d", steps=5, log_dir=str(tmp_path / "runs"))
+    job = jobs.start(cfg)
+    wait_for(lambda: job.view().previews)
+    with pytest.raises(TIStudioError, match="already going"):
+        jobs.start(cfg)
+    jobs.interrupt()
+    assert job.view().stopping
+    fake.release.set()
+    wait_for(lambda: job.view().status == "finished")
+    v = job.view()
+    assert v.finished.reason == "interrupted" and [p[0] for p in v.points] == [1, 2]
+    assert v.run_dir == str(tmp_path / "runs" / "tok") and v.name == "tok"
+    second = jobs.start(cfg, resume=v.run_dir)
+    wait_for(lambda: second.view().status == "finished")
+    assert second.view().finished.reason == "completed" and second.view().last.step == 5
+    assert [c[:2] for c in fake.calls] == [(5, None), (5, str(tmp_path / "runs" / "tok"))]
+    assert fake.calls[0][2] is fake.calls[1][2] and len(loads) == 1   # one model, loaded once
+    assert jobs.latest() is second and jobs.running() is None
+
+
+def test_a_failing_run_reports_its_error(tmp_path):
+    def broken(cfg, **kw):
+        raise TIStudioError("--data x: does not exist")
+    jobs = JobRegistry(ModelHolder(loader=lambda path, **kw: FakeModel()), train=broken)
+    job = jobs.start(TrainConfig(embedding="e.pt", steps=1))
+    wait_for(lambda: job.view().status == "failed")
+    assert job.view().error == "--data x: does not exist"
+
+
+def test_real_training_in_the_registry_then_resume(tiny_models, dataset, tmp_path):
+    """The real api.train in a thread on the tiny model: interrupt at step 2, resume to 4."""
+    from tistudio import api
+    from tistudio.embedding.formats import load_embedding
+
+    c = tiny_models["sd1"]
+    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    jobs = JobRegistry(ModelHolder(loader=lambda path, **kw: c))
+    cfg = TrainConfig(embedding=str(emb), data=str(dataset), steps=4, width=64, height=64, save_every=0,
+                      preview_every=0, log_dir=str(tmp_path / "runs"), template="subject_filewords")
+    job = jobs.start(cfg)
+    wait_for(lambda: job.view().last is not None or job.view().status != "running", 60)
+    jobs.interrupt()
+    wait_for(lambda: job.view().status != "running", 60)
+    first = job.view()
+    assert first.status == "finished" and first.finished.reason == "interrupted", first.error
+    again = jobs.start(cfg, resume=first.run_dir)
+    wait_for(lambda: again.view().status != "running", 60)
+    assert again.view().finished.reason == "completed", again.view().error
+    assert load_embedding(emb).step == 4
+    assert [p[0] for p in again.view().points] == list(range(first.last.step + 1, 5))
+
+
+def test_runs_are_listed_with_best_step_and_exported(tmp_path, tiny_models):
+    from tistudio import api
+    from tistudio.embedding.formats import load_embedding
+    from tistudio.webui import runs
+
+    run = tmp_path / "runs" / "tok"
+    (run / "embeddings").mkdir(parents=True)
+    (run / "config.toml").write_text("steps = 3\n")
+    (run / "loss.csv").write_text("step,epoch,epoch_step,loss,learn_rate,loss_ema,val_loss\n"
+                                  "1,0,0,0.5,0.01,0.5,\n2,0,1,0.4,0.01,0.45,0.30\n3,0,2,0.2,0.01,0.3,0.35\n")
+    api.create_embedding(tiny_models["sd1"], "tok-2", "cat", 1, run / "embeddings")
+    (tmp_path / "runs" / "notarun").mkdir()
+    [info] = runs.list_runs(tmp_path / "runs")
+    assert (info.name, info.steps, info.last_loss, info.best_step, info.best_loss) == ("tok", 3, 0.2, 2, 0.30)
+    points = runs.chart_rows({"tok": runs.loss_rows(run)})
+    assert [(p["step"], p["series"]) for p in points] == [(1, "tok"), (2, "tok"), (3, "tok"), (2, "tok (val)"),
+                                                         (3, "tok (val)")]
+    out = runs.export(run / "embeddings" / "tok-2.pt", "safetensors", tmp_path / "dl")
+    assert out.name == "tok-2.safetensors"
+    assert load_embedding(out).vectors[0].equal(load_embedding(run / "embeddings" / "tok-2.pt").vectors[0])
