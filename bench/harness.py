@@ -112,9 +112,14 @@ def measure(case: dict) -> dict:
     from tistudio.train.loop import run_loop
     from tistudio.train.session import prepare
 
+    from tistudio.train import speed
+
     options = dict(case.get("options", {}))
     size, steps, warmup = case["size"], case.get("steps", 3), case.get("warmup", 1)
-    precision = options.get("precision") or "fp32"
+    # Build full-size models directly in the precision the settings will pick, as a loader would.
+    full_size = case["model"] in ("sd1", "sdxl")
+    precision = speed.resolve(TrainConfig(**options), torch.device("cpu"),
+                              speed.LARGE_UNET if full_size else 0).precision
     built = time.perf_counter()
     c = build(case["model"], getattr(torch, DTYPES[precision]))
     if c is None:
