@@ -67,7 +67,9 @@ def run_info(run_dir: Path) -> RunInfo:
     # Validation loss decides the best step when there is one; the noisy training loss otherwise.
     pool, key = (val, "val_loss") if val else (rows, "loss_ema" if rows and "loss_ema" in rows[0] else "loss")
     best = min(pool, key=lambda r: r.get(key, float("inf")), default=None)
-    best_step = summary.get("best_step", None if best is None else int(best["step"]))
+    best_step = summary.get("best_step")
+    if best_step is None and best is not None:
+        best_step = int(best["step"])
     return RunInfo(run_dir.name, run_dir, int(rows[-1]["step"]) if rows else 0,
                    rows[-1].get("loss") if rows else None, best_step,
                    None if best is None else best.get(key), str(summary.get("reason", summary.get("stopped", ""))))

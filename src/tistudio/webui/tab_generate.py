@@ -53,7 +53,7 @@ def build(ctx: Context, model, family) -> None:
                 clip_skip = gr.Number(label="Clip skip", value=1, precision=0, minimum=1, maximum=4)
             button = gr.Button("Generate", variant="primary", elem_id="generate-button")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="Images", columns=2, height=320, elem_id="gen-gallery")
+            gallery = gr.Gallery(label="Images", columns=2, height=320, elem_id="gen-gallery", object_fit="contain")
             info = gr.Textbox(label="Parameters", lines=3, elem_id="gen-info")
     button.click(user_errors(lambda *a: generate(ctx, *a)),
                  [model, family, prompt, negative, emb_dir, sampler, steps, cfg, seed, width, height, n, clip_skip,
