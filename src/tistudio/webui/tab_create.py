@@ -1,8 +1,6 @@
 """Create embedding tab: a new embedding file (and, for DreamArtist, its NAME-neg partner)."""
 from __future__ import annotations
 
-import inspect
-
 from .. import api
 from .context import Context, user_errors
 
@@ -12,13 +10,12 @@ def create(ctx: Context, model, family, name, init_text, vectors, neg_vectors, n
     out = ctx.guard.resolve(out_dir, "Embeddings folder")
     name = (name or "").strip()
     c = ctx.components(model, family)
-    written = [api.create_embedding(c, name, init_text or "", int(vectors), out, bool(overwrite), fmt)]
     if neg_vectors and int(neg_vectors) > 0:
-        # DreamArtist trains NAME with NAME-neg beside it (docs/dreamartist.md); a small noise keeps the
-        # pair apart when both start from the same text, where the API offers it.
-        extra = {"noise_std": 1e-3} if "noise_std" in inspect.signature(api.create_embedding).parameters else {}
-        written.append(api.create_embedding(c, f"{name}-neg", neg_init_text or "", int(neg_vectors), out,
-                                            bool(overwrite), fmt, **extra))
+        # DreamArtist's pair: NAME and NAME-neg, the negative with a small starting noise.
+        written = list(api.create_dreamartist_pair(c, name, init_text or "", int(vectors), neg_init_text or "",
+                                                   int(neg_vectors), out, bool(overwrite), fmt))
+    else:
+        written = [api.create_embedding(c, name, init_text or "", int(vectors), out, bool(overwrite), fmt)]
     shown = ", ".join(f"`{ctx.guard.show(p)}`" for p in written)
     return f"Created {shown} ({int(vectors)} vector(s), {c.family.name}, init text {init_text!r})."
 
