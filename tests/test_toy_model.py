@@ -62,6 +62,16 @@ def test_train_base_recipe_writes_a_loadable_folder_with_its_history(tmp_path):
     # The scaling factor was measured so latents have unit variance.
     assert c.vae_scale != pytest.approx(0.18215)
 
+    # Training on from a saved model keeps its VAE (weights and scaling factor) and its vocabulary.
+    from dataclasses import replace
+
+    train_base(replace(recipe, init_from=str(tmp_path / "m"), steps=2, eval_every=2), tmp_path / "m2",
+               log=lines.append)
+    c2 = load_model(tmp_path / "m2")
+    assert c2.vae_scale == c.vae_scale
+    assert all(torch.equal(a, b) for a, b in zip(c.vae.parameters(), c2.vae.parameters()))
+    assert not torch.equal(c.unet.conv_in.weight, c2.unet.conv_in.weight)
+
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "tistudio", "toy", *args], capture_output=True,

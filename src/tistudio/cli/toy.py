@@ -19,12 +19,15 @@ def register(sub) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.set_defaults(func=run_render)
 
-    t = toy.add_parser("train-base", help="train the toy base model from scratch (about 45 min on 2 cores)")
+    t = toy.add_parser("train-base", help="train the toy base model from scratch (about an hour on 2 shared cores)")
     t.add_argument("--out", help="output diffusers folder (default: the shipped toy-model folder)")
     t.add_argument("--steps", type=int, help="UNet + text encoder steps (default 5000)")
     t.add_argument("--vae-steps", type=int, help="VAE steps (default 600)")
     t.add_argument("--pool", type=int, help="scenes rendered and encoded once (default 20000)")
     t.add_argument("--eval-every", type=int, help="score caption accuracy every N steps (default 500)")
+    t.add_argument("--init-from", help="a saved toy model folder to keep training instead of starting "
+                   "from scratch (its VAE is kept)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     t.add_argument("--seed", type=int, help="default 0")
     t.add_argument("--threads", type=int, help="torch CPU threads (default 1: on shared cores more threads spin and run slower)")
     t.set_defaults(func=run_train_base)
@@ -71,7 +74,8 @@ def run_train_base(args) -> int:
     from ..toy.base import BaseRecipe, train_base
 
     given = {"steps": args.steps, "vae_steps": args.vae_steps, "pool": args.pool,
-             "eval_every": args.eval_every, "seed": args.seed, "threads": args.threads}
+             "eval_every": args.eval_every, "seed": args.seed, "threads": args.threads,
+             "init_from": args.init_from, "lr": args.lr}
     recipe = replace(BaseRecipe(), **{k: v for k, v in given.items() if v is not None})
     report = train_base(recipe, args.out or MODEL_ASSET, log=lambda m: print(m, flush=True))
     final = report["final"] or {}

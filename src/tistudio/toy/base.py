@@ -48,6 +48,7 @@ class BaseRecipe:
     eval_n: int = 64
     eval_sampler_steps: int = 20
     guidance: float = 5.0
+    init_from: str | None = None  # a saved toy model to keep training (its VAE is kept as it is)
     threads: int = 1            # 2 threads on 2 shared cores spin against other jobs: 4x slower
 
 
@@ -97,14 +98,14 @@ def train_vae(vae, pixels: torch.Tensor, r: BaseRecipe, rng: np.random.Generator
 
 
 @torch.no_grad()
-def encode_pool(vae, pixels: torch.Tensor) -> torch.Tensor:
-    """Posterior means [N, 4, h, w], already multiplied by the VAE's scaling factor, which is set here
-    so that latents have unit variance (as SD's 0.18215 does for its VAE)."""
+def encode_pool(vae, pixels: torch.Tensor, measure_scale: bool = True) -> torch.Tensor:
+    """Posterior means [N, 4, h, w], multiplied by the VAE's scaling factor, which a new VAE gets
+    here so that latents have unit variance (as SD's 0.18215 does for its VAE)."""
     means = torch.cat([vae.encode(as_unit(pixels[i:i + 256])).latent_dist.mean
                        for i in range(0, len(pixels), 256)])
-    scale = float(1.0 / means.std())
-    vae.register_to_config(scaling_factor=scale)
-    return means * scale
+    if measure_scale:
+        vae.register_to_config(scaling_factor=float(1.0 / means.std()))
+    return means * vae.config.scaling_factor
 
 
 def _min_snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -172,24 +173,38 @@ def train_denoiser(parts: dict, latents: torch.Tensor, scenes: list[Scene], r: B
     return ema, history
 
 
-def train_base(r: BaseRecipe, out: str | Path, log: Callable = print) -> dict:
-    """Train the toy model from scratch and save it (EMA weights) as a diffusers folder at `out`."""
+def _initial_parts(r: BaseRecipe) -> dict:
     from ..models.tokenizer import load_clip_tokenizer
+    from .model import load_toy_parts
 
+    if r.init_from:
+        vae, unet, text_encoder, scheduler = load_toy_parts(r.init_from)
+    else:
+        vae, unet, text_encoder, scheduler = (build_vae(r.arch), build_unet(r.arch),
+                                              build_text_encoder(r.arch), build_scheduler())
+    return {"vae": vae, "unet": unet, "text_encoder": text_encoder, "scheduler": scheduler,
+            "tokenizer": load_clip_tokenizer()}
+
+
+def train_base(r: BaseRecipe, out: str | Path, log: Callable = print) -> dict:
+    """Train the toy model (from scratch, or on from `r.init_from`) and save its EMA weights as a
+    diffusers folder at `out`."""
     torch.set_num_threads(r.threads)
     # Tiny late-training gradients underflow into denormals, which are ~100x slower on x86 CPUs.
     torch.set_flush_denormal(True)
     torch.manual_seed(r.seed)
     rng = np.random.default_rng(r.seed)
     started = time.time()
-    parts = {"vae": build_vae(r.arch), "unet": build_unet(r.arch),
-             "text_encoder": build_text_encoder(r.arch), "scheduler": build_scheduler(),
-             "tokenizer": load_clip_tokenizer()}
+    parts = _initial_parts(r)
     scenes, pixels = render_pool(r, rng)
     log(f"rendered {len(scenes)} scenes at {r.arch.image_size}px")
-    report = train_vae(parts["vae"], pixels, r, rng, log)
+    if r.init_from:
+        report = {"init_from": r.init_from}
+        latents = encode_pool(parts["vae"], pixels, measure_scale=False)
+    else:
+        report = train_vae(parts["vae"], pixels, r, rng, log)
+        latents = encode_pool(parts["vae"], pixels)
     parts["vae"].requires_grad_(False)
-    latents = encode_pool(parts["vae"], pixels)
     log(f"encoded pool to latents {tuple(latents.shape[1:])}, scaling factor "
         f"{parts['vae'].config.scaling_factor:.4f}")
     report["vae_minutes"] = (time.time() - started) / 60
