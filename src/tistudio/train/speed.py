@@ -5,8 +5,8 @@ frozen parts. Each default is the fastest setting measured correct here (docs/sp
 Why the rules look the way they do (measured on a 2-core Sapphire Rapids CPU, docs/speed.md):
 - bf16 frozen weights run on the CPU's AMX units: ~2x faster than fp32 on the SD1.5 UNet with the
   same loss to ~1e-3; on a tiny model (< 100 M UNet parameters) the casts cost more than they save.
-- Small models are dominated by per-op overhead, where a second OpenMP thread only adds barrier
-  waits, so they run on one thread; large ones use every core.
+- Threads: every physical core, divided between data-parallel processes; with idle OpenMP threads
+  sleeping (quiet_openmp) a second thread no longer slows small models down on a busy machine.
 - Gradient checkpointing saves activation memory at ~1.3x the compute: only `low-memory` turns it on.
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1) -> SpeedSetti
     # layout conversions around every GroupNorm.
     channels_last = precision != "fp32" and profile != "low-memory" and (gpu or large)
     compile_unet = profile == "fast" and (gpu or large)
-    threads = 0 if gpu else (max(1, physical_cores() // processes) if large else 1)
+    threads = 0 if gpu else max(1, physical_cores() // processes)
     pick = lambda given, default: default if given is None else given  # noqa: E731
     return SpeedSettings(
         profile=profile,
