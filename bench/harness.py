@@ -45,14 +45,19 @@ class _StepTimer:
     """A Session hook: wall time of every optimizer step and its loss."""
 
     def __init__(self):
-        self.last = time.perf_counter()
-        self.times, self.losses = [], []
+        self.start()
+        self.times, self.cpu_times, self.losses = [], [], []
+
+    def start(self):
+        self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
     def after_step(self, session, step, loss, lr):
-        now = time.perf_counter()
+        # CPU seconds (all threads) barely change when other jobs share the machine; wall time does.
+        now, cpu = time.perf_counter(), time.process_time()
         self.times.append(now - self.last)
+        self.cpu_times.append(cpu - self.last_cpu)
         self.losses.append(loss)
-        self.last = now
+        self.last, self.last_cpu = now, cpu
 
     def at_end(self, session, result):
         pass
@@ -139,7 +144,7 @@ def measure(case: dict) -> dict:
         rss_ready = _rss_now()
         timer = _StepTimer()
         session.hooks.append(timer)
-        timer.last = time.perf_counter()
+        timer.start()
         sampler = _PeakSampler()
         run_loop(session, progress=False)
         train_peak = sampler.stop()
@@ -150,6 +155,7 @@ def measure(case: dict) -> dict:
     return {
         "seconds_per_step": per_step,
         "samples_per_second": cfg.batch_size * cfg.grad_accum / per_step,
+        "cpu_seconds_per_step": statistics.median(timer.cpu_times[warmup:] or timer.cpu_times),
         "step_times": timer.times,
         "losses": timer.losses,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

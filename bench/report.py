@@ -39,7 +39,7 @@ def fmt(v, spec: str, none: str = "-") -> str:
 
 
 def table(rows: list[dict], peaks: dict | None = None) -> str:
-    head = f"{'case':44} {'s/step':>8} {'samples/s':>9} {'peak GB':>8} {'step GB':>8} {'GFLOP/step':>10} " \
+    head = f"{'case':44} {'s/step':>8} {'cpu s':>7} {'samples/s':>9} {'peak GB':>8} {'step GB':>8} {'GFLOP/step':>10} " \
            f"{'GFLOP/s':>8} {'of peak':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -49,7 +49,8 @@ def table(rows: list[dict], peaks: dict | None = None) -> str:
         achieved = r.get("achieved_flops")
         peak = (peaks or {}).get(r.get("settings", {}).get("precision", "fp32"))
         share = achieved / peak if achieved and peak else None
-        lines.append(f"{r['name']:44} {r['seconds_per_step']:8.3f} {r['samples_per_second']:9.3f} "
+        lines.append(f"{r['name']:44} {r['seconds_per_step']:8.3f} {fmt(r.get('cpu_seconds_per_step'), '7.2f'):>7} "
+                     f"{r['samples_per_second']:9.3f} "
                      f"{r['peak_rss_gb']:8.2f} {fmt(r.get('train_peak_gb'), '8.2f'):>8} "
                      f"{fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '10.1f'):>10} "
                      f"{fmt(achieved and achieved / 1e9, '8.1f'):>8} {fmt(share, '7.0%'):>7}")

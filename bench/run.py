@@ -4,7 +4,8 @@
     .venv/bin/python bench/run.py --only sd1-512 --steps 2
 
 Each case trains through the real path (session.prepare + run_loop) in its own process and reports
-seconds per step (median after one warm-up step), samples/s, peak memory (whole process, and during
+seconds per step (median after one warm-up step; also CPU seconds of all threads, which other jobs on a
+shared machine barely change), samples/s, peak memory (whole process, and during
 the steps only), FLOPs per step (torch's flop counter) and achieved FLOP/s as a share of this
 machine's measured matmul peak in the precision the frozen weights use. "recommended" is what the
 default --profile balanced picks; "fp32" is plain fp32 with no layout tricks, for reference."""
