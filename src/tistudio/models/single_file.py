@@ -114,7 +114,10 @@ def safe_torch_load(path: str | Path) -> object:
     objects (Lightning callbacks, numpy scalars) fall back to an allow-list unpickler that turns
     every other global into an inert stub."""
     path = Path(path)
-    mmap = zipfile.is_zipfile(path)  # memory-map the multi-GB zip-format checkpoints
+    try:
+        mmap = zipfile.is_zipfile(path)  # memory-map the multi-GB zip-format checkpoints
+    except (OSError, zipfile.BadZipFile):  # e.g. a damaged end record claiming several disks
+        mmap = False
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
             warnings.simplefilter("ignore")
