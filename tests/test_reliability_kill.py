@@ -130,19 +130,23 @@ def interrupt_chain(tiny_model_dirs, dataset, tmp_path, plan: list[str], steps: 
     ref = Child(train_args(model, emb, dataset, ref_root, steps))
     run = kill_root / "runs" / "tok"
     rng = random.Random(seed)
-    seconds_per_step = 0.15  # refined from the reference once it finishes
+    seconds_per_step = 0.1
+    if "random" in plan:  # time the reference first, to aim the kills along the whole run
+        assert ref.proc.wait(600) == 0 and ref.started_training
+        seconds_per_step = (time.monotonic() - ref.started_training) / steps
     notes = []
-    for entry in plan:
+    for k, entry in enumerate(plan):
         resume = ["--resume", str(run)] if (run / "config.toml").is_file() else []
         args = train_args(model, emb, dataset, kill_root, steps) + resume
         env = {"TIS_KILL": entry} if ":" in entry else None
         child = Child(args, env)
         if env is None:
             assert child.training.wait(240), child.err.decode(errors="replace")
-            # Spread the kills over what is left of the run (on average half a fair share each, so
-            # the run cannot finish before the last one); a stop request comes as training starts.
-            share = (steps - saved_step(run)) * seconds_per_step / (len(plan) - len(notes) + 1)
-            time.sleep(rng.uniform(0, share) if entry == "random" else 0)
+            # Kill k aims near step steps*(k+1)/(n+1), so the kills spread over the whole run
+            # (steps, saves, previews, the end); a stop request comes as training starts.
+            target = steps * (k + 1) / (len(plan) + 1)
+            ahead = max(0.0, target - saved_step(run)) * seconds_per_step
+            time.sleep(ahead * rng.uniform(0.5, 1.5) if entry == "random" else 0)
             child.proc.send_signal({"random": signal.SIGKILL, "SIGTERM": signal.SIGTERM,
                                     "SIGINT": signal.SIGINT}[entry])
         code, out, err = child.wait()
@@ -155,8 +159,6 @@ def interrupt_chain(tiny_model_dirs, dataset, tmp_path, plan: list[str], steps: 
         temps = check_run_folder(run)
         notes.append(f"{entry}: state.pt at step {saved_step(run)}, "
                      f"{'mid-write of ' + ', '.join(t.name for t in temps) if temps else 'no write in flight'}")
-        if ref.proc.poll() is not None and ref.started_training:
-            seconds_per_step = max(0.02, (time.monotonic() - ref.started_training) / steps)
     final = Child(train_args(model, emb, dataset, kill_root, steps) + ["--resume", str(run)])
     code, out, err = final.wait()
     assert code == 0 and f"completed at step {steps}" in out, (code, out, err[-2000:])
