@@ -43,6 +43,17 @@ def test_shipped_model_follows_its_captions():
     assert acc["colour"] >= 0.9 and acc["shape"] >= 0.9
 
 
+@pytest.mark.slow
+def test_init_word_alone_rarely_draws_a_held_out_concept():
+    from tistudio.models.tokenizer import load_clip_tokenizer
+    from tistudio.toy.concepts import parse_concept
+    from tistudio.toy.evaluate import init_word_rate
+    from tistudio.toy.model import load_toy_parts
+
+    parts = (*load_toy_parts(default_model_path()), load_clip_tokenizer())
+    assert init_word_rate(parts, parse_concept("teal star"), 64) <= 0.2
+
+
 def test_train_base_recipe_writes_a_loadable_folder_with_its_history(tmp_path):
     from tistudio.models.load import load_model
     from tistudio.toy.base import BaseRecipe, train_base

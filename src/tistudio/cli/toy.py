@@ -98,5 +98,5 @@ def run_score(args) -> int:
     if args.baselines:
         for concept in held_out_concepts():
             rate = init_word_rate(parts, concept, args.n, **options)
-            print(f"init word {concept.init_word!r} alone draws a {concept.spec}: {rate:.1%}")
+            print(f"init word {concept.init_word!r} alone draws {concept.spec!r}: {rate:.1%}")
     return 0
