@@ -34,7 +34,9 @@ def test_profiles_and_explicit_options(amx):
     low = speed.resolve(TrainConfig(profile="low-memory"), CPU, 860_000_000)
     assert low.checkpointing and low.precision == "bf16" and not low.channels_last
     assert speed.resolve(TrainConfig(profile="low-memory"), CPU, 1000).precision == "bf16"
-    assert speed.resolve(TrainConfig(profile="fast"), CPU, 860_000_000).compile
+    assert not speed.resolve(TrainConfig(profile="fast"), CPU, 860_000_000).compile  # did not pay here
+    gpu = speed.resolve(TrainConfig(profile="fast"), torch.device("cuda"), 860_000_000)
+    assert gpu.compile and gpu.precision == "bf16" and gpu.threads == 0
     mine = speed.resolve(TrainConfig(profile="fast", precision="fp32", compile=False, threads=3,
                                      gradient_checkpointing=True), CPU, 860_000_000)
     assert (mine.precision, mine.compile, mine.threads, mine.checkpointing) == ("fp32", False, 3, True)
