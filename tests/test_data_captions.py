@@ -53,3 +53,12 @@ def test_undecodable_sidecar_names_the_file(tmp_path: Path):
     (tmp_path / "a.txt").write_bytes(b"\xff\xfe\xfa bad")
     with pytest.raises(TIStudioError, match="a.txt"):
         caption_for(tmp_path / "a.png")
+
+
+def test_a_giant_caption_file_is_refused_not_read(tmp_path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    (tmp_path / "a.txt").write_bytes(b"x" * (70 * 1024))
+    with pytest.raises(TIStudioError, match="larger than 64 KiB") as err:
+        caption_for(image)
+    assert "a.txt" in str(err.value)

@@ -9,6 +9,9 @@ import re
 from pathlib import Path
 
 from ..errors import TIStudioError
+from .text import read_text_capped
+
+CAPTION_LIMIT = 64 * 1024  # far beyond any prompt (CLIP reads 75 tokens per chunk)
 
 # Dataset tools number their outputs ("000001-1-a man in suit.png"); the number is not a caption.
 _LEADING_NUMBERS = re.compile(r"^[-\d]+\s*")
@@ -31,7 +34,7 @@ def caption_for(image_path: Path, regex: str | None = None, join: str = " ") -> 
     sidecar = sidecar_path(image_path)
     if sidecar.is_file():
         try:
-            return sidecar.read_text(encoding="utf-8-sig").strip()
+            return read_text_capped(sidecar, CAPTION_LIMIT, "caption file").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise TIStudioError(f"caption file {sidecar} cannot be read ({exc}); save it as UTF-8 "
                                 "text or delete it") from None

@@ -9,6 +9,9 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import TIStudioError
+from .text import read_text_capped
+
+TEMPLATE_LIMIT = 1024 * 1024
 
 FILEWORDS_SUFFIX = "_filewords"
 
@@ -36,7 +39,7 @@ def _resolve(name_or_path: str | Path) -> tuple[str, str]:
                             f"({', '.join(shipped_names())}) nor an existing file; pick one of those "
                             "names or pass the path to a .txt template")
     try:
-        return f"template file {path}", path.read_text(encoding="utf-8-sig")
+        return f"template file {path}", read_text_capped(path, TEMPLATE_LIMIT, "template file")
     except (OSError, UnicodeDecodeError) as exc:
         raise TIStudioError(f"template file {path} cannot be read ({exc}); save it as UTF-8 text") from None
 
