@@ -36,3 +36,20 @@ def dataset(tmp_path):
     from tistudio.toy_data import write_shapes_dataset
 
     return write_shapes_dataset(tmp_path / "data", n=4)
+
+
+@pytest.fixture(scope="session")
+def toy_model_dir():
+    """The shipped toy model (tistudio.toy): the model for tests that need one that can really learn
+    (fast plumbing tests keep the tiny random models)."""
+    from tistudio.toy import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def toy_model(toy_model_dir):
+    """The toy model's Components. Tests must not modify its weights."""
+    from tistudio.models.load import load_model
+
+    return load_model(toy_model_dir)
