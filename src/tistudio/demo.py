@@ -1,45 +1,52 @@
-"""`make demo`: the main job end to end on a model that needs no download.
+"""`make demo`: the main job end to end on the shipped toy model, no download.
 
-Until the toy world's trained base model is bundled, this uses a tiny random SD1-shaped model built
-in code: it proves every step (create, cache, train, snapshots, previews, formats, generate) in about
-a minute, but a random model cannot learn a concept, so the images are noise."""
+Teaches an embedding a concept the toy model can draw but was never told the name of (a teal star),
+then shows, with a number, that it learned it: the same fidelity benchmark as
+`tistudio bench fidelity` (tistudio.toy.fidelity), with previews on. Everything lands in
+demo-output/ (git-ignored)."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 OUT = Path("demo-output")
+CONCEPT = "teal star"
 
 
 def main() -> int:
-    from . import api
-    from .config import TrainConfig
-    from .generate.sample import GenerateOptions
-    from .models.tiny import build_tiny
-    from .toy_data import write_shapes_dataset
+    from .toy.concepts import parse_concept
+    from .toy.fidelity import NAME, FidelitySettings, run_fidelity
 
     started = time.perf_counter()
-    OUT.mkdir(exist_ok=True)
-    print("1/4 building a tiny SD1-shaped model in code (no download)")
-    c = build_tiny("sd1")
-    data = write_shapes_dataset(OUT / "data", n=8, size=64)
-    print(f"2/4 creating embedding 'demo-square' from init text 'square' ({data} holds 8 images)")
-    emb = api.create_embedding(c, "demo-square", "square", 2, OUT / "embeddings", overwrite=True)
-    print("3/4 training 40 steps")
-    cfg = TrainConfig(embedding=str(emb), data=str(data), steps=40, width=64, height=64, lr="0.02",
-                      save_every=20, preview_every=20, preview_steps=8, log_dir=str(OUT / "runs"),
-                      template="subject_filewords")
-    result = api.train(cfg, components=c)
-    print("4/4 generating with the trained embedding")
-    images = api.generate(c, GenerateOptions("a photo of demo-square", steps=8, width=64, height=64, n=2),
-                          OUT / "embeddings", OUT / "images")
-    print(f"\ndone in {time.perf_counter() - started:.0f} s; final loss {result.last_loss:.4f}")
-    for path in result.outputs:
-        print(f"  embedding:   {path}")
-    print(f"  run folder:  {result.run_dir} (loss.csv, config.toml, embeddings/, images/)")
-    for path in images:
-        print(f"  generated:   {path}")
+    if OUT.exists():  # the demo's own git-ignored folder: every run starts clean
+        shutil.rmtree(OUT)
+    concept = parse_concept(CONCEPT)
+    settings = replace(FidelitySettings(), preview_every=500)
+    print(f"TI Studio demo: teach the toy model (src/tistudio/toy/assets/toy-model, 32x32 px) the concept "
+          f"{concept.spec!r}.\nIt can draw one, but never saw the words together; the embedding {NAME!r} "
+          f"starts from the word {concept.init_word!r} and must learn the colour.\n", flush=True)
+    steps = iter(range(1, 5))
+    result = run_fidelity(concept, settings, OUT, progress=True,
+                          log=lambda m: print(f"[{next(steps, 4)}/4] {m}", flush=True))
+    f = result.files
+    print(f"\ndone in {time.perf_counter() - started:.0f} s (training {result.train_s:.0f} s, "
+          f"{result.steps} steps, final loss {result.final_loss_avg:.4f} moving average)")
+    print(f"fidelity: {result.fidelity:.0%} of {result.samples} images of 'a photo of a {NAME}' are "
+          f"{concept.spec}s (classifier); the init word {concept.init_word!r} alone: {result.baseline:.0%}")
+    print("files:")
+    print(f"  training images     {f['data']}/ ({settings.images} PNG + .txt captions)")
+    for path in f["embeddings"]:
+        if not path.endswith(".optim"):  # the optimizer's side file; `tistudio train` resumes from it
+            print(f"  embedding           {path}")
+    print(f"  previews            {', '.join(Path(p).name for p in f['previews'])} in {f['run']}/images/")
+    print(f"  loss plot           {f['loss_plot']}")
+    print(f"  before/after grid   {f['before_after']} (top: '{concept.init_word}', bottom: {NAME}, same seeds)")
+    print(f"  scores              {f['json']}")
+    print(f"\nuse it: tistudio generate --model src/tistudio/toy/assets/toy-model --embeddings {OUT}/embeddings "
+          f"--prompt 'a photo of a {NAME}' --width 32 --height 32 --sampler ddim --cfg 5")
     return 0
 
 
