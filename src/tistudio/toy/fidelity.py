@@ -145,6 +145,12 @@ def before_after_grid(before: list[np.ndarray], after: list[np.ndarray], labels:
     return grid
 
 
+def _step_of(preview: Path) -> int:
+    """NAME-STEP.png -> STEP, so previews list in training order (500 before 1000)."""
+    tail = preview.stem.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
 def _loss_average(run_dir: Path) -> float:
     import csv
 
@@ -244,7 +250,7 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
     run_dir = out / "runs" / NAME  # the run folder is LOG_DIR/NAME
     files = {"data": str(out / "data"), "embeddings": [str(p) for p in result.outputs],
              "run": str(run_dir), "loss_plot": str(run_dir / "loss.png"),
-             "previews": sorted(str(p) for p in (run_dir / "images").glob("*.png")),
+             "previews": [str(p) for p in sorted((run_dir / "images").glob(f"{NAME}-*.png"), key=_step_of)],
              "before_after": str(grid_path), "json": str(out / "fidelity.json")}
     report = FidelityResult(
         concept=concept.spec, method=s.method, fidelity=fidelity, baseline=baseline,
