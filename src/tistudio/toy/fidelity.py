@@ -94,17 +94,13 @@ def draw(c, prompts: list[str], negatives: list[str], vectors: dict, *, seed: in
     """uint8 RGB images, one per prompt, batched DDIM with classifier-free guidance. Image i's
     starting noise depends only on (seed, i), so two calls with the same seed (the init word and the
     embedding) start every image from the same noise."""
-    from diffusers import DDIMScheduler
     from tqdm import tqdm
 
     from ..models.conditioning import PromptEncoder
-    from .sample import to_uint8
+    from .sample import denoise
 
-    # The spacing tistudio.generate and the toy model's own scores use ("leading", offset 1).
-    ddim = DDIMScheduler.from_config(c.scheduler.config, steps_offset=1, timestep_spacing="leading")
-    ddim.set_timesteps(steps)
     encoder = PromptEncoder(c)
-    unet, dtype = c.unet, c.unet.dtype
+    unet = c.unet
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     noise = torch.cat([torch.randn(1, *shape, generator=torch.Generator().manual_seed(seed + i))
                        for i in range(len(prompts))])
@@ -112,16 +108,9 @@ def draw(c, prompts: list[str], negatives: list[str], vectors: dict, *, seed: in
     bar = tqdm(total=len(prompts) * steps, desc=f"sampling {len(prompts)} images", unit="step",
                disable=not progress, dynamic_ncols=True)
     for at in range(0, len(prompts), batch):
-        part = prompts[at:at + batch]
-        context = encoder.encode(part + negatives[at:at + batch], vectors).context.to(dtype)
-        latents = noise[at:at + batch]
-        for t in ddim.timesteps:
-            eps = unet(torch.cat([latents, latents]).to(dtype), t, encoder_hidden_states=context).sample.float()
-            cond, uncond = eps.chunk(2)
-            latents = ddim.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
-            bar.update(len(part))
-        images = c.vae.decode((latents / c.vae_scale).to(c.vae.dtype)).sample.float()
-        out += list(to_uint8(images))
+        context = encoder.encode(prompts[at:at + batch] + negatives[at:at + batch], vectors).context
+        out += denoise(unet, c.vae, c.scheduler, context, noise[at:at + batch], steps=steps,
+                       guidance=guidance, on_step=bar.update)
     bar.close()
     return out
 

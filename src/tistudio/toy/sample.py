@@ -16,25 +16,37 @@ def token_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_images(vae, unet, text_encoder, scheduler, tokenizer, prompts: list[str], *, steps: int = 20,
-                  guidance: float = 5.0, seed: int = 0) -> list[np.ndarray]:
-    """uint8 RGB arrays [H, W, 3], one per prompt."""
+def denoise(unet, vae, scheduler, context: torch.Tensor, latents: torch.Tensor, *, steps: int = 20,
+            guidance: float = 5.0, on_step=None) -> list[np.ndarray]:
+    """Batched DDIM with classifier-free guidance. context: [2B, L, D], the B conditional rows then
+    the B unconditional ones; latents: [B, C, h, w] starting noise. uint8 RGB arrays out."""
     from diffusers import DDIMScheduler
 
     # The same spacing tistudio.generate uses ("leading", offset 1), so scores carry over.
     ddim = DDIMScheduler.from_config(scheduler.config, steps_offset=1, timestep_spacing="leading")
     ddim.set_timesteps(steps)
+    dtype = unet.dtype
+    context = context.to(dtype)
+    for t in ddim.timesteps:
+        eps = unet(torch.cat([latents, latents]).to(dtype), t, encoder_hidden_states=context).sample.float()
+        cond, uncond = eps.chunk(2)
+        latents = ddim.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
+        if on_step:
+            on_step(latents.shape[0])
+    images = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample.float()
+    return [np.asarray(a) for a in to_uint8(images)]
+
+
+@torch.no_grad()
+def sample_images(vae, unet, text_encoder, scheduler, tokenizer, prompts: list[str], *, steps: int = 20,
+                  guidance: float = 5.0, seed: int = 0) -> list[np.ndarray]:
+    """uint8 RGB arrays [H, W, 3], one per prompt."""
     n = len(prompts)
     context = text_encoder(token_ids(tokenizer, list(prompts) + [""] * n)).last_hidden_state
     size = unet.config.sample_size
     gen = torch.Generator().manual_seed(seed)
     latents = torch.randn(n, unet.config.in_channels, size, size, generator=gen)
-    for t in ddim.timesteps:
-        eps = unet(torch.cat([latents, latents]), t, encoder_hidden_states=context).sample
-        cond, uncond = eps.chunk(2)
-        latents = ddim.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
-    images = vae.decode(latents / vae.config.scaling_factor).sample
-    return [np.asarray(a) for a in to_uint8(images)]
+    return denoise(unet, vae, scheduler, context, latents, steps=steps, guidance=guidance)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
