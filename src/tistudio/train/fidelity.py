@@ -5,8 +5,9 @@
   training images (does it look like the concept?). Text-image: mean CLIP cosine between images of
   edited prompts ("a painting of NAME") and those prompts with NAME removed (does the prompt still
   steer the image, or has the embedding taken over?).
-- Toy world (--eval-toy "COLOUR SHAPE"): the share of images of "a photo of a NAME" that the toy
-  world's rule-based classifier reads as that colour and shape. Meaningful on the toy model (its
+- Toy world (--eval-toy "COLOUR SHAPE"): the share of images, drawn as `tistudio bench fidelity`
+  draws them (toy caption frames around NAME, DDIM at CFG 5), that the toy world's rule-based
+  classifier reads as that colour and shape. Meaningful on the toy model (its
   world is known); on any other model it measures nothing useful.
 
 Images use the preview settings (--preview-steps, --preview-cfg, --preview-sampler, --preview-seed
@@ -54,10 +55,22 @@ class ToyScorer:
 
     def __call__(self, s) -> dict[str, float]:
         from ..toy.classifier import accuracy
+        from ..toy.fidelity import draw, sample_prompts
 
+        # The fidelity benchmark's own prompts and sampler (batched DDIM, fixed noise per image), so
+        # the numbers logged here and `tistudio bench fidelity` mean the same thing.
+        n = s.cfg.eval_samples
         name = s.objective.embeddings[0].name
-        images = generate_for_eval(s, [f"a photo of a {name}"] * s.cfg.eval_samples)
-        acc = accuracy(images, [(self.concept.colour, self.concept.shape)] * len(images))
+        negative = getattr(s.objective, "negative", None)
+        negatives = [negative.name if negative is not None else ""] * n
+        vectors = {k: tuple(v.detach() for v in vs) for k, vs in s.objective.vectors().items()}
+        vae_device = next(s.c.vae.parameters()).device
+        s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decodes
+        try:
+            images = draw(s.c, sample_prompts(name, n), negatives, vectors, steps=s.cfg.preview_steps)
+        finally:
+            s.c.vae.to(vae_device)
+        acc = accuracy(images, [(self.concept.colour, self.concept.shape)] * n)
         return {"toy_colour": acc["colour"], "toy_shape": acc["shape"], "toy_fidelity": acc["both"]}
 
 
