@@ -16,19 +16,16 @@ import torch
 
 from tistudio import api, atomic
 from tistudio.atomic import is_temporary, write_text
-from tistudio.config import ModelConfig, TrainConfig
+from tistudio.config import ModelConfig
 from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from tistudio.events import Message
 from tistudio.train.run import train
 
+from run_config import quick_config
 
-def config(emb, data, root, **kw):
-    base = dict(embedding=str(emb), data=str(data), steps=6, width=64, height=64, save_every=2,
-                preview_every=0, log_dir=str(root / "runs"), lr="0.01", template="none",
-                latent_sampling="deterministic", output=str(root / "out" / "final.pt"), plot=False)
-    base.update(kw)
-    return TrainConfig(**base)
+
+config = quick_config
 
 
 @pytest.fixture

@@ -7,19 +7,16 @@ import pytest
 import torch
 
 from tistudio import api
-from tistudio.config import TrainConfig
 from tistudio.embedding.formats import load_embedding
 from tistudio.events import Message
 from tistudio.train.objectives.ti import TIObjective
 from tistudio.train.run import train
 
+from run_config import quick_config
+
 
 def config(emb, data, root, **kw):
-    base = dict(embedding=str(emb), data=str(data), steps=5, width=64, height=64, save_every=1,
-                preview_every=0, log_dir=str(root / "runs"), lr="0.01", template="none",
-                latent_sampling="deterministic", output=str(root / "out" / "final.pt"), plot=False)
-    base.update(kw)
-    return TrainConfig(**base)
+    return quick_config(emb, data, root, **{"steps": 5, "save_every": 1, **kw})
 
 
 def inject(monkeypatch, steps: set[int], kind: str = "loss", first_step: int = 0):
