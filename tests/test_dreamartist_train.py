@@ -11,19 +11,19 @@ from PIL import Image
 
 from tistudio import api
 from tistudio.config import DreamArtistConfig, TrainConfig
-from tistudio.data.dataset import load_image
 from tistudio.data.prompts import Prompt
 from tistudio.embedding.create import init_vectors
 from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from tistudio.models.conditioning import PromptEncoder
-from tistudio.models.denoiser import noisy_and_target, per_sample_mse
 from tistudio.train import state as train_state
 from tistudio.train.loop import run_loop
 from tistudio.train.objectives.base import MicroBatch, TrainableEmbedding
 from tistudio.train.objectives.dreamartist import DreamArtistObjective
 from tistudio.train.run import train
 from tistudio.train.session import prepare
+
+from run_config import dataset_latents, fixed_triple_loss
 
 
 def make_pair(c, tmp_path, vectors=2, neg_vectors=3):
@@ -99,25 +99,18 @@ def fixed_guided_loss(c, pos, neg, latents, seed=0):
     lines = ["[name]"]
     obj = DreamArtistObjective(c, PromptEncoder(c), TrainableEmbedding(pos, torch.device("cpu")),
                                TrainableEmbedding(neg, torch.device("cpu")), DreamArtistConfig(), lines)
-    gen = torch.Generator().manual_seed(seed)
     prompts = [Prompt(0, "", "tok")] * latents.shape[0]
-    total = 0.0
-    with torch.no_grad():
-        for t in (100, 300, 500, 700, 900):
-            noise = torch.randn(latents.shape, generator=gen)
-            ts = torch.full((latents.shape[0],), t)
-            noisy, target = noisy_and_target(c, latents, noise, ts)
-            mb = MicroBatch(prompts, latents, noise, ts, noisy, target, None, [], [], (64, 64))
-            total += per_sample_mse(obj.guided(mb), target).mean().item()
-    return total / 5
+
+    def guided(noisy, ts, noise, target):
+        return obj.guided(MicroBatch(prompts, latents, noise, ts, noisy, target, None, [], [], (64, 64)))
+
+    return fixed_triple_loss(c, latents, guided, seed)
 
 
 def test_loss_falls_on_a_fixed_tiny_dataset(tiny_models, dataset, tmp_path):
     c = tiny_models["sd1"]
     pos, neg = make_pair(c, tmp_path, vectors=4, neg_vectors=4)
-    with torch.no_grad():
-        latents = torch.stack([c.vae.encode(load_image(p, 64, 64)[None]).latent_dist.mean[0]
-                               for p in sorted(dataset.glob("*.png"))]) * c.vae_scale
+    latents = dataset_latents(c, dataset)
     before = fixed_guided_loss(c, load_embedding(pos), load_embedding(neg), latents)
     train(da_config(pos, dataset, tmp_path, steps=30, lr="0.05", template="none",
                     latent_sampling="deterministic"), components=c, progress=False)

@@ -10,8 +10,10 @@ from tistudio.config import TrainConfig
 from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from tistudio.models.conditioning import PromptEncoder
-from tistudio.models.denoiser import noisy_and_target, per_sample_mse, predict
+from tistudio.models.denoiser import predict
 from tistudio.train.run import train
+
+from run_config import dataset_latents, fixed_triple_loss
 
 
 def config(emb, data, tmp_path, **kw):
@@ -43,34 +45,20 @@ def test_only_the_vectors_change(tiny_models, dataset, tmp_path, family):
     assert all(v.dtype == torch.float32 for v in final.vectors)
 
 
-def fixed_loss(c, vectors, data_latents, prompts, seed=0):
-    """Loss on a fixed set of (latent, timestep, noise) triples: comparable across vectors."""
-    gen = torch.Generator().manual_seed(seed)
-    enc = PromptEncoder(c)
-    total = 0.0
-    with torch.no_grad():
-        for t in (100, 300, 500, 700, 900):
-            noise = torch.randn(data_latents.shape, generator=gen)
-            ts = torch.full((data_latents.shape[0],), t)
-            noisy, target = noisy_and_target(c, data_latents, noise, ts)
-            cond = enc.encode(prompts, vectors)
-            total += per_sample_mse(predict(c, noisy, ts, cond, (64, 64)), target).mean().item()
-    return total / 5
-
-
 def test_loss_falls_on_a_fixed_tiny_dataset(tiny_models, dataset, tmp_path):
     c = tiny_models["sd1"]
     path = api.create_embedding(c, "tok", "", 4, tmp_path / "emb")
-    from tistudio.data.dataset import load_image
-    images = sorted(dataset.glob("*.png"))
-    with torch.no_grad():
-        latents = torch.stack([c.vae.encode(load_image(p, 64, 64)[None]).latent_dist.mean[0] for p in images])
-    latents = latents * c.vae_scale
-    prompts = ["tok"] * len(images)
-    before = fixed_loss(c, {"tok": load_embedding(path).vectors}, latents, prompts)
+    latents = dataset_latents(c, dataset)
+    enc = PromptEncoder(c)
+
+    def loss_of(vectors):
+        cond = enc.encode(["tok"] * len(latents), {"tok": vectors})
+        return fixed_triple_loss(c, latents, lambda noisy, ts, *_: predict(c, noisy, ts, cond, (64, 64)))
+
+    before = loss_of(load_embedding(path).vectors)
     train(config(path, dataset, tmp_path, steps=40, lr="0.05", template="none",
                  latent_sampling="deterministic"), components=c, progress=False)
-    after = fixed_loss(c, {"tok": load_embedding(tmp_path / "out" / "final.pt").vectors}, latents, prompts)
+    after = loss_of(load_embedding(tmp_path / "out" / "final.pt").vectors)
     # A random tiny UNet barely listens to its context, so the drop is small (≈1%) but, with every
     # seed fixed, exactly repeatable; the toy model's fidelity benchmark shows real learning.
     assert after < before * 0.995, (before, after)

@@ -82,6 +82,17 @@ def uploads(folder: Path) -> list[str]:
     return [str(p) for p in (*paths, fake)]
 
 
+def fill_train_form(tab) -> None:
+    """The run's settings, typed the same way before Train and again before Resume."""
+    for label, value in [("Embedding file", "embeddings/tok.pt"), ("Dataset folder", "dataset"),
+                         ("Max steps", "10"), ("Width (0 = default)", "64"), ("Height (0 = default)", "64"),
+                         ("Save embedding every N steps", "2"), ("Preview image every N steps", "2"),
+                         ("Learning rate", "0.01")]:
+        field(tab, label).fill(value)
+    tab.get_by_text("Advanced options").click()
+    field(tab, "Preview steps").fill("2")
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.joinpath("webui").mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "webui" / f"{name}.png"), full_page=True)
@@ -147,13 +158,7 @@ def test_create_preprocess_train_interrupt_resume_generate(server, browser, tmp_
     shot(page, "2-preprocess")
 
     tab = open_tab(page, "Train")
-    for label, value in [("Embedding file", "embeddings/tok.pt"), ("Dataset folder", "dataset"),
-                         ("Max steps", "10"), ("Width (0 = default)", "64"), ("Height (0 = default)", "64"),
-                         ("Save embedding every N steps", "2"), ("Preview image every N steps", "2"),
-                         ("Learning rate", "0.01")]:
-        field(tab, label).fill(value)
-    tab.get_by_text("Advanced options").click()
-    field(tab, "Preview steps").fill("2")
+    fill_train_form(tab)
     tab.get_by_role("button", name="Show example prompts").click()
     wait_until(page, lambda: "tok" in tab.get_by_label("Example prompts").input_value(), "example prompts")
     page.locator("#train-button").click()
@@ -182,13 +187,7 @@ def test_create_preprocess_train_interrupt_resume_generate(server, browser, tmp_
     tab = open_tab(page, "Train")
     wait_until(page, lambda: f"step {stopped_at}/10" in page.locator("#train-status").inner_text(),
                "the reopened page to show the interrupted run")
-    for label, value in [("Embedding file", "embeddings/tok.pt"), ("Dataset folder", "dataset"),
-                         ("Max steps", "10"), ("Width (0 = default)", "64"), ("Height (0 = default)", "64"),
-                         ("Save embedding every N steps", "2"), ("Preview image every N steps", "2"),
-                         ("Learning rate", "0.01")]:
-        field(tab, label).fill(value)
-    tab.get_by_text("Advanced options").click()
-    field(tab, "Preview steps").fill("2")
+    fill_train_form(tab)
     page.locator("#resume-button").click()
     page.locator("#train-action").get_by_text("Resumed").wait_for()
     wait_until(page, lambda: "completed" in page.locator("#train-status").inner_text(), "the resumed run to finish")

@@ -16,7 +16,6 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..atomic import write_text
 from ..embedding.formats import FORMATS, load_embedding, save_embedding

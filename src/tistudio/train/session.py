@@ -24,7 +24,6 @@ from . import side_optim, state as train_state
 from .ema import EMA
 from .guards import NumericGuard
 from .objectives.select import build_objective, ema_decays
-from .objectives.ti import TIObjective
 from .outputs import RunFolder
 from .schedules import LRSchedule, parse_lr
 from .evaluation import hooks_for
@@ -39,7 +38,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class Session:
     cfg: TrainConfig
     c: Components
-    objective: TIObjective
+    objective: object     # TIObjective or DreamArtistObjective: .embeddings, .vectors(), .loss()
     cache: LatentCache
     prompts: PromptSampler
     optimizer: torch.optim.Optimizer
