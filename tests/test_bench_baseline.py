@@ -1,0 +1,33 @@
+"""bench/diffusers_baseline.py: the re-enacted diffusers example step trains only the new token's row
+(after its restore), in both of the example's precision modes, on a tiny model."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.bfloat16])
+def test_example_step_changes_only_the_new_row(weight_dtype):
+    from diffusers_baseline import ExampleStep
+
+    from tistudio.models.tiny import build_tiny
+
+    c = build_tiny("sd1")  # its own copy: the step resizes the text encoder and casts the UNet
+    step = ExampleStep(c, weight_dtype, size=32)
+    before = step.embedding.detach().clone()
+    loss = step.step()
+
+    assert math.isfinite(loss)
+    changed = (step.embedding.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [step.new_id] == [49408]
+    # As in the example: the whole matrix is the optimizer's parameter, the text encoder stays fp32
+    # and the frozen UNet and VAE take the weight dtype.
+    assert step.optimizer.state[step.embedding]["exp_avg"].shape == (49409, 32)
+    assert step.te.dtype == torch.float32
+    assert c.unet.dtype == c.vae.dtype == weight_dtype
