@@ -43,6 +43,38 @@ def test_profiles_and_explicit_options(amx):
     assert not mine.channels_last  # follows the precision actually used
 
 
+def test_heap_reuse_is_on_for_cpu_runs_only(amx):
+    assert speed.resolve(TrainConfig(), CPU, 2_000_000).heap_reuse
+    assert speed.resolve(TrainConfig(profile="low-memory"), CPU, 860_000_000).heap_reuse
+    assert not speed.resolve(TrainConfig(), torch.device("cuda"), 860_000_000).heap_reuse
+    assert not speed.resolve(TrainConfig(heap_reuse=False), CPU, 860_000_000).heap_reuse
+
+
+def _rss_mb() -> float:
+    import os
+
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(speed._glibc() is None, reason="glibc's mallopt is needed")
+def test_freed_memory_is_kept_during_training_and_returned_after():
+    def touch_and_free():
+        block = torch.ones(96 * 2**20, dtype=torch.uint8)  # above glibc's 32 MB mmap ceiling
+        held = _rss_mb()
+        del block
+        return held, _rss_mb()
+
+    held, freed = touch_and_free()
+    assert held - freed > 80  # glibc's default: a large block is unmapped as soon as it is freed
+    with speed.reuse_freed_memory(True):
+        held, freed = touch_and_free()
+        assert held - freed < 16  # kept for the next step
+    assert freed - _rss_mb() > 80  # handed back when training ends
+    held, freed = touch_and_free()
+    assert held - freed > 80  # and the defaults are back
+
+
 def test_cpu_without_native_half_keeps_fp32(monkeypatch):
     monkeypatch.setattr(speed, "native_half", lambda device: None)
     assert speed.resolve(TrainConfig(), CPU, 860_000_000).precision == "fp32"

@@ -112,6 +112,7 @@ class TrainConfig:
     compile: bool | None = None       # torch.compile the UNet
     attention: str = "sdpa"           # sdpa | xformers | classic
     threads: int = 0                  # CPU threads; 0 = from the profile
+    heap_reuse: bool | None = None    # CPU: keep freed memory between steps (train/speed.py)
     num_processes: int = 1            # data-parallel processes (train/distributed.py)
     # Knowing when to stop (docs/when-to-stop.md); checked by _check_monitoring.
     val_every: int = 0                # deterministic validation loss every N steps, 0 = off

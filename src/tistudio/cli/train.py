@@ -51,6 +51,8 @@ OPTIONS = {
     "--compile": ("compile", None, "torch.compile the UNet (default: on with --profile fast)"),
     "--attention": ("attention", str, "sdpa (default) | xformers | classic"),
     "--threads": ("threads", int, "CPU threads (default: from --profile)"),
+    "--no-heap-reuse": ("heap_reuse", False, "CPU: give freed memory back to the system after every step "
+                        "(slower; by default it is kept for the next step)"),
     "--num-processes": ("num_processes", int, "data-parallel processes on this machine (default 1)"),
     "--val-every": ("val_every", int, "deterministic validation loss every N steps, 0 = off (default)"),
     "--val-split": ("val_split", float, "hold out this share of the images for validation, e.g. 0.2"),

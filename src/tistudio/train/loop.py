@@ -18,6 +18,7 @@ from .guards import finite
 from .objectives.base import MicroBatch
 from .preview import write_preview
 from .session import Session
+from .speed import reuse_freed_memory
 
 
 @dataclass
@@ -91,6 +92,11 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
 
 
 def run_loop(s: Session, progress: bool = True) -> TrainResult:
+    with reuse_freed_memory(s.speed is not None and s.speed.heap_reuse):
+        return _steps(s, progress)
+
+
+def _steps(s: Session, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
     cfg, n = s.cfg, len(s.cache)

@@ -9,9 +9,15 @@ Why the rules look the way they do (measured on a 2-core Sapphire Rapids CPU, do
   sleeping (quiet_openmp) a second thread no longer slows small models down on a busy machine.
 - Gradient checkpointing saves activation memory at ~1.3x the compute: only `low-memory` turns it on.
 - torch.compile did not pay on the CPU at 512²: only `fast` on a GPU compiles by default.
+- Heap reuse (CPU): glibc serves every allocation above 32 MB with a fresh mmap and unmaps it on
+  free, so each step re-faults (and the kernel zeroes) the same ~1 GB of activations; keeping freed
+  memory in the heap made the SD1.5 512² step 5-8% faster at the same peak.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import os
 from dataclasses import asdict, dataclass
 
@@ -38,6 +44,7 @@ class SpeedSettings:
     compile: bool           # torch.compile the UNet
     attention: str          # sdpa | xformers | classic (unfused, for comparison only)
     threads: int            # CPU threads (0 on GPU: left alone)
+    heap_reuse: bool = False  # CPU: keep freed memory for the next step (see reuse_freed_memory)
 
     def describe(self) -> dict:
         return asdict(self)
@@ -89,7 +96,44 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1) -> SpeedSetti
         compile=pick(cfg.compile, compile_unet),
         attention=cfg.attention,  # SDPA picks flash / memory-efficient kernels itself
         threads=cfg.threads or threads,
+        heap_reuse=pick(cfg.heap_reuse, not gpu),
     )
+
+
+# glibc's mallopt parameters (malloc.h) and their defaults.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+
+
+def _glibc():
+    """The C library when it is glibc (mallopt and malloc_trim exist), else None."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+@contextlib.contextmanager
+def reuse_freed_memory(enabled: bool):
+    """While training: serve large allocations from the heap and never give freed memory back, so
+    each step reuses the pages the last one touched instead of mapping and zeroing them again. The
+    peak is unchanged (the same tensors live at once); afterwards glibc's defaults come back and the
+    pool is returned to the system, so a long-lived process (the web UI) does not keep it. A no-op
+    off glibc."""
+    libc = _glibc() if enabled else None
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # an int: the largest threshold mallopt takes
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        libc.malloc_trim(0)
 
 
 def _has_xformers() -> bool:
