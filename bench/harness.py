@@ -7,6 +7,7 @@ prints one JSON line: seconds per step (median after warm-up), samples/s, peak R
 (torch's flop counter over one extra step) and the loss of every step."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -84,29 +85,36 @@ def _register_cpu_sdpa_flops() -> None:
         return fc.sdpa_backward_flop_count(grad_out, q, k, v)
 
 
+def one_step(session) -> None:
+    """Forward and backward of every micro-batch of step 0, without the optimizer step."""
+    from tistudio.data.batches import batch_at
+    from tistudio.train.loop import _micro_batch
+
+    cfg = session.cfg
+    plan = batch_at(0, n_items=len(session.cache), batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                    seed=cfg.seed, flip=cfg.flip)
+    for m, (indices, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
+        mb = _micro_batch(session, indices, flips, m * cfg.batch_size)
+        session.objective.loss(mb).sum().backward()
+    session.optimizer.zero_grad(set_to_none=True)
+
+
 def _count_flops(session) -> int:
     """FLOPs of one optimizer step (forward + backward of every micro-batch), counted separately
     from the timed steps because the counter itself slows execution."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tistudio.data.batches import batch_at
-    from tistudio.train.loop import _micro_batch
-
     _register_cpu_sdpa_flops()
-    cfg = session.cfg
-    plan = batch_at(0, n_items=len(session.cache), batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                    seed=cfg.seed, flip=cfg.flip)
     counter = FlopCounterMode(display=False)
     with counter:
-        for m, (indices, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
-            mb = _micro_batch(session, indices, flips, m * cfg.batch_size)
-            session.objective.loss(mb).sum().backward()
-    session.optimizer.zero_grad(set_to_none=True)
+        one_step(session)
     return int(counter.get_total_flops())
 
 
-def measure(case: dict) -> dict:
-    """Run in the child: build the model, a small dataset, an embedding; train `steps` steps."""
+@contextlib.contextmanager
+def session_for(case: dict):
+    """A prepared training session for `case` (model, a small dataset, an embedding) in a temporary
+    folder, and the seconds it took to build the model; None when the model is absent here."""
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -114,10 +122,8 @@ def measure(case: dict) -> dict:
 
     from tistudio import api
     from tistudio.config import TrainConfig
-    from tistudio.train.loop import run_loop
-    from tistudio.train.session import prepare
-
     from tistudio.train import speed
+    from tistudio.train.session import prepare
 
     options = dict(case.get("options", {}))
     size, steps, warmup = case["size"], case.get("steps", 3), case.get("warmup", 1)
@@ -128,7 +134,8 @@ def measure(case: dict) -> dict:
     built = time.perf_counter()
     c = build(case["model"], getattr(torch, DTYPES[precision]))
     if c is None:
-        return {"skipped": f"{case['model']} model not available here"}
+        yield None, 0.0
+        return
     built = time.perf_counter() - built
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -140,7 +147,20 @@ def measure(case: dict) -> dict:
                           save_every=0, preview_every=0, log_dir=str(tmp / "runs"), lr="0.005",
                           template="style", output=str(tmp / "out.pt"), batch_size=case.get("batch", 1),
                           method=case.get("method", "ti"), seed=0, **options)
-        session = prepare(cfg, components=c, progress=False)
+        yield prepare(cfg, components=c, progress=False), built
+
+
+def measure(case: dict) -> dict:
+    """Run in the child: build the model, a small dataset, an embedding; train `steps` steps."""
+    import torch
+
+    from tistudio.train.loop import run_loop
+
+    warmup = case.get("warmup", 1)
+    with session_for(case) as (session, built):
+        if session is None:
+            return {"skipped": f"{case['model']} model not available here"}
+        cfg = session.cfg
         rss_ready = _rss_now()
         timer = _StepTimer()
         session.hooks.append(timer)
