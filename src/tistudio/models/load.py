@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ import torch
 from ..errors import TIStudioError
 from .components import Components
 from .family import PREDICTIONS, get_family
-from .single_file import (MODEL_HINT, build_modules, detect_family, detect_prediction, first_line,
+from .single_file import (MODEL_HINT, Checkpoint, build_modules, detect_family, detect_prediction, first_line,
                           in_channels, read_checkpoint, shipped_config)
 from .tokenizer import ASSET, load_clip_tokenizer
 
@@ -29,9 +30,64 @@ FOLDER_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 def load_model(path: str | Path, family: str | None = None, prediction: str | None = None,
                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-               config: str | Path | None = None) -> Components:
+               config: str | Path | None = None, vae_dtype: torch.dtype | None = None) -> Components:
     """`config` (single files only): a diffusers folder whose configs describe the checkpoint's
-    architecture, replacing the shipped full-size configs (e.g. for small custom models)."""
+    architecture, replacing the shipped full-size configs (e.g. for small custom models).
+    `vae_dtype`: the VAE's dtype when it differs from `dtype` (training keeps it fp32)."""
+    return open_model(path, family, prediction, config).load(dtype, device, vae_dtype)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model file or folder that is identified (family, prediction, architecture configs) but
+    whose weights are not read yet: training decides its precision from `unet_parameters()` and
+    then loads the weights straight in that precision."""
+
+    path: Path
+    family: str
+    prediction: str
+    config: Path                    # diffusers-layout folder whose configs describe the model
+    checkpoint: Checkpoint | None   # single files: the lazily read tensors; None for a folder
+
+    def unet_parameters(self) -> int:
+        """The UNet's size from its config alone (built on the meta device: no memory, no weights)."""
+        from accelerate import init_empty_weights
+        from diffusers import UNet2DConditionModel
+
+        try:
+            config = UNet2DConditionModel.load_config(self.config / "unet")
+        except (OSError, ValueError) as exc:
+            raise TIStudioError(f"--model {self.path}: no readable unet config in {self.config} "
+                                f"({first_line(exc)}); {MODEL_HINT}") from None
+        with init_empty_weights():
+            unet = UNet2DConditionModel.from_config(config)
+        return sum(p.numel() for p in unet.parameters())
+
+    def load(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+             vae_dtype: torch.dtype | None = None) -> Components:
+        vae_dtype = dtype if vae_dtype is None else vae_dtype
+        if self.checkpoint is None:
+            encoders, unet, vae = _folder_modules(self.path, self.family, dtype, vae_dtype)
+            hash_file = _weights_file(self.path / "unet")
+        else:
+            encoders, unet, vae = build_modules(self.checkpoint.state_dict, self.family, self.config, dtype,
+                                                self.path, vae_dtype)
+            hash_file = self.path
+        spec = get_family(self.family)
+        tokenizer = load_clip_tokenizer(_tokenizer_folder(self.config / "tokenizer"), spec.encoders[0].pad_token)
+        return Components(
+            family=spec, prediction=self.prediction, tokenizer=tokenizer,
+            text_encoders=[te.to(device) for te in encoders],
+            pad_ids=[tokenizer.convert_tokens_to_ids(e.pad_token) for e in spec.encoders],
+            unet=unet.to(device), vae=vae.to(device), scheduler=_training_scheduler(self.config, self.prediction),
+            name=self.path.name if self.checkpoint is None else self.path.stem, short_hash=_short_hash(hash_file),
+            source=str(self.path), extra={"config": str(self.config)},
+        ).freeze()
+
+
+def open_model(path: str | Path, family: str | None = None, prediction: str | None = None,
+               config: str | Path | None = None) -> ModelSource:
+    """Identify the model at `path` (reading only keys, shapes and configs); see load_model."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if family is not None:
@@ -42,45 +98,37 @@ def load_model(path: str | Path, family: str | None = None, prediction: str | No
     if not path.exists():
         raise TIStudioError(f"--model {path}: no such file or folder; {MODEL_HINT}")
     if path.is_dir():
-        family, prediction, cfg_dir, parts, hash_file = _from_folder(path, family, prediction, dtype)
-        name = path.name
-    else:
-        family, prediction, cfg_dir, parts, hash_file = _from_file(path, family, prediction, dtype, config)
-        name = path.stem
-    encoders, unet, vae = parts
-    spec = get_family(family)
-    tokenizer = load_clip_tokenizer(_tokenizer_folder(cfg_dir / "tokenizer"), spec.encoders[0].pad_token)
-    return Components(
-        family=spec, prediction=prediction, tokenizer=tokenizer,
-        text_encoders=[te.to(device) for te in encoders],
-        pad_ids=[tokenizer.convert_tokens_to_ids(e.pad_token) for e in spec.encoders],
-        unet=unet.to(device), vae=vae.to(device), scheduler=_training_scheduler(cfg_dir, prediction),
-        name=name, short_hash=_short_hash(hash_file), source=str(path), extra={"config": str(cfg_dir)},
-    ).freeze()
+        return _open_folder(path, family, prediction)
+    return _open_file(path, family, prediction, config)
 
 
-def _from_folder(path: Path, family, prediction, dtype):
+def _open_folder(path: Path, family, prediction) -> ModelSource:
     if not (path / "model_index.json").is_file():
         raise TIStudioError(f"--model {path}: folder is not a diffusers model (no model_index.json); {MODEL_HINT}")
+    family = family or _folder_family(path)
+    prediction = prediction or _scheduler_config(path).get("prediction_type") or "epsilon"
+    return ModelSource(path, family, prediction, path, None)
+
+
+def _folder_modules(path: Path, family: str, dtype: torch.dtype, vae_dtype: torch.dtype):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    family = family or _folder_family(path)
-    prediction = prediction or _scheduler_config(path).get("prediction_type") or "epsilon"
     classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
                "text_encoder_2": CLIPTextModelWithProjection}
     loaded = {}
     for sub in FOLDER_PARTS[: 4 if family == "sdxl" else 3]:
         try:
             loaded[sub] = classes[sub].from_pretrained(str(path), subfolder=sub, local_files_only=True,
-                                                       torch_dtype=dtype, variant=_variant(path / sub))
+                                                       torch_dtype=vae_dtype if sub == "vae" else dtype,
+                                                       variant=_variant(path / sub))
         except (OSError, ValueError) as exc:  # hub/offline errors are OSErrors too
             raise TIStudioError(f"--model {path}: cannot load {sub}/ ({first_line(exc)}); {MODEL_HINT}") from None
     encoders = [loaded["text_encoder"]] + ([loaded["text_encoder_2"]] if family == "sdxl" else [])
-    return family, prediction, path, (encoders, loaded["unet"], loaded["vae"]), _weights_file(path / "unet")
+    return encoders, loaded["unet"], loaded["vae"]
 
 
-def _from_file(path: Path, family, prediction, dtype, config):
+def _open_file(path: Path, family, prediction, config) -> ModelSource:
     ckpt = read_checkpoint(path)
     family = _file_family(ckpt, family, path)
     if config is not None:
@@ -95,8 +143,7 @@ def _from_file(path: Path, family, prediction, dtype, config):
     if config is None and channels not in (None, 4):
         raise TIStudioError(f"{path}: the UNet takes {channels} input channels (an inpainting or "
                             f"instruct model); only text-to-image models are supported")
-    parts = build_modules(ckpt.state_dict, family, cfg_dir, dtype, path)
-    return family, prediction, cfg_dir, parts, path
+    return ModelSource(path, family, prediction, cfg_dir, ckpt)
 
 
 def _file_family(ckpt, family: str | None, path: Path) -> str:

@@ -15,9 +15,13 @@ Key layout of the three families (prefixes of the state-dict keys):
 """
 from __future__ import annotations
 
+import json
+import logging
 import pickle
 import warnings
 import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,13 +44,17 @@ SDXL_TEXT_G = "conditioner.embedders.1.model."
 # Stable Diffusion 2.0/2.1 512-base was released at this global step; diffusers treats every other
 # SD2 checkpoint as the 768-v model. The weights themselves cannot tell the two apart.
 SD2_BASE_GLOBAL_STEP = 875000
+# The key prefixes each module is built from (the EMA copies some files carry are never read).
+PARTS = {"unet": (UNET_PREFIX,), "vae": (VAE_PREFIX,), "text_encoder": (SD1_TEXT, SD2_TEXT, SDXL_TEXT_L),
+         "text_encoder_2": (SDXL_TEXT_G,)}
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The tensors of a single-file model plus what the file says about itself."""
+    """The tensors of a single-file model plus what the file says about itself. For .safetensors
+    files `state_dict` is a SafetensorsTensors: each tensor is read when it is looked up."""
 
-    state_dict: dict[str, torch.Tensor]
+    state_dict: Mapping[str, torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)  # safetensors header `__metadata__`
     global_step: int | None = None                            # Lightning .ckpt top-level key
 
@@ -131,7 +139,56 @@ def safe_torch_load(path: str | Path) -> object:
         raise TIStudioError(f"{path}: not a readable checkpoint ({first_line(exc)}); {MODEL_HINT}") from None
 
 
+# safetensors dtype names -> torch dtypes we read with plain file reads; others go through safe_open.
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+class SafetensorsTensors(Mapping):
+    """The tensors of a .safetensors file, each read from disk when it is looked up, into memory of
+    its own. Not memory-mapped: every touched page of a map counts against the process until the
+    map closes, so reading through one map adds the whole file (2-7 GB) to the loading peak, and
+    one tensor kept alive (e.g. an fp32 VAE weight) keeps the whole file mapped. Keys are ours
+    (normalized); `names` maps them to the file's."""
+
+    def __init__(self, path: Path, names: dict[str, str]):
+        self.path, self._names = path, names
+        # safe_open has validated the header (offsets in bounds and consistent with the shapes).
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            self._header = json.loads(fh.read(size))
+        self._data_start = 8 + size
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        name = self._names[key]
+        entry = self._header[name]
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:  # fp8 and unsigned types: rare in SD files, safetensors' reader copes
+            from safetensors import safe_open
+
+            with safe_open(str(self.path), framework="pt", device="cpu") as fh:
+                return fh.get_tensor(name).clone()  # a copy: the map closes with the file
+        start, end = entry["data_offsets"]
+        data = torch.empty(end - start, dtype=torch.uint8)
+        with open(self.path, "rb") as fh:
+            fh.seek(self._data_start + start)
+            if fh.readinto(data.numpy()) != end - start:
+                raise TIStudioError(f"{self.path}: file ends inside tensor {name}; {MODEL_HINT}")
+        return data.view(dtype).reshape(entry["shape"])
+
+    def __contains__(self, key: object) -> bool:  # Mapping's default would read the tensor
+        return key in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
+    """The file's keys, metadata and (lazily, for .safetensors) tensors."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
@@ -140,11 +197,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         try:
             with safe_open(str(path), framework="pt", device="cpu") as fh:
                 metadata = dict(fh.metadata() or {})
-                state = {k: fh.get_tensor(k) for k in fh.keys()}
-        except (SafetensorError, OSError) as exc:
+                keys = list(fh.keys())
+            tensors = SafetensorsTensors(path, _normalize(keys))
+        except (SafetensorError, OSError, ValueError) as exc:  # ValueError: a header json cannot parse
             raise TIStudioError(f"{path}: not a readable .safetensors file ({first_line(exc)}); "
                                 f"{MODEL_HINT}") from None
-        return Checkpoint(_normalize(state), metadata)
+        return Checkpoint(tensors, metadata)
     if suffix in PICKLE_SUFFIXES:
         obj = safe_torch_load(path)
         step = obj.get("global_step") if isinstance(obj, dict) else None
@@ -153,23 +211,24 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         if not isinstance(obj, dict):
             raise TIStudioError(f"{path}: holds no state dict of weights; {MODEL_HINT}")
         state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-        return Checkpoint(_normalize(state), {}, step if isinstance(step, int) else None)
+        state = {new: state[old] for new, old in _normalize(list(state)).items()}
+        return Checkpoint(state, {}, step if isinstance(step, int) else None)
     raise TIStudioError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; {MODEL_HINT}")
 
 
-def _normalize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Old SD1 files were saved with transformers < 4.x, whose CLIP had no `text_model.` level."""
+def _normalize(keys: list[str]) -> dict[str, str]:
+    """Our key -> the file's key. Old SD1 files were saved with transformers < 4.x, whose CLIP had
+    no `text_model.` level."""
     old = SD1_TEXT + "embeddings."
-    if any(k.startswith(old) for k in state):
-        state = {(SD1_TEXT + "text_model." + k[len(SD1_TEXT):] if k.startswith(SD1_TEXT) else k): v
-                 for k, v in state.items()}
-    return state
+    if not any(k.startswith(old) for k in keys):
+        return {k: k for k in keys}
+    return {(SD1_TEXT + "text_model." + k[len(SD1_TEXT):] if k.startswith(SD1_TEXT) else k): k for k in keys}
 
 
 # ----------------------------------------------------------------------------------------------
 # Detection
 
-def detect_family(state: dict[str, torch.Tensor], source: str | Path = "checkpoint") -> str:
+def detect_family(state: Mapping[str, torch.Tensor], source: str | Path = "checkpoint") -> str:
     has = lambda prefix: any(k.startswith(prefix) for k in state)  # noqa: E731
     if not (has(UNET_PREFIX) and has(VAE_PREFIX)):
         raise TIStudioError(f"{source}: not a full Stable Diffusion checkpoint in the original layout "
@@ -212,7 +271,7 @@ def shipped_config(family: str, prediction: str) -> Path:
     return CONFIGS / name
 
 
-def in_channels(state: dict[str, torch.Tensor]) -> int | None:
+def in_channels(state: Mapping[str, torch.Tensor]) -> int | None:
     weight = state.get(UNET_PREFIX + "input_blocks.0.0.weight")
     return None if weight is None else int(weight.shape[1])
 
@@ -220,34 +279,42 @@ def in_channels(state: dict[str, torch.Tensor]) -> int | None:
 # ----------------------------------------------------------------------------------------------
 # Building modules
 
-def build_modules(state: dict[str, torch.Tensor], family: str, config: Path, dtype: torch.dtype,
-                  source: str | Path = "checkpoint"):
+def build_modules(state: Mapping[str, torch.Tensor], family: str, config: Path, dtype: torch.dtype,
+                  source: str | Path = "checkpoint", vae_dtype: torch.dtype | None = None):
     """(text_encoders, unet, vae) from original-layout weights, shaped by `config` (a diffusers
-    folder: only unet/, vae/, text_encoder(_2)/ config.json are read). diffusers converts the keys."""
+    folder: only unet/, vae/, text_encoder(_2)/ config.json are read). diffusers converts the keys.
+    The VAE gets `vae_dtype` (default: `dtype`). One module at a time, each from only its own
+    tensors, cast to its dtype as they are read: the module then adopts them without a copy, so the
+    peak is about the built model plus one tensor, never the file's size on top."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     kwargs = dict(config=str(config), local_files_only=True)
     loaders = {
-        "unet": lambda: _cast(UNet2DConditionModel.from_single_file(state, subfolder="unet", **kwargs), dtype),
-        "vae": lambda: _cast(AutoencoderKL.from_single_file(state, subfolder="vae", **kwargs), dtype),
-        "text_encoder": lambda: create_diffusers_clip_model_from_ldm(
-            CLIPTextModel, state, subfolder="text_encoder", torch_dtype=dtype, **kwargs),
+        "unet": lambda part, dt: UNet2DConditionModel.from_single_file(part, subfolder="unet", torch_dtype=dt,
+                                                                       **kwargs),
+        "vae": lambda part, dt: AutoencoderKL.from_single_file(part, subfolder="vae", torch_dtype=dt, **kwargs),
+        "text_encoder": lambda part, dt: create_diffusers_clip_model_from_ldm(
+            CLIPTextModel, part, subfolder="text_encoder", torch_dtype=dt, **kwargs),
     }
     if family == "sdxl":
-        loaders["text_encoder_2"] = lambda: create_diffusers_clip_model_from_ldm(
-            CLIPTextModelWithProjection, state, subfolder="text_encoder_2", torch_dtype=dtype, **kwargs)
+        loaders["text_encoder_2"] = lambda part, dt: create_diffusers_clip_model_from_ldm(
+            CLIPTextModelWithProjection, part, subfolder="text_encoder_2", torch_dtype=dt, **kwargs)
     modules = {}
     for name, load in loaders.items():
+        part_dtype = vae_dtype if name == "vae" and vae_dtype is not None else dtype
+        part = {k: _cast(state[k], part_dtype) for k in state if k.startswith(PARTS[name])}
         try:
-            modules[name] = module = load()
+            with _quiet_cast_warning():
+                modules[name] = module = load(part, part_dtype)
         except (ValueError, RuntimeError, KeyError, OSError) as exc:
             if "meta tensor" in str(exc):  # diffusers builds on the meta device; a weight was never filled
                 raise TIStudioError(f"{source}: {name} weights are missing from the file; {MODEL_HINT}") from None
             raise TIStudioError(f"{source}: {name} weights do not fit the {family} architecture in {config} "
                                 f"({first_line(exc)}); pass a config folder (diffusers layout) that "
                                 f"describes this model") from None
+        del part  # the module holds what it uses; the rest (e.g. SD2's unused 24th block) goes now
         missing = [n for n, p in module.named_parameters() if p.is_meta]
         if missing:
             raise TIStudioError(f"{source}: {name} weights are missing from the file (e.g. {missing[0]}); "
@@ -257,9 +324,26 @@ def build_modules(state: dict[str, torch.Tensor], family: str, config: Path, dty
     return encoders, unet, vae
 
 
-def _cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Cast only when needed: diffusers warns on every `.to(dtype)`, even a no-op one."""
-    return module if all(p.dtype == dtype for p in module.parameters()) else module.to(dtype)
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Floating-point weights to `dtype`; integer buffers (CLIP's position ids) stay as they are."""
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+
+class _CastWarningFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_cast_warning():
+    """from_single_file given a dtype casts the built model with .to(dtype), and diffusers then warns
+    about modules to keep in float32 even for models that list none (UNet and VAE list none)."""
+    logger, quiet = logging.getLogger("diffusers.models.modeling_utils"), _CastWarningFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def first_line(exc: BaseException) -> str:

@@ -68,13 +68,18 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_components(cfg: TrainConfig) -> Components:
-    from ..models.load import load_model
+def load_components(cfg: TrainConfig, device: torch.device | None = None, processes: int = 1) -> Components:
+    """The UNet and text encoders are read straight in the precision this run trains in (decided by
+    speed.resolve from the UNet's size in its config, before any weight is read), so a bf16 run never
+    holds an fp32 copy; the VAE stays fp32, since it encodes the latent cache in fp32."""
+    from ..models.load import open_model
 
     m = cfg.model
     if not m.model:
         raise TIStudioError("--model is required: a diffusers folder or a .safetensors/.ckpt file")
-    return load_model(m.model, family=m.family, prediction=m.prediction, config=m.config)
+    source = open_model(m.model, family=m.family, prediction=m.prediction, config=m.config)
+    speed = resolve_speed(cfg, device or pick_device(cfg.device), source.unet_parameters(), processes)
+    return source.load(DTYPES[speed.precision], vae_dtype=torch.float32)
 
 
 def _embedding(cfg: TrainConfig, c: Components) -> Embedding:
@@ -102,7 +107,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     device = pick_device(cfg.device)
     dist = Distributed.from_env(cfg.batch_size, device.type)
     device = dist.device(device)
-    c = components or load_components(cfg)
+    c = components or load_components(cfg, device, dist.world)
     c.freeze()
     width = cfg.width or c.family.resolution
     height = cfg.height or c.family.resolution
