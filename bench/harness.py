@@ -111,6 +111,34 @@ def _count_flops(session) -> int:
     return int(counter.get_total_flops())
 
 
+def _tensor_peak(session) -> int | None:
+    """Peak bytes of the tensors one step allocates (activations kept for the backward, gradients,
+    kernel workspaces), from the profiler's allocation events in time order. Tensor sizes do not
+    depend on the device, so weights + this peak predicts what the step allocates on a GPU (torch's
+    max_memory_allocated), where nothing can be measured here."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        one_step(session)
+    results = getattr(prof.profiler, "kineto_results", None)
+    if results is None:
+        return None
+    device = session.device.type.upper()  # DeviceType.CPU / DeviceType.CUDA
+    current = peak = 0
+    for event in results.events():
+        if event.name() == "[memory]" and str(event.device_type()).endswith(device):
+            current += event.nbytes()
+            peak = max(peak, current)
+    return peak
+
+
+def _weight_bytes(c) -> int:
+    """The frozen weights a GPU run keeps on the device: UNet and text encoders (the VAE is off the
+    device with --vae-offload)."""
+    return sum(t.numel() * t.element_size() for m in (c.unet, *c.text_encoders)
+               for t in (*m.parameters(), *m.buffers()))
+
+
 @contextlib.contextmanager
 def session_for(case: dict):
     """A prepared training session for `case` (model, a small dataset, an embedding) in a temporary
@@ -166,9 +194,15 @@ def measure(case: dict) -> dict:
         session.hooks.append(timer)
         timer.start()
         sampler = _PeakSampler()
+        gpu = session.device.type == "cuda"
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(session.device)
         run_loop(session, progress=False)
         train_peak = sampler.stop()
+        gpu_allocated = torch.cuda.max_memory_allocated(session.device) / 2**30 if gpu else None
         flops = _count_flops(session) if case.get("flops", True) else None
+        tensors = _tensor_peak(session) if case.get("tensor_peak", True) else None
+        weights = _weight_bytes(session.c)
         speed = getattr(session, "speed", None)
     timed = timer.times[warmup:] or timer.times
     per_step = statistics.median(timed)
@@ -182,6 +216,10 @@ def measure(case: dict) -> dict:
         "rss_ready_gb": rss_ready,
         "train_peak_gb": train_peak,
         "flops_per_step": flops,
+        "tensor_peak_gb": tensors / 2**30 if tensors is not None else None,
+        "weights_gb": weights / 2**30,
+        "gpu_estimate_gb": (weights + tensors) / 2**30 if tensors is not None else None,
+        "gpu_allocated_gb": gpu_allocated,  # measured, on a GPU only
         "achieved_flops": flops / per_step if flops else None,
         "build_seconds": built,
         "threads": torch.get_num_threads(),

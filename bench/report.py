@@ -40,9 +40,17 @@ def fmt(v, spec: str, none: str = "-") -> str:
     return none if v is None else format(v, spec)
 
 
+def gpu_gb(r: dict) -> str:
+    """Measured GPU allocation on a GPU; elsewhere the prediction from the step's tensor bytes (~)."""
+    if r.get("gpu_allocated_gb") is not None:
+        return f"{r['gpu_allocated_gb']:.2f}"
+    estimate = r.get("gpu_estimate_gb")
+    return "-" if estimate is None else f"~{estimate:.2f}"
+
+
 def table(rows: list[dict], peaks: dict | None = None) -> str:
     head = f"{'case':44} {'s/step':>8} {'cpu s':>7} {'samples/s':>9} {'peak GB':>8} {'step GB':>8} {'GFLOP/step':>10} " \
-           f"{'GFLOP/s':>8} {'of peak':>7}"
+           f"{'GFLOP/s':>8} {'of peak':>7} {'GPU GB':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r or "skipped" in r:
@@ -57,7 +65,8 @@ def table(rows: list[dict], peaks: dict | None = None) -> str:
                      f"{r['samples_per_second']:9.3f} "
                      f"{r['peak_rss_gb']:8.2f} {fmt(r.get('train_peak_gb'), '8.2f'):>8} "
                      f"{fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '10.1f'):>10} "
-                     f"{fmt(achieved and achieved / 1e9, '8.1f'):>8} {fmt(share, '7.0%'):>7}")
+                     f"{fmt(achieved and achieved / 1e9, '8.1f'):>8} {fmt(share, '7.0%'):>7} "
+                     f"{gpu_gb(r):>7}")
     return "\n".join(lines)
 
 

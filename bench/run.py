@@ -8,7 +8,10 @@ seconds per step (median after warm-up: one step, two on full-size models, whose
 slower while oneDNN builds its kernels and the heap grows; also CPU seconds of all threads, which other jobs on a
 shared machine barely change), samples/s, peak memory (whole process, and during
 the steps only), FLOPs per step (torch's flop counter) and achieved FLOP/s as a share of this
-machine's measured matmul peak in the precision the frozen weights use. "recommended" is what the
+machine's measured matmul peak in the precision the frozen weights use, and GPU memory: measured
+(torch's max_memory_allocated) on a GPU, elsewhere predicted as "~" weights on the device plus the
+peak of the tensors one step allocates (the profiler's allocation events; sizes do not depend on the
+device). "recommended" is what the
 default --profile balanced picks; "fp32" is plain fp32 with no layout tricks, for reference."""
 from __future__ import annotations
 
@@ -19,17 +22,19 @@ from harness import run_case
 from report import gemm_peak, machine, save, table
 
 PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "gradient_checkpointing": False}
-# (name, model, size, steps); DreamArtist runs beside TI wherever TI runs.
-MODELS = [("tiny", "tiny-sd1", 64, 8), ("toy", "toy", 32, 8), ("sd1-256", "sd1", 256, 3),
-          ("sd1-512", "sd1", 512, 4), ("sdxl-512", "sdxl", 512, 2)]
 VARIANTS = [("recommended", {}), ("low-memory", {"profile": "low-memory"}), ("fp32", PLAIN)]
+# (name, model, size, steps, variants); DreamArtist runs beside TI wherever TI runs. SDXL at 1024²
+# is there for its GPU-memory figure (fp32 would not fit this machine's 23 GB).
+MODELS = [("tiny", "tiny-sd1", 64, 8, VARIANTS), ("toy", "toy", 32, 8, VARIANTS),
+          ("sd1-256", "sd1", 256, 3, VARIANTS), ("sd1-512", "sd1", 512, 4, VARIANTS),
+          ("sdxl-512", "sdxl", 512, 2, VARIANTS), ("sdxl-1024", "sdxl", 1024, 1, VARIANTS[:2])]
 
 
 def cases(steps: int | None) -> list[dict]:
     out = []
-    for label, model, size, n in MODELS:
+    for label, model, size, n, variants in MODELS:
         for method in ("ti", "dreamartist"):
-            for variant, options in VARIANTS:
+            for variant, options in variants:
                 if variant == "low-memory" and model.startswith(("tiny", "toy")):
                     continue  # nothing to save on a model that fits anywhere
                 out.append({"name": f"{label} {method} {variant}", "model": model, "size": size,
