@@ -37,9 +37,11 @@ def cases(steps: int | None) -> list[dict]:
             for variant, options in variants:
                 if variant == "low-memory" and model.startswith(("tiny", "toy")):
                     continue  # nothing to save on a model that fits anywhere
+                warmup = 2 if model in ("sd1", "sdxl") and size < 1024 else 1
                 out.append({"name": f"{label} {method} {variant}", "model": model, "size": size,
-                            "steps": steps or n, "warmup": 2 if model in ("sd1", "sdxl") else 1,
-                            "method": method, "options": options})
+                            "steps": steps or n, "warmup": warmup, "method": method, "options": options,
+                            # A 1024² step takes minutes here; its FLOPs are 4x those at 512².
+                            "flops": size < 1024})
     return out
 
 
