@@ -304,7 +304,7 @@ def build_modules(state: Mapping[str, torch.Tensor], family: str, config: Path, 
     modules = {}
     for name, load in loaders.items():
         part_dtype = vae_dtype if name == "vae" and vae_dtype is not None else dtype
-        part = {k: _cast(state[k], part_dtype) for k in state if k.startswith(PARTS[name])}
+        part = {k: as_dtype(state[k], part_dtype) for k in state if k.startswith(PARTS[name])}
         try:
             with _quiet_cast_warning():
                 modules[name] = module = load(part, part_dtype)
@@ -324,7 +324,7 @@ def build_modules(state: Mapping[str, torch.Tensor], family: str, config: Path, 
     return encoders, unet, vae
 
 
-def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Floating-point weights to `dtype`; integer buffers (CLIP's position ids) stay as they are."""
     return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
