@@ -115,6 +115,8 @@ def child(path: str, precision: str) -> dict:
 
 
 def main() -> int:
+    from tistudio.atomic import write_text
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="/tmp/tistudio-load-memory")
     ap.add_argument("--keep", action="store_true", help="keep the written model files")
@@ -132,8 +134,8 @@ def main() -> int:
             write_models(root)
             print(f"wrote the models in {time.perf_counter() - start:.0f} s", flush=True)
         rows = []
-        print("| source | precision | peak RSS GiB | RSS after GiB | weights GiB | seconds |\n|---|---|---|---|---|---|",
-              flush=True)
+        print("| source | precision | peak RSS GiB | RSS after GiB | weights GiB | seconds |", flush=True)
+        print("|---|---|---|---|---|---|", flush=True)
         for source in SOURCES:
             for precision in PRECISIONS:
                 proc = subprocess.run([sys.executable, __file__, "--child", str(root / FILES[source]), precision],
@@ -151,7 +153,7 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     out = Path(a.json or REPO / "bench" / "results" / f"load_memory-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"commit": commit.stdout.strip(), "rows": rows}, indent=1))
+    write_text(out, json.dumps({"commit": commit.stdout.strip(), "rows": rows}, indent=1))
     print(f"wrote {out}")
     return 0
 
