@@ -119,9 +119,9 @@ def _glibc():
 def reuse_freed_memory(enabled: bool):
     """While training: serve large allocations from the heap and never give freed memory back, so
     each step reuses the pages the last one touched instead of mapping and zeroing them again. The
-    peak is unchanged (the same tensors live at once); afterwards glibc's defaults come back and the
-    pool is returned to the system, so a long-lived process (the web UI) does not keep it. A no-op
-    off glibc."""
+    peak is unchanged (the same tensors live at once); afterwards glibc's defaults come back and
+    malloc_trim hands the pool back to the system (all of it in a fresh process; in a long-lived one,
+    such as the web UI, what the heap's layout lets it release). A no-op off glibc."""
     libc = _glibc() if enabled else None
     if libc is None:
         yield
