@@ -66,17 +66,18 @@ def main() -> int:
     kinds = defaultdict(float)
     for name, t, _ in ops:
         kinds[kind_of(name)] += t
-    print(f"{args.model} {args.size}² {args.method} {args.profile}: {total:.2f} CPU s in operators "
+    # The profiler times each operator on the thread that calls it: seconds, not CPU seconds.
+    print(f"{args.model} {args.size}² {args.method} {args.profile}: {total:.2f} s inside operators "
           f"({torch.get_num_threads()} threads)")
-    print(f"{'kind':<34}{'CPU s':>8}{'share':>8}")
+    print(f"{'kind':<34}{'s':>8}{'share':>8}")
     for kind, t in sorted(kinds.items(), key=lambda kv: -kv[1]):
         print(f"{kind:<34}{t:8.2f}{t / total:8.0%}")
-    print(f"\n{'operator':<58}{'CPU s':>8}{'calls':>7}")
+    print(f"\n{'operator':<58}{'s':>8}{'calls':>7}")
     for name, t, count in sorted(ops, key=lambda o: -o[1])[:args.top]:
         print(f"{name[:57]:<58}{t:8.3f}{count:7d}")
-    path = save("op-profile", {"machine": machine(), "case": case, "total_cpu_seconds": total,
+    path = save("op-profile", {"machine": machine(), "case": case, "total_seconds": total,
                                "kinds": dict(kinds), "operators": [
-                                   {"name": n, "cpu_seconds": t, "calls": c} for n, t, c in ops]})
+                                   {"name": n, "seconds": t, "calls": c} for n, t, c in ops]})
     print(f"saved {path}")
     return 0
 
