@@ -1,6 +1,6 @@
 """The benchmark suite: one command, a table on screen, JSON in bench/results/.
 
-    .venv/bin/python bench/run.py              # everything (about an hour on a 2-core CPU)
+    .venv/bin/python bench/run.py              # everything (about 1.5 hours on a 2-core CPU)
     .venv/bin/python bench/run.py --only sd1-512 --steps 2
 
 Each case trains through the real path (session.prepare + run_loop) in its own process and reports
