@@ -62,14 +62,14 @@ import argparse
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from harness import _PeakSampler, _rss_now, run_case
+from harness import _PeakSampler, run_case
+from tistudio.memory import peak_rss_gib, rss_gib
 from report import fmt, machine, save
 
 HERE = Path(__file__).resolve().parent
@@ -177,7 +177,7 @@ def measure_example(spec: dict) -> dict:
     built = time.perf_counter()
     step = ExampleStep(build_random("sd1", dtype), dtype, spec["size"])
     built = time.perf_counter() - built
-    rss_ready = _rss_now()
+    rss_ready = rss_gib()
     times, cpu_times, losses = [], [], []
     sampler = _PeakSampler()
     for _ in range(spec["warmup"] + spec["steps"]):
@@ -189,7 +189,7 @@ def measure_example(spec: dict) -> dict:
     w = spec["warmup"]
     return {"seconds_per_step": statistics.median(times[w:]), "cpu_seconds_per_step": statistics.median(cpu_times[w:]),
             "step_times": times, "losses": losses,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "peak_rss_gb": peak_rss_gib(),
             "rss_ready_gb": rss_ready, "train_peak_gb": train_peak, "build_seconds": built,
             "threads": torch.get_num_threads()}
 

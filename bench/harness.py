@@ -1,5 +1,5 @@
 """Measure one benchmark case through the real training path (session.prepare + loop.run_loop),
-in a fresh child process per case so peak memory (ru_maxrss) belongs to that case alone.
+in a fresh child process per case so peak memory (VmHWM) belongs to that case alone.
 
     python bench/harness.py '{"model": "sd1", "size": 256, "steps": 3, "options": {"precision": "bf16"}}'
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -18,12 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from tistudio.memory import peak_rss_gib, rss_gib
+
 HERE = Path(__file__).resolve().parent
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 class _PeakSampler:
-    """Peak RSS during the timed steps only (ru_maxrss also covers building and latent caching)."""
+    """Peak RSS during the timed steps only (the process peak also covers building and latent caching)."""
 
     def __init__(self, every: float = 0.01):
         import threading
@@ -34,7 +35,7 @@ class _PeakSampler:
 
     def _run(self):
         while not self.done.wait(self.every):
-            self.peak = max(self.peak, _rss_now())
+            self.peak = max(self.peak, rss_gib())
 
     def stop(self) -> float:
         self.done.set()
@@ -189,7 +190,7 @@ def measure(case: dict) -> dict:
         if session is None:
             return {"skipped": f"{case['model']} model not available here"}
         cfg = session.cfg
-        rss_ready = _rss_now()
+        rss_ready = rss_gib()
         timer = _StepTimer()
         session.hooks.append(timer)
         timer.start()
@@ -212,7 +213,7 @@ def measure(case: dict) -> dict:
         "cpu_seconds_per_step": statistics.median(timer.cpu_times[warmup:] or timer.cpu_times),
         "step_times": timer.times,
         "losses": timer.losses,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": peak_rss_gib(),
         "rss_ready_gb": rss_ready,
         "train_peak_gb": train_peak,
         "flops_per_step": flops,
@@ -225,11 +226,6 @@ def measure(case: dict) -> dict:
         "threads": torch.get_num_threads(),
         "settings": speed.describe() if hasattr(speed, "describe") else {},
     }
-
-
-def _rss_now() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def _dataset(folder: Path, size: int, n: int) -> Path:

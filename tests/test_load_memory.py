@@ -145,11 +145,12 @@ def test_safetensors_tensors_read_every_dtype_exactly(tmp_path):
 PEAK_BOUND_GIB = 3.2
 
 CHILD = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     from tistudio.config import ModelConfig, TrainConfig
+    from tistudio.memory import peak_rss_gib
     from tistudio.train.session import load_components
     c = load_components(TrainConfig(model=ModelConfig(model=sys.argv[1]), precision="bf16", device="cpu"))
-    print(json.dumps({"peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    print(json.dumps({"peak_gib": peak_rss_gib(),
                       "dtypes": [str(m.dtype) for m in (c.unet, c.text_encoders[0], c.vae)]}))
 """)
 

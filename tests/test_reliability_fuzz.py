@@ -13,7 +13,6 @@ import base64
 import io
 import json
 import pickle
-import resource
 import struct
 import tempfile
 import zlib
@@ -34,6 +33,7 @@ from tistudio.data.templates import load_template
 from tistudio.embedding.formats import load_embedding
 from tistudio.embedding.formats import png_pixels
 from tistudio.errors import TIStudioError
+from tistudio.memory import peak_rss_gib
 from tistudio.models.single_file import read_checkpoint
 
 FAST, SLOW = 30, 10_000
@@ -268,7 +268,7 @@ def fuzz(name: str, n: int) -> int:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_gib() * 1024
 
 
 @pytest.mark.parametrize("name", sorted(LOADERS))

@@ -51,12 +51,12 @@ def test_heap_reuse_is_on_for_cpu_runs_only(amx):
 
 
 _HEAP_PROBE = """
-import json, os, torch
+import json, torch
+from tistudio.memory import rss_gib
 from tistudio.train import speed
 
 def rss():
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return rss_gib() * 1024
 
 def touch_and_free():
     block = torch.ones(96 * 2**20, dtype=torch.uint8)  # above glibc's 32 MB mmap ceiling

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tistudio.memory import peak_rss_gib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -78,7 +79,7 @@ def main() -> int:
     start = time.perf_counter()
     train(cfg, components=c, progress=False)
     seconds = (time.perf_counter() - start) / a.steps
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gib()
     gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     print(f"{a.case} {a.size}px {a.device}: rss_before={before:.2f}GiB peak_rss={peak:.2f}GiB "
           f"peak_gpu={gpu:.2f}GiB seconds_per_step~{seconds:.1f} (incl. latent caching)", flush=True)

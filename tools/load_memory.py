@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tistudio.memory import peak_rss_gib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +110,7 @@ def child(path: str, precision: str) -> dict:
     with open("/proc/self/status") as fh:
         rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
     size = sum(p.numel() * p.element_size() for m in (c.unet, c.vae, *c.text_encoders) for p in m.parameters())
-    return {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    return {"peak_rss_gib": peak_rss_gib(),
             "rss_after_gib": rss / 2**20, "weights_gib": size / 2**30, "seconds": seconds,
             "unet": str(c.unet.dtype), "text_encoder": str(c.text_encoders[0].dtype), "vae": str(c.vae.dtype)}
 

@@ -1,0 +1,27 @@
+"""This process's resident memory, for benchmarks and memory tests (Linux /proc; 0 elsewhere).
+
+The peak is the kernel's VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork and
+exec, so a child started by a process holding 14 GB reports at least 14 GB whatever it does itself,
+while VmHWM belongs to the child's own address space."""
+from __future__ import annotations
+
+
+def _status_kib(field: str) -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_gib() -> float:
+    """Highest resident memory of this process so far, in GiB."""
+    return _status_kib("VmHWM") / 2**20
+
+
+def rss_gib() -> float:
+    """Resident memory of this process now, in GiB."""
+    return _status_kib("VmRSS") / 2**20
