@@ -60,15 +60,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from harness import _PeakSampler, run_case
+from harness import _PeakSampler, run_case, run_child
 from tistudio.memory import peak_rss_gib, rss_gib
 from report import fmt, machine, save
 
@@ -196,18 +194,8 @@ def measure_example(spec: dict) -> dict:
 
 def run_example(name: str, size: int, steps: int, timeout: float = 3600) -> dict:
     spec = {"dtype": EXAMPLE_MODES[name], "size": size, "steps": steps, "warmup": 1}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
-           "OMP_WAIT_POLICY": "PASSIVE"}
-    try:
-        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                              text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {proc.returncode}: {tail[:300]}"}
-    return {"spec": spec, **json.loads(lines[-1])}
+    result = run_child([__file__, "--child", json.dumps(spec)], timeout=timeout)
+    return result if "error" in result else {"spec": spec, **result}
 
 
 def run_ours(name: str, size: int, steps: int) -> dict:

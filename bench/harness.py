@@ -239,14 +239,13 @@ def _dataset(folder: Path, size: int, n: int) -> Path:
     return folder
 
 
-def run_case(case: dict, timeout: float = 3600) -> dict:
-    """Measure `case` in a child process; the parent never imports the model."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    # As the CLI does (train/speed.py quiet_openmp); a case may ask for OpenMP's spinning default.
-    env["OMP_WAIT_POLICY"] = case.get("omp_wait_policy", "PASSIVE")
+def run_child(argv: list[str], omp_wait_policy: str = "PASSIVE", timeout: float = 3600) -> dict:
+    """Run a measuring script in a fresh Python process (offline, as the CLI sets OpenMP up) and
+    return the last JSON line it printed, or {"error": ...} with its last line of stderr."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
+           "OMP_WAIT_POLICY": omp_wait_policy}
     try:
-        proc = subprocess.run([sys.executable, str(HERE / "harness.py"), json.dumps(case)], capture_output=True,
-                              text=True, timeout=timeout, env=env)
+        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -254,6 +253,13 @@ def run_case(case: dict, timeout: float = 3600) -> dict:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"exit {proc.returncode}: {tail[:300]}"}
     return json.loads(lines[-1])
+
+
+def run_case(case: dict, timeout: float = 3600) -> dict:
+    """Measure `case` in a child process; the parent never imports the model. As the CLI does
+    (train/speed.py quiet_openmp), idle OpenMP threads sleep; a case may ask for spinning instead."""
+    return run_child([str(HERE / "harness.py"), json.dumps(case)], case.get("omp_wait_policy", "PASSIVE"),
+                     timeout)
 
 
 if __name__ == "__main__":

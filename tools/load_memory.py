@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from tistudio.memory import peak_rss_gib
+from tistudio.memory import peak_rss_gib, rss_gib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -94,8 +94,6 @@ def write_models(root: Path) -> None:
 
 def child(path: str, precision: str) -> dict:
     """Load as `tistudio train` does, in this (fresh) process."""
-    import torch
-
     from tistudio.config import ModelConfig, TrainConfig
     from tistudio.train.session import DTYPES, load_components
 
@@ -107,11 +105,9 @@ def child(path: str, precision: str) -> dict:
         if module.dtype != dtype:
             module.to(dtype)
     seconds = time.perf_counter() - start
-    with open("/proc/self/status") as fh:
-        rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
     size = sum(p.numel() * p.element_size() for m in (c.unet, c.vae, *c.text_encoders) for p in m.parameters())
     return {"peak_rss_gib": peak_rss_gib(),
-            "rss_after_gib": rss / 2**20, "weights_gib": size / 2**30, "seconds": seconds,
+            "rss_after_gib": rss_gib(), "weights_gib": size / 2**30, "seconds": seconds,
             "unet": str(c.unet.dtype), "text_encoder": str(c.text_encoders[0].dtype), "vae": str(c.vae.dtype)}
 
 
