@@ -64,13 +64,11 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from harness import _PeakSampler, run_case, run_child
 from tistudio.memory import peak_rss_gib, rss_gib
 from report import fmt, machine, save
 
-HERE = Path(__file__).resolve().parent
 INITIALIZER = "painting"
 # Our own captions around the placeholder (the example draws from a fixed list the same way).
 TEMPLATES = ("a painting in the style of {}", "an artwork by {}", "a picture, {} style", "{}, a landscape")

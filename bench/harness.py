@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tistudio.memory import peak_rss_gib, rss_gib
+from tistudio.memory import module_bytes, peak_rss_gib, rss_gib
 
 HERE = Path(__file__).resolve().parent
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -136,8 +136,7 @@ def _tensor_peak(session) -> int | None:
 def _weight_bytes(c) -> int:
     """The frozen weights a GPU run keeps on the device: UNet and text encoders (the VAE is off the
     device with --vae-offload)."""
-    return sum(t.numel() * t.element_size() for m in (c.unet, *c.text_encoders)
-               for t in (*m.parameters(), *m.buffers()))
+    return module_bytes(c.unet, *c.text_encoders)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from tistudio.memory import peak_rss_gib, rss_gib
+from tistudio.memory import module_bytes, peak_rss_gib, rss_gib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def child(path: str, precision: str) -> dict:
         if module.dtype != dtype:
             module.to(dtype)
     seconds = time.perf_counter() - start
-    size = sum(p.numel() * p.element_size() for m in (c.unet, c.vae, *c.text_encoders) for p in m.parameters())
+    size = module_bytes(c.unet, c.vae, *c.text_encoders, buffers=False)
     return {"peak_rss_gib": peak_rss_gib(),
             "rss_after_gib": rss_gib(), "weights_gib": size / 2**30, "seconds": seconds,
             "unet": str(c.unet.dtype), "text_encoder": str(c.text_encoders[0].dtype), "vae": str(c.vae.dtype)}

@@ -1,4 +1,5 @@
-"""This process's resident memory, for benchmarks and memory tests (Linux /proc; 0 elsewhere).
+"""This process's resident memory and the bytes modules hold, for benchmarks and memory tests
+(resident memory from Linux /proc; 0 elsewhere).
 
 The peak is the kernel's VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork and
 exec, so a child started by a process holding 14 GB reports at least 14 GB whatever it does itself,
@@ -25,3 +26,9 @@ def peak_rss_gib() -> float:
 def rss_gib() -> float:
     """Resident memory of this process now, in GiB."""
     return _status_kib("VmRSS") / 2**20
+
+
+def module_bytes(*modules, buffers: bool = True) -> int:
+    """Bytes held by the modules' parameters (and buffers)."""
+    return sum(t.numel() * t.element_size() for m in modules
+               for t in (*m.parameters(), *(m.buffers() if buffers else ())))

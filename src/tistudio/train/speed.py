@@ -11,7 +11,7 @@ Why the rules look the way they do (measured on a 2-core Sapphire Rapids CPU, do
 - torch.compile did not pay on the CPU at 512²: only `fast` on a GPU compiles by default.
 - Heap reuse (CPU): glibc serves every allocation above 32 MB with a fresh mmap and unmaps it on
   free, so each step re-faults (and the kernel zeroes) the same ~1 GB of activations; keeping freed
-  memory in the heap made the SD1.5 512² step 5-8% faster at the same peak.
+  memory in the heap made the SD1.5 512² step about 5% faster at the same peak.
 """
 from __future__ import annotations
 
