@@ -230,7 +230,11 @@ def test_png_embedding_survives_resave_without_chunk(tmp_path, fmt, kwargs):
     if fmt == "PNG":
         assert "sd-ti-embedding" not in Image.open(out).text
     loaded = read_embedding(out)
-    assert same(loaded.embedding, emb) and loaded.embedding.name == "xlthing"
+    # SDXL PNGs hold tensors only (A1111 needs that), so a re-saved one triggers on its file stem,
+    # as in A1111; the original, whose note chunk survives, still knows its stored name and step.
+    assert same(loaded.embedding, emb) and loaded.embedding.name == "resaved"
+    original = read_embedding(tmp_path / "e.png")
+    assert original.embedding.name == "e" and original.stored_name == "xlthing" and original.embedding.step == 7
 
 
 def test_png_pixels_found_with_black_border_and_black_preview(tmp_path):

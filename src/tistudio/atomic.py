@@ -80,8 +80,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
         os.close(fd)
         tmp_path = Path(tmp)
-        os.chmod(tmp_path, _mode_for(target))
+        mode = _mode_for(target)
         yield tmp_path
+        # After the writer, not before: some libraries (safetensors' save_file) replace the file at
+        # tmp_path with their own 0600 temporary, which would otherwise become the target's mode.
+        os.chmod(tmp_path, mode)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
