@@ -94,3 +94,14 @@ def generate(model: str | Components, options, embeddings_dir: str | Path | None
     for i, image in enumerate(images):
         paths.append(save_png(image, out_dir / f"{options.seed + i:08d}.png"))
     return paths
+
+
+def compat(path: str | Path, target: str | None = None) -> list:
+    """Whether each client (A1111, Forge, ComfyUI, kohya, InvokeAI, diffusers) loads the embedding at
+    `path`, used with a model of family `target` (default: the file's own): compat.Verdict list."""
+    from .embedding.compat import check
+    from .embedding.compat_facts import facts
+
+    if target is not None and target not in ("sd1", "sd2", "sdxl"):
+        raise TIStudioError(f"--on {target!r}: use sd1, sd2 or sdxl")
+    return check(facts(path), target)

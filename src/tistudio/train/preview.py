@@ -46,6 +46,8 @@ def write_preview(s, step: int) -> Path:
 
         s.run.image_embeddings.mkdir(parents=True, exist_ok=True)
         for e in s.objective.embeddings:
-            save_png_embedding(e.snapshot(step, vectors=shown[e.name]),
+            # A1111 triggers a PNG embedding by its stored name, so each snapshot stores NAME-STEP
+            # (as A1111's trainer does): a folder of them gives distinct triggers, not one NAME.
+            save_png_embedding(e.snapshot(step, name=f"{e.name}-{step}", vectors=shown[e.name]),
                                s.run.image_embeddings / f"{e.name}-{step}.png", image)
     return path
