@@ -91,6 +91,22 @@ def test_emp_params_with_out_extra(tmp_path):
     assert torch.equal(load_embedding(tmp_path / "x.safetensors").vectors[0], vec)
 
 
+def test_kohya_and_onetrainer_metadata_give_step_and_stored_name(tmp_path):
+    vec = torch.randn(2, 768)
+    save_file({"emb_params": vec}, str(tmp_path / "k.safetensors"),
+              metadata={"ss_steps": "1500", "ss_output_name": "kohyachar", "ss_sd_model_name": "v1-5.safetensors",
+                        "modelspec.title": "ignored-when-ss_output_name-exists"})
+    kohya = read_embedding(tmp_path / "k.safetensors")
+    assert kohya.embedding.step == 1500 and kohya.stored_name == "kohyachar"
+    assert kohya.embedding.sd_checkpoint_name == "v1-5.safetensors" and kohya.embedding.name == "k"
+    save_file({"emp_params": vec}, str(tmp_path / "ot.safetensors"),
+              metadata={"modelspec.title": "otchar", "modelspec.architecture": "stable-diffusion-v1/textual-inversion",
+                        "ot_branch": "master"})
+    onetrainer = read_embedding(tmp_path / "ot.safetensors")
+    assert onetrainer.stored_name == "otchar" and onetrainer.embedding.step == 0
+    assert onetrainer.embedding.meta["ot_branch"] == "master"  # shown by inspect, written back on convert
+
+
 def test_lora_with_one_bundled_embedding(tmp_path):
     vec = torch.randn(2, 768)
     save_file({"lora_unet_down.lora_up.weight": torch.randn(4, 4), "bundle_emb.mychar.string_to_param.*": vec},
@@ -163,6 +179,8 @@ def test_safetensors_writer_layout_and_metadata(tmp_path):
 def test_diffusers_writer_layouts(tmp_path):
     save_embedding(sd1(), tmp_path / "one.bin", "diffusers")
     assert list(torch.load(tmp_path / "one.bin", weights_only=True)) == ["thing"]
+    save_embedding(sd1(n=1), tmp_path / "single.bin", "diffusers")  # 1 vector: 1-D, as InvokeAI reads it
+    assert torch.load(tmp_path / "single.bin", weights_only=True)["thing"].shape == (768,)
     save_embedding(sd1(), tmp_path / "folder", "diffusers")
     assert set(load_file(str(tmp_path / "folder" / "learned_embeds.safetensors"))) == {"thing"}
     save_embedding(sdxl(), tmp_path / "xl", "diffusers")
