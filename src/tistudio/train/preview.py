@@ -38,8 +38,7 @@ def write_preview(s, step: int) -> Path:
     with torch.no_grad():
         image = generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip)[0]
     s.c.vae.to(vae_device)
-    name = s.objective.embeddings[0].name
-    path = save_png(image, s.run.images / f"{name}-{step}.png")
+    path = save_png(image, s.run.preview(step))
     s.callback(Previewed(step, str(path)))
     if cfg.png_embeddings:
         from ..embedding.formats.a1111_png import save_png_embedding
@@ -47,5 +46,5 @@ def write_preview(s, step: int) -> Path:
         s.run.image_embeddings.mkdir(parents=True, exist_ok=True)
         for e in s.objective.embeddings:
             save_png_embedding(e.snapshot(step, vectors=shown[e.name]),
-                               s.run.image_embeddings / f"{e.name}-{step}.png", image)
+                               s.run.image_embedding(step, e.name), image)
     return path
