@@ -103,13 +103,18 @@ def check_steps_left(cfg: TrainConfig, name: str, start_step: int, resume: str |
                         f"to train M−{start_step} more (e.g. --steps {start_step + cfg.steps} for {cfg.steps} more)")
 
 
-def _claim(cfg: TrainConfig, emb: Embedding, dist: Distributed, folder: str | None) -> tuple[TrainingFolder, RunLock | None]:
+def _claim(cfg: TrainConfig, emb: Embedding, dist: Distributed, folder: str | None,
+           callback: Callback) -> tuple[TrainingFolder, RunLock | None]:
     """The run folder, locked, with its identity and config.toml written: `folder` (a resume's),
     else LOG_DIR/NAME, or NAME-2 … when LOG_DIR/NAME is another embedding's run (runs/identity.py).
     config.toml comes first of all files, so a run killed at any later moment can be resumed."""
     if not dist.is_main:  # the others write a scratch copy (train/distributed.py)
         return TrainingFolder(dist.run_root(Path(cfg.log_dir) / emb.name), emb.name), None
     root = Path(folder) if folder else identity.choose(cfg.log_dir, emb.name, cfg.embedding)
+    if root != Path(cfg.log_dir) / emb.name and not folder:
+        owner = identity.read(RunFolder(Path(cfg.log_dir) / emb.name, emb.name)) or {}
+        callback(Message("info", f"{Path(cfg.log_dir) / emb.name} is the run of another embedding named "
+                                 f"{emb.name} ({owner.get('embedding', 'unknown file')}); this run goes to {root}"))
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # read-only or full disk: one line, not a traceback
@@ -151,7 +156,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     device = pick_device(cfg.device)
     dist = Distributed.from_env(cfg.batch_size, device.type)
     device = dist.device(device)
-    run, lock = _claim(cfg, emb, dist, folder)
+    run, lock = _claim(cfg, emb, dist, folder, callback)
     try:
         session = _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist)
     except BaseException:  # the folder is free again for the next try
