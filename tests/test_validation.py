@@ -53,6 +53,7 @@ def test_held_out_images_are_never_trained_on(tiny_models, dataset, tmp_path, em
     trained = {r.path.name for r in s.cache.records}
     assert len(trained) == 2 and s.hooks[-1].validation.held_out
     assert len(s.hooks[-1].validation) == 2 * 3
+    s.lock.release()  # prepare() holds the run folder until train() ends; this test prepares it again
     # --val-data: a copy of a training image (another name, same bytes) is removed from training.
     val_dir = tmp_path / "val"
     val_dir.mkdir()

@@ -129,3 +129,25 @@ def remove_stale(folder: str | Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def check_writable(target: str | Path) -> None:
+    """Fail now, not after hours of training, when `target` could not be written later: its nearest
+    existing folder must take a new file (probed by creating and removing one, since permissions
+    alone do not tell: root ignores them, a read-only mount does not). The probe is a temporary, so
+    remove_stale clears it should the process die in between."""
+    target = Path(target)
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise TIStudioError(f"cannot write {target}: {folder} is a file, not a folder; choose another path")
+    probe = folder / f".tistudio-probe.{os.getpid()}{TMP_SUFFIX}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        user = as_user_error(exc, target)
+        if user is None:
+            raise
+        raise user from None

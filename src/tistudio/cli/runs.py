@@ -7,6 +7,8 @@ import csv
 import json
 from pathlib import Path
 
+from ..runs.folder import RunFolder
+
 
 def register(sub) -> None:
     p = sub.add_parser("runs", help="list training runs: steps, best step and val loss, final loss, time",
@@ -30,7 +32,8 @@ def _from_loss_csv(path: Path) -> dict:
 
 def run_info(folder: Path) -> dict | None:
     """What the listing shows for one run folder, or None when `folder` is not a run."""
-    summary, loss_csv = folder / "summary.json", folder / "loss.csv"
+    run = RunFolder.open(folder)
+    summary, loss_csv = run.summary, run.loss_csv
     info = None
     if summary.is_file():
         try:

@@ -1,13 +1,14 @@
 """`tistudio train --model M --embedding FILE --data DIR [--config run.toml] [flags]`
 
-Options given on the command line override the TOML file (or, with --resume, the run's saved
-config); options not given keep those values or the defaults."""
+Options given on the command line override the TOML file; options not given keep its values or
+the defaults. With --resume the run's saved config.toml is used, and only the options that may
+change on resume (config.RESUMABLE) may differ from it."""
 from __future__ import annotations
 
 import os
 import signal
 import sys
-from ..config import TrainConfig
+from ..config import RESUMABLE, TrainConfig
 from ..errors import TIStudioError
 
 # flag -> (config field, type, help). Types: None = store_true, False = store_false.
@@ -24,7 +25,9 @@ OPTIONS = {
     "--lr": ("lr", str, "learning rate or schedule, e.g. '0.05:200, 0.005:1000, 0.001' (default 0.005)"),
     "--batch-size": ("batch_size", int, "images per micro-batch (default 1)"),
     "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step (default 1)"),
-    "--steps": ("steps", int, "max optimizer steps (default 3000)"),
+    "--steps": ("steps", int, "the step to train up to, counted from the step the embedding already "
+                "stores (as in A1111): an embedding at step 1000 with --steps 3000 trains 2000 more "
+                "(default 3000)"),
     "--width": ("width", int, "training width, multiple of 8 (default: the family's resolution)"),
     "--height": ("height", int, "training height, multiple of 8"),
     "--flip": ("flip", None, "randomly mirror images (exact: mirrored latents are encoded too)"),
@@ -106,8 +109,10 @@ def _add(p, table) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train an embedding on a folder of images",
-                       description="Train a Textual Inversion embedding. Ctrl-C saves and stops; "
-                       "--resume RUN_DIR continues exactly where it stopped.")
+                       description="Train a Textual Inversion embedding into the run folder "
+                       "LOG_DIR/NAME (NAME-2 … when that folder is another embedding's run). --steps "
+                       "is the step to reach, counted from the embedding's stored step. Ctrl-C saves "
+                       "and stops; --resume RUN_DIR continues exactly where it stopped.")
     _add(p, MODEL_OPTIONS)
     _add(p, OPTIONS)
     _add(p, DREAMARTIST_OPTIONS)
@@ -115,7 +120,9 @@ def register(sub) -> None:
                    choices=["a1111-pt", "a1111-png", "safetensors", "diffusers"],
                    help="output format (repeatable; default a1111-pt and safetensors)")
     p.add_argument("--config", help="TOML file with any of these options (flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its folder (LOG_DIR/NAME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run in its folder (LOG_DIR/NAME) with the "
+                   "options of its config.toml; only these may change: "
+                   + " ".join(sorted(option_name(f) for f in RESUMABLE)))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -134,16 +141,27 @@ def overrides_from(args) -> dict:
     return given
 
 
+def option_name(field: str) -> str:
+    """The flag of a config field ("dreamartist.cfg" -> "--cfg"), for messages."""
+    section, _, name = field.rpartition(".")
+    table = {"model": MODEL_OPTIONS, "dreamartist": DREAMARTIST_OPTIONS}.get(section, OPTIONS)
+    if field == "formats":
+        return "--format"
+    return next((flag for flag, (dest, _, _) in table.items() if dest == name), f"--{name.replace('_', '-')}")
+
+
 def build_config(args) -> TrainConfig:
-    from ..config import from_dict, load_toml
-    from ..train.session import config_for_resume
+    from ..config import from_dict, load_toml, merge
+    from ..train.session import config_for_resume, show
 
     given = overrides_from(args)
     if args.resume:
-        return config_for_resume(args.resume, given)
+        cfg, changed = config_for_resume(args.resume, given, label=option_name)
+        for name, old, new in changed:
+            print(f"info: --resume: {option_name(name)} {show(new)} (was {show(old)})", flush=True)
+        return cfg
     base = load_toml(args.config) if args.config else {}
-    nested = {k: {**base.get(k, {}), **given.pop(k, {})} for k in ("model", "dreamartist")}
-    return from_dict(TrainConfig, {**base, **given, **nested}, args.config or "command line")
+    return from_dict(TrainConfig, merge(base, given), args.config or "command line")
 
 
 def run(args) -> int:

@@ -22,6 +22,7 @@ import torch
 
 from ..atomic import write_text, write_with
 from ..errors import TIStudioError
+from ..runs.folder import RunFolder
 from .concepts import Concept
 from .scenes import FRAMES
 
@@ -134,16 +135,9 @@ def before_after_grid(before: list[np.ndarray], after: list[np.ndarray], labels:
     return grid
 
 
-def _step_of(preview: Path) -> int:
-    """NAME-STEP.png -> STEP, so previews list in training order (500 before 1000)."""
-    tail = preview.stem.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
-
-
-def _loss_average(run_dir: Path) -> float:
+def _loss_average(path: Path) -> float:
     import csv
 
-    path = run_dir / "loss.csv"
     if not path.is_file():
         return math.nan
     with path.open(newline="") as fh:
@@ -236,15 +230,15 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
                              (f"before: init word '{concept.init_word}' ({baseline:.0%} {concept.spec})",
                               f"after: learned '{NAME}' ({fidelity:.0%} {concept.spec})"))
     grid_path = write_with(out / "before_after.png", lambda tmp: grid.save(tmp, format="PNG"))
-    run_dir = out / "runs" / NAME  # the run folder is LOG_DIR/NAME
+    run = RunFolder.open(result.run_dir)  # LOG_DIR/NAME, or NAME-2 … beside another embedding's run
     files = {"data": str(out / "data"), "embeddings": [str(p) for p in result.outputs],
-             "run": str(run_dir), "loss_plot": str(run_dir / "loss.png"),
-             "previews": [str(p) for p in sorted((run_dir / "images").glob(f"{NAME}-*.png"), key=_step_of)],
+             "run": str(run.root), "loss_plot": str(run.plot),
+             "previews": [str(p) for p, _ in run.previews()],
              "before_after": str(grid_path), "json": str(out / "fidelity.json")}
     report = FidelityResult(
         concept=concept.spec, method=s.method, fidelity=fidelity, baseline=baseline,
         init_word=concept.init_word, wall_s=round(time.perf_counter() - started, 1), train_s=round(train_s, 1),
-        steps=result.step, final_loss=result.last_loss, final_loss_avg=_loss_average(run_dir),
+        steps=result.step, final_loss=result.last_loss, final_loss_avg=_loss_average(run.loss_csv),
         samples=s.samples, settings=asdict(s), files=files)
     write_json([report], out / "fidelity.json")
     return report

@@ -18,15 +18,14 @@ import time
 from dataclasses import dataclass
 
 from ..atomic import write_text
-from ..embedding.formats import FORMATS, load_embedding, save_embedding
+from ..embedding.formats import load_embedding, save_embedding
 from ..events import Message
+from ..runs.folder import best_beside, final_paths
 from . import fidelity
 from .health import WARN_RATIO, cap_norms, measure, summary, vocabulary_medians
-from .monitor import BOARD_DIR, PLOT_FILE, Board, write_loss_plot
+from .monitor import Board, write_loss_plot
 from .validation import ValidationSet
 
-SUMMARY_FILE = "summary.json"
-EVAL_FILE = "evaluations.csv"
 OVERFIT_WINDOW = 3      # evaluations: validation up at each of them while the training average falls
 PLOT_EVERY = 100        # steps between plot refreshes when there is no validation (nor --save-every)
 REASONS = {
@@ -66,7 +65,7 @@ class Evaluator:
         self.start = self._start_vectors(s, resumed)
         self.validation = ValidationSet.build(s, val_cache) if cfg.val_every else None
         self.scorers = fidelity.scorers(s) if cfg.val_every else []
-        self.board = (Board(run.root / BOARD_DIR, purge_step=s.start_step + 1 if resumed else None)
+        self.board = (Board(run.board, purge_step=s.start_step + 1 if resumed else None)
                       if cfg.tensorboard and self.writes else None)
         previous = self._read_summary() if resumed else {}
         self.seconds_before = previous.get("seconds") or 0.0
@@ -88,7 +87,7 @@ class Evaluator:
         """The vectors this run began from, kept as NAME-init.safetensors for drift on resume."""
         start = {}
         for e in s.objective.embeddings:
-            path = s.run.embeddings / f"{e.name}-init.safetensors"
+            path = s.run.init_file(e.name)
             if resumed and path.is_file():
                 start[e.name] = load_embedding(path).vectors
             else:
@@ -99,14 +98,14 @@ class Evaluator:
         return start
 
     def _read_summary(self) -> dict:
-        path = self.run.root / SUMMARY_FILE
+        path = self.run.summary
         try:
             return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         except (json.JSONDecodeError, UnicodeDecodeError):
             return {}
 
     def _read_history(self, upto: int) -> list[Evaluation]:
-        path = self.run.root / EVAL_FILE
+        path = self.run.evaluations
         if not path.is_file():
             return []
         with path.open(newline="") as fh:
@@ -115,8 +114,7 @@ class Evaluator:
                 for r in rows if int(r["step"]) <= upto]
 
     def _read_best(self) -> list | None:
-        ext = FORMATS[self.cfg.formats[0]][0]
-        paths = [self.run.embeddings / f"{name}-best{ext}" for name in self.names]
+        paths = [self.run.best(self.cfg.formats[0], name) for name in self.names]
         return [load_embedding(p) for p in paths] if all(p.is_file() for p in paths) else None
 
     # -- the hook ---------------------------------------------------------------------------
@@ -220,18 +218,16 @@ class Evaluator:
         self.best_embeddings = [e.snapshot(step) for e in s.objective.embeddings]
         for emb in self.best_embeddings if self.writes else ():
             for fmt in self.cfg.formats:
-                save_embedding(emb, self.run.embeddings / f"{emb.name}-best{FORMATS[fmt][0]}", fmt)
+                save_embedding(emb, self.run.best(fmt, emb.name), fmt)
 
     def _best_beside_output(self) -> list[str]:
-        """NAME-best.* beside the final embedding, where the user looks for their result."""
-        from .run import final_paths
-
-        out = []
+        """NAME-best.* beside the final embedding (DreamArtist's partner beside its own), where the
+        user looks for their result."""
+        cfg, out = self.cfg, []
         for k, emb in enumerate(self.best_embeddings):
-            for path, fmt in final_paths(self.cfg, self.names[0]):
-                if k:
-                    path = path.with_name(emb.name + path.suffix)
-                out.append(str(save_embedding(emb, path.with_name(f"{path.stem}-best{path.suffix}"), fmt)))
+            partner = emb.name if k else None
+            for path, fmt in final_paths(cfg.output, cfg.embedding, cfg.formats, self.names[0], partner):
+                out.append(str(save_embedding(emb, best_beside(path, fmt), fmt)))
         return out
 
     def _write_history(self) -> None:
@@ -242,17 +238,17 @@ class Evaluator:
         for h in self.history:
             writer.writerow([h.step] + [f"{h.values[k]:.6g}" if math.isfinite(h.values.get(k, math.nan)) else ""
                                         for k in columns[1:]])
-        write_text(self.run.root / EVAL_FILE, buf.getvalue())
+        write_text(self.run.evaluations, buf.getvalue())
 
     def _plot(self, s) -> None:
         if self.cfg.plot:
-            write_loss_plot(self.run.root / PLOT_FILE, s.run.records(), title=self.names[0],
+            write_loss_plot(self.run.plot, s.run.records(), title=self.names[0],
                             initial_val=self.initial_val, best_step=self.best.step if self.best else None)
 
     def _log_preview(self, s) -> None:
         if self.pending_preview is None:
             return
-        path = s.run.images / f"{self.names[0]}-{self.pending_preview}.png"
+        path = s.run.preview(self.pending_preview)
         if path.is_file():
             self.board.image("preview", path, self.pending_preview)
         self.pending_preview = None
@@ -286,7 +282,7 @@ class Evaluator:
             "seconds": round(self.seconds_before + time.time() - self.started, 1),
             "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        write_text(self.run.root / SUMMARY_FILE, json.dumps(data, indent=2) + "\n")
+        write_text(self.run.summary, json.dumps(data, indent=2) + "\n")
 
 
 def hooks_for(s, val_cache=None, resumed: bool = False) -> list:

@@ -12,9 +12,6 @@ from pathlib import Path
 
 from ..atomic import write_with
 
-PLOT_FILE = "loss.png"
-BOARD_DIR = "tensorboard"
-
 
 def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     pts = [(r["step"], r[key]) for r in records if r.get(key) is not None and math.isfinite(r[key])]

@@ -1,5 +1,5 @@
-"""The run folder a user reads: LOG_DIR/NAME/ with config.toml, loss.csv, embeddings/NAME-STEP.*,
-images/NAME-STEP.png, image_embeddings/NAME-STEP.png and state.pt (for --resume).
+"""What training writes into its run folder (runs/folder.py owns the names): loss.csv rows and
+embedding snapshots.
 
 loss.csv keeps A1111's five columns first (step, epoch, epoch_step, loss, learn_rate), so tools that
 read theirs read ours; loss_ema and val_loss (empty between evaluations) follow."""
@@ -8,28 +8,24 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 from pathlib import Path
 
 from ..atomic import as_user_error, write_text
 from ..embedding.embedding import Embedding
-from ..embedding.formats import FORMATS, save_embedding
+from ..embedding.formats import save_embedding
+from ..runs.folder import RunFolder
 
 LOSS_COLUMNS = ("step", "epoch", "epoch_step", "loss", "learn_rate", "loss_ema", "val_loss")
 # loss_ema: exponential moving average of the training loss over about 1 / (1 - beta) = 10 steps. It is
 # computed from the previous CSV row, so a resumed run continues the same average.
 EMA_BETA = 0.9
-# NAME-STEP.ext (ext may be double, e.g. .pt.optim); the name may hold dashes and dots itself.
-_SNAPSHOT_RE = re.compile(r"^.+-(\d+)(?:\.[^-]+)?$")
 
 
-class RunFolder:
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.embeddings = self.root / "embeddings"
-        self.images = self.root / "images"
-        self.image_embeddings = self.root / "image_embeddings"
-        self.loss_csv = self.root / "loss.csv"
+class TrainingFolder(RunFolder):
+    """The run folder a training process writes (it holds the folder's lock, runs/lock.py)."""
+
+    def __init__(self, root: Path, name: str):
+        super().__init__(root, name)
         for d in (self.root, self.embeddings, self.images):
             try:
                 d.mkdir(parents=True, exist_ok=True)
@@ -89,25 +85,6 @@ class RunFolder:
     def truncate_after(self, step: int) -> None:
         self._rows = [r for r in self._rows if int(r[0]) <= step]
 
-    def prune_snapshots(self, keep: int) -> list[Path]:
-        """--keep-last N: delete the snapshot files (embeddings/ and image_embeddings/) of all but the
-        N latest saved steps, so a long run's disk use stays bounded. Returns the deleted paths."""
-        doomed = []
-        for folder in (self.embeddings, self.image_embeddings):  # each keeps its own N latest
-            by_step: dict[int, list[Path]] = {}
-            for path in folder.glob("*-*") if folder.is_dir() and keep > 0 else ():
-                found = _SNAPSHOT_RE.match(path.name)
-                if found and path.is_file():
-                    by_step.setdefault(int(found.group(1)), []).append(path)
-            doomed += [p for step in sorted(by_step)[:-keep] for p in by_step[step]]
-        for path in doomed:
-            path.unlink(missing_ok=True)
-        return doomed
-
     def save_snapshot(self, emb: Embedding, formats: tuple[str, ...]) -> list[Path]:
         """embeddings/NAME-STEP.<ext> whose stored step equals STEP (A1111 stored STEP-1)."""
-        paths = []
-        for fmt in formats:
-            ext = FORMATS[fmt][0]
-            paths.append(save_embedding(emb, self.embeddings / f"{emb.name}-{emb.step}{ext}", fmt))
-        return paths
+        return [save_embedding(emb, self.snapshot(emb.step, fmt, emb.name), fmt) for fmt in formats]

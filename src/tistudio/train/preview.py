@@ -38,16 +38,15 @@ def write_preview(s, step: int) -> Path:
     with torch.no_grad():
         image = generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip)[0]
     s.c.vae.to(vae_device)
-    name = s.objective.embeddings[0].name
-    path = save_png(image, s.run.images / f"{name}-{step}.png")
+    path = save_png(image, s.run.preview(step))
     s.callback(Previewed(step, str(path)))
     if cfg.png_embeddings:
         from ..embedding.formats.a1111_png import save_png_embedding
 
         s.run.image_embeddings.mkdir(parents=True, exist_ok=True)
         for e in s.objective.embeddings:
-            # A1111 triggers a PNG embedding by its stored name, so each snapshot stores NAME-STEP
-            # (as A1111's trainer does): a folder of them gives distinct triggers, not one NAME.
-            save_png_embedding(e.snapshot(step, name=f"{e.name}-{step}", vectors=shown[e.name]),
-                               s.run.image_embeddings / f"{e.name}-{step}.png", image)
+            # A1111 triggers a PNG embedding by its stored name, so each snapshot stores its file
+            # stem NAME-STEP (as A1111's trainer does): a folder of them gives distinct triggers.
+            png = s.run.image_embedding(step, e.name)
+            save_png_embedding(e.snapshot(step, name=png.stem, vectors=shown[e.name]), png, image)
     return path

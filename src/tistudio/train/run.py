@@ -1,37 +1,38 @@
 """A whole training run's lifecycle: set up, loop, final save (or save on interrupt)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..config import TrainConfig
-from ..embedding.formats import FORMATS, save_embedding
+from ..embedding.formats import save_embedding
 from ..events import Callback, Finished, Message, StopToken
 from ..models.components import Components
+from ..runs import identity
+from ..runs.folder import final_paths
 from .ema import output_vectors
 from .guards import finite
 from .loop import TrainResult, run_loop, save_point
 from . import side_optim
-from .session import prepare
-
-
-def final_paths(cfg: TrainConfig, name: str) -> list[tuple[Path, str]]:
-    """Where the finished embedding goes: --output (its extension picks the first format), else the
-    input embedding's folder; every other chosen format beside it."""
-    target = Path(cfg.output) if cfg.output else Path(cfg.embedding)
-    stem = target.stem if cfg.output else name
-    # Not with_suffix: a name such as "v1.5" would lose its ".5".
-    return [(target.parent / f"{stem}{FORMATS[fmt][0]}", fmt) for fmt in cfg.formats]
+from .session import Session, prepare
 
 
 def train(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
           stop: StopToken | None = None, progress: bool = True, resume: str | None = None) -> TrainResult:
     s = prepare(cfg, components, callback, stop, progress, resume)
+    try:
+        return _run(s, progress)
+    finally:  # however it ends, the run folder is free for the next run (or a resume)
+        if s.lock is not None:
+            s.lock.release()
+
+
+def _run(s: Session, progress: bool) -> TrainResult:
+    cfg = s.cfg
     result = run_loop(s, progress)
     s.dist.close()
     if not s.dist.is_main:  # the other processes hold the same vectors; one writes them
         return result
     save_point(s, result.step, final=True)
-    outputs = []
+    outputs, own = [], []
     shown = output_vectors(s)  # the EMA average when there is one
     first = s.objective.embeddings[0]
     for e in s.objective.embeddings:
@@ -40,13 +41,15 @@ def train(cfg: TrainConfig, components: Components | None = None, callback: Call
             s.callback(Message("warning", f"{e.name} has non-finite values at step {result.step}; "
                                           "final file not written"))
             continue
-        for path, fmt in final_paths(cfg, first.name):
-            if e is not first:  # NAME-neg follows the positive's file: --output x/cat.pt -> x/cat-neg.pt
-                tail = e.name[len(first.name):] if e.name.startswith(first.name) else ""
-                path = path.with_name((path.stem + tail if tail else e.name) + path.suffix)
-            outputs.append(str(save_embedding(emb, path, fmt)))
+        partner = None if e is first else e.name  # NAME-neg follows the positive's file name
+        for path, fmt in final_paths(cfg.output, cfg.embedding, cfg.formats, first.name, partner):
+            written = save_embedding(emb, path, fmt)
+            outputs.append(str(written))
+            if e is first:
+                own.append(written)
             if fmt == "a1111-pt" and side_optim.write(path, emb.vectors, s.objective, s.optimizer):
                 outputs.append(f"{path}.optim")
+    identity.record(s.run, cfg.embedding, own)  # training these files further continues this run
     result.outputs = outputs
     s.callback(Finished(result.step, result.reason, tuple(outputs)))
     return result

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from ..config import TrainConfig, dump_toml, from_dict, load_toml
-from ..atomic import remove_stale, write_text
+from ..config import TrainConfig, changes, dump_toml, from_dict, load_toml, merge, not_resumable
+from ..atomic import as_user_error, check_writable, remove_stale, write_text
 from ..data.dataset import grayscale_copies, make_records, scan_images
 from ..data.latent_cache import LatentCache
 from ..data.latent_store import store_for
@@ -20,11 +21,14 @@ from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
 from ..events import Callback, Message, StopToken
 from ..models.components import Components
+from ..runs import identity
+from ..runs.folder import CONFIG_FILE, RunFolder, final_paths
+from ..runs.lock import RunLock
 from . import side_optim, state as train_state
 from .ema import EMA
 from .guards import NumericGuard
 from .objectives.select import build_objective, ema_decays
-from .outputs import RunFolder
+from .outputs import TrainingFolder
 from .schedules import LRSchedule, parse_lr
 from .evaluation import hooks_for
 from .validation import held_out_cache, split_images
@@ -44,7 +48,7 @@ class Session:
     optimizer: torch.optim.Optimizer
     scaler: object | None
     schedule: LRSchedule
-    run: RunFolder
+    run: TrainingFolder
     prompt_rng: random.Random
     device: torch.device
     start_step: int
@@ -60,6 +64,7 @@ class Session:
     speed: SpeedSettings | None = None   # resolved --profile and speed options (train/speed.py)
     dist: Distributed = field(default_factory=Distributed)   # this process's share (train/distributed.py)
     guard: NumericGuard = field(default_factory=NumericGuard)   # non-finite steps (train/guards.py)
+    lock: RunLock | None = None   # held on the run folder until train() ends (runs/lock.py)
 
 
 def pick_device(name: str) -> torch.device:
@@ -82,12 +87,48 @@ def load_components(cfg: TrainConfig, device: torch.device | None = None, proces
     return source.load(DTYPES[speed.precision], vae_dtype=torch.float32)
 
 
-def _embedding(cfg: TrainConfig, c: Components) -> Embedding:
+def _embedding(cfg: TrainConfig) -> Embedding:
     if not cfg.embedding:
         raise TIStudioError("--embedding is required: a file made by `tistudio create NAME`")
-    emb = load_embedding(cfg.embedding)
-    emb.check_fits(c.widths, cfg.embedding)
-    return emb
+    return load_embedding(cfg.embedding)
+
+
+def check_steps_left(cfg: TrainConfig, name: str, start_step: int, resume: str | None = None) -> None:
+    """--steps is a target counted from the embedding's stored step (as in A1111), not a number of
+    steps to add: refuse a run that has nothing left to do, before anything loads or is written."""
+    if start_step < cfg.steps:
+        return
+    where = f"--resume {resume}: " if resume else ""
+    raise TIStudioError(f"{where}{name} is already at step {start_step} (≥ --steps {cfg.steps}); pass --steps M "
+                        f"to train M−{start_step} more (e.g. --steps {start_step + cfg.steps} for {cfg.steps} more)")
+
+
+def _claim(cfg: TrainConfig, emb: Embedding, dist: Distributed, folder: str | None,
+           callback: Callback) -> tuple[TrainingFolder, RunLock | None]:
+    """The run folder, locked, with its identity and config.toml written: `folder` (a resume's),
+    else LOG_DIR/NAME, or NAME-2 … when LOG_DIR/NAME is another embedding's run (runs/identity.py).
+    config.toml comes first of all files, so a run killed at any later moment can be resumed."""
+    if not dist.is_main:  # the others write a scratch copy (train/distributed.py)
+        return TrainingFolder(dist.run_root(Path(cfg.log_dir) / emb.name), emb.name), None
+    root = Path(folder) if folder else identity.choose(cfg.log_dir, emb.name, cfg.embedding)
+    if root != Path(cfg.log_dir) / emb.name and not folder:
+        owner = identity.read(RunFolder(Path(cfg.log_dir) / emb.name, emb.name)) or {}
+        callback(Message("info", f"{Path(cfg.log_dir) / emb.name} is the run of another embedding named "
+                                 f"{emb.name} ({owner.get('embedding', 'unknown file')}); this run goes to {root}"))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only or full disk: one line, not a traceback
+        raise as_user_error(exc, root) or exc from None
+    lock = RunLock(RunFolder(root, emb.name).lock).acquire()
+    try:
+        run = TrainingFolder(root, emb.name)
+        remove_stale(run.root)  # temporaries of a killed run (atomic.py)
+        write_text(run.config, dump_toml(cfg))
+        identity.record(run, cfg.embedding)
+    except BaseException:
+        lock.release()
+        raise
+    return run, lock
 
 
 def _encode_fn(c: Components, device: torch.device):
@@ -101,17 +142,37 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
             stop: StopToken | None = None, progress: bool = True, resume: str | None = None) -> Session:
     callback = callback or (lambda event: None)
     stop = stop or StopToken()
+    folder = resume
     if resume and train_state.resume_point(resume) is None:  # killed before its first save
-        callback(Message("info", f"--resume {resume}: no state.pt yet; starting from the beginning"))
+        callback(Message("info", f"--resume {resume}: no state.pt yet; starting from the beginning (step 0) in that folder"))
         resume = None
+    # Cheap checks first (the embedding, a resume's state, the steps left, the output's folder), so a
+    # run that cannot start says so before the model loads, and one with nothing to do writes nothing.
+    emb = _embedding(cfg)
+    saved = train_state.load(Path(resume)) if resume else None
+    check_steps_left(cfg, emb.name, int(saved["step"]) if saved else emb.step, resume)
+    for path, _ in final_paths(cfg.output, cfg.embedding, cfg.formats, emb.name):
+        check_writable(path)
     device = pick_device(cfg.device)
     dist = Distributed.from_env(cfg.batch_size, device.type)
     device = dist.device(device)
+    run, lock = _claim(cfg, emb, dist, folder, callback)
+    try:
+        session = _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist)
+    except BaseException:  # the folder is free again for the next try
+        if lock is not None:
+            lock.release()
+        raise
+    session.lock = lock
+    return session
+
+
+def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist) -> Session:
     c = components or load_components(cfg, device, dist.world)
     c.freeze()
     width = cfg.width or c.family.resolution
     height = cfg.height or c.family.resolution
-    emb = _embedding(cfg, c)
+    emb.check_fits(c.widths, cfg.embedding)
     lines = load_template(cfg.template)
 
     images, skipped = scan_images(cfg.data)
@@ -133,14 +194,12 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     cache = LatentCache.build(records, _encode_fn(c, device), width=width, height=height,
                               mode=cfg.latent_sampling, flip=cfg.flip, batch_size=cfg.batch_size,
                               generator=torch.Generator().manual_seed(cfg.seed + 1), progress=progress,
-                              store=store_for(cfg.latent_cache, records, cfg.flip,
-                                              dist.run_root(Path(cfg.log_dir) / emb.name) / "latents", c.vae))
+                              store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae))
     val_cache = held_out_cache(cfg, held_out, _encode_fn(c, device), width=width, height=height,
                                factor=c.vae_factor, progress=progress)
     if cfg.vae_offload:
         c.vae.to("cpu")
 
-    run = RunFolder(dist.run_root(Path(cfg.log_dir) / emb.name))
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
     # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
@@ -153,7 +212,6 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     decays = ema_decays(cfg, objective)
     ema = EMA(objective.embeddings, decays, cfg.ema_replace_every) if decays else None
     if resume:
-        saved = train_state.load(Path(resume))
         for e in objective.embeddings:
             for p, v in zip(e.params, saved["vectors"][e.name]):
                 p.data.copy_(v.to(device))
@@ -168,9 +226,6 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         start_step = int(saved["step"])
         run.truncate_after(start_step)
         callback(Message("info", f"resumed {resume} at step {start_step}"))
-    if dist.is_main:
-        remove_stale(run.root)  # temporaries of a killed run (atomic.py)
-        write_text(run.root / "config.toml", dump_toml(cfg))
     session = Session(cfg=cfg, c=c, objective=objective, cache=cache,
                    prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
                    optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
@@ -183,13 +238,31 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     return session
 
 
-def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:
-    """The run's saved config with `overrides` (explicitly given options) on top."""
-    path = Path(run_dir) / "config.toml"
+def config_for_resume(run_dir: str | Path, overrides: dict,
+                      label: Callable[[str], str] = str) -> tuple[TrainConfig, list[tuple[str, object, object]]]:
+    """The run's saved config with `overrides` (the options given explicitly) on top, and the
+    changes they make. Only the options config.RESUMABLE names may change; any other that differs
+    is refused, all of them named at once (`label` turns a field into the face's option name)."""
+    path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise TIStudioError(f"--resume {run_dir}: no config.toml there; pass a run folder written by "
+        raise TIStudioError(f"--resume {run_dir}: no {CONFIG_FILE} there; pass a run folder written by "
                             "`tistudio train` (LOG_DIR/NAME)")
     base = load_toml(path)
-    nested = {k: {**base.get(k, {}), **overrides.pop(k, {})} for k in ("model", "dreamartist")}
-    return from_dict(TrainConfig, {**base, **overrides, **nested}, str(path))
+    stored = from_dict(TrainConfig, base, str(path))
+    cfg = from_dict(TrainConfig, merge(base, overrides), "the command line")
+    diff = changes(stored, cfg)
+    refused = not_resumable(diff)
+    if refused:
+        listed = ", ".join(f"{label(name)} {show(new)} (the run has {show(old)})" for name, old, new in refused)
+        raise TIStudioError(f"--resume {run_dir}: {listed}: cannot change on resume, since they shape what "
+                            f"is trained; drop them to continue the run as {path} has it, or start a new run")
+    return cfg, diff
 
+
+def show(value) -> str:
+    """An option's value as a user types it."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)

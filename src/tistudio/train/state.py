@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from ..atomic import write_with
+from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
-
-STATE_FILE = "state.pt"
+from ..runs.folder import CONFIG_FILE, STATE_FILE, RunFolder
 
 
 def capture(step: int, vectors: dict[str, tuple[torch.Tensor, ...]], optimizer, scaler,
@@ -44,7 +44,7 @@ def resume_point(run_dir: str | Path | None) -> str | None:
     if run_dir is None:
         return None
     folder = Path(run_dir)
-    if not (folder / STATE_FILE).is_file() and (folder / "config.toml").is_file():
+    if not (folder / STATE_FILE).is_file() and (folder / CONFIG_FILE).is_file():
         return None
     return str(run_dir)
 
@@ -55,9 +55,24 @@ def load(run_dir: Path) -> dict:
         raise TIStudioError(f"--resume {run_dir}: no {STATE_FILE} there; pass a run folder written by "
                             "`tistudio train` (LOG_DIR/NAME)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TIStudioError(f"{path}: unreadable training state ({str(exc).splitlines()[0][:160]})") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        int(state["step"])
+        return state
+    except Exception as exc:  # torch raises many types for a damaged file; a 0-byte one has no message
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise TIStudioError(f"{path}: damaged training state ({why}); {_fallback(RunFolder.open(run_dir))}") from None
+
+
+def _fallback(run: RunFolder) -> str:
+    """The way on from a damaged state.pt: the newest snapshot that still loads."""
+    for step, snapshot in run.snapshots():
+        try:
+            load_embedding(snapshot)
+        except Exception:  # a damaged snapshot too: try the one before
+            continue
+        return (f"continue from the newest intact snapshot with --embedding {snapshot} (step {step}, "
+                f"without --resume), or delete {run.state} to --resume from step 0")
+    return f"no intact snapshot in {run.embeddings}; delete {run.state} to --resume from step 0"
 
 
 def restore_rngs(state: dict, prompt_rng: random.Random) -> None:

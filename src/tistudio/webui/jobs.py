@@ -13,6 +13,8 @@ from .. import api
 from ..config import TrainConfig
 from ..errors import TIStudioError
 from ..events import Event, Finished, Message, Previewed, Progress, Saved, StopToken
+from ..runs.folder import RunFolder
+from ..runs.identity import folder_for
 
 
 class ModelHolder:
@@ -75,6 +77,7 @@ class TrainingJob:
     cfg: TrainConfig
     resume: str | None
     run_dir: str
+    name: str
     stop: StopToken = field(default_factory=StopToken)
     status: str = "running"
     points: list = field(default_factory=list)
@@ -105,15 +108,9 @@ class TrainingJob:
 
     def view(self) -> JobView:
         with self._lock:
-            return JobView(self.id, _name(self.cfg), self.status, self.cfg, self.resume, tuple(self.points),
+            return JobView(self.id, self.name, self.status, self.cfg, self.resume, tuple(self.points),
                            self.last, tuple(self.previews), tuple(self.saved), tuple(self.messages),
                            self.finished, self.error, self.run_dir, self.stop.stopped)
-
-
-def _name(cfg: TrainConfig) -> str:
-    from pathlib import Path
-
-    return Path(cfg.embedding).stem
 
 
 class JobRegistry:
@@ -139,13 +136,13 @@ class JobRegistry:
             return next((j for j in self._jobs if j.id == job_id), None)
 
     def start(self, cfg: TrainConfig, resume: str | None = None) -> TrainingJob:
-        """Load (or reuse) the model, then train in a daemon thread; returns at once."""
-        from pathlib import Path
-
+        """Load (or reuse) the model, then train in a daemon thread; returns at once. The job's run
+        folder is the one training will write (runs/identity.py decides for both)."""
+        run = RunFolder.open(resume) if resume else folder_for(cfg.log_dir, cfg.embedding)
         with self._lock:
             if any(j.status == "running" for j in self._jobs):
                 raise TIStudioError("a training run is already going; interrupt it or wait for it to end")
-            job = TrainingJob(len(self._jobs) + 1, cfg, resume, str(Path(cfg.log_dir) / _name(cfg)))
+            job = TrainingJob(len(self._jobs) + 1, cfg, resume, str(run.root), run.name)
             self._jobs.append(job)
         job.thread = threading.Thread(target=self._run, args=(job,), name=f"tistudio-train-{job.id}", daemon=True)
         job.thread.start()

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TIStudioError
-
-EMBEDDING_SUFFIXES = (".pt", ".safetensors", ".bin")
+from ..runs.folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ RUN_COLUMNS = ["run", "steps", "last loss", "best step", "best loss", "stopped"]
 
 def loss_rows(run_dir: Path) -> list[dict]:
     """loss.csv as dicts of floats (empty cells, e.g. val_loss between evaluations, are dropped)."""
-    path = Path(run_dir) / "loss.csv"
+    path = RunFolder.open(run_dir).loss_csv
     if not path.is_file():
         return []
     rows = []
@@ -55,7 +54,7 @@ def loss_rows(run_dir: Path) -> list[dict]:
 
 def _summary(run_dir: Path) -> dict:
     try:
-        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        return json.loads(RunFolder.open(run_dir).summary.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -78,7 +77,7 @@ def run_info(run_dir: Path) -> RunInfo:
 def list_runs(log_dir: Path) -> list[RunInfo]:
     if not log_dir.is_dir():
         raise TIStudioError(f"Log folder {log_dir}: not a folder; train once, or enter the folder your runs are in")
-    return [run_info(p) for p in sorted(log_dir.iterdir()) if (p / "config.toml").is_file()]
+    return [run_info(p) for p in sorted(log_dir.iterdir()) if RunFolder.open(p).config.is_file()]
 
 
 def chart_rows(runs: dict[str, list[dict]], with_validation: bool = True) -> list[dict]:
@@ -93,22 +92,13 @@ def chart_rows(runs: dict[str, list[dict]], with_validation: bool = True) -> lis
 
 
 def snapshots(run_dir: Path) -> list[Path]:
-    """Saved embeddings of a run, newest step first (NAME-STEP.*, NAME-best.*)."""
-    folder = Path(run_dir) / "embeddings"
-    if not folder.is_dir():
-        return []
-    files = [p for p in folder.iterdir() if p.suffix in EMBEDDING_SUFFIXES and p.is_file()]
-    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+    """Saved embeddings of a run, newest first (NAME-STEP.*, NAME-best.*)."""
+    return RunFolder.open(run_dir).embedding_files()
 
 
 def previews(run_dir: Path) -> list[tuple[Path, int]]:
     """(image, step) for the run's preview images, in step order."""
-    out = []
-    for p in (Path(run_dir) / "images").glob("*.png"):
-        tail = p.stem.rsplit("-", 1)[-1]
-        if tail.isdigit():
-            out.append((p, int(tail)))
-    return sorted(out, key=lambda item: item[1])
+    return RunFolder.open(run_dir).previews()
 
 
 def export(snapshot: Path, fmt: str, out_dir: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import TIStudioError
+from ..runs.identity import folder_for
 from . import runs as run_files
 from .context import Context, user_errors
 from .forms import FieldSpec, build_train_config, example_prompts, train_fields
@@ -104,8 +105,9 @@ def start(ctx: Context, specs, model, family, *values) -> str:
 
 def resume(ctx: Context, specs, model, family, *values) -> str:
     cfg = _config(ctx, specs, model, family, values)
-    run_dir = Path(cfg.log_dir) / Path(cfg.embedding).stem
-    if not (run_dir / "state.pt").is_file():
+    run = folder_for(cfg.log_dir, cfg.embedding)  # the folder training chose for this embedding
+    run_dir = run.root
+    if not run.state.is_file():
         raise TIStudioError(f"Resume: {ctx.guard.show(run_dir)} has no saved state; press Train to start a run")
     job = ctx.jobs.start(cfg, resume=str(run_dir))
     return f"Resumed `{ctx.guard.show(run_dir)}` as run {job.id}, up to step {cfg.steps}."

@@ -17,9 +17,9 @@ from ...embedding.formats import load_embedding
 from ...errors import TIStudioError
 from ...models.components import Components
 from ...models.conditioning import PromptEncoder
+from ...runs.folder import NEG_SUFFIX
 from .base import TrainableEmbedding
 
-NEG_SUFFIX = "-neg"
 _EXTENSIONS = (".pt", ".safetensors", ".bin", ".png")
 
 
