@@ -86,7 +86,7 @@ class TrainConfig:
     batch_size: int = 1
     grad_accum: int = 1
     steps: int = 3000                 # max optimizer steps
-    width: int | None = None          # default: the family's native resolution
+    width: int | None = None          # default: the model's own size (Components.resolution)
     height: int | None = None
     flip: bool = False
     seed: int = 0

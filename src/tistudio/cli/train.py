@@ -25,7 +25,7 @@ OPTIONS = {
     "--batch-size": ("batch_size", int, "images per micro-batch (default 1)"),
     "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step (default 1)"),
     "--steps": ("steps", int, "max optimizer steps (default 3000)"),
-    "--width": ("width", int, "training width, multiple of 8 (default: the family's resolution)"),
+    "--width": ("width", int, "training width, multiple of 8 (default: the model's own size, from its config)"),
     "--height": ("height", int, "training height, multiple of 8"),
     "--flip": ("flip", None, "randomly mirror images (exact: mirrored latents are encoded too)"),
     "--seed": ("seed", int, "seed for data order, noise and prompts (default 0)"),

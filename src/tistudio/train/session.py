@@ -109,8 +109,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     device = dist.device(device)
     c = components or load_components(cfg, device, dist.world)
     c.freeze()
-    width = cfg.width or c.family.resolution
-    height = cfg.height or c.family.resolution
+    width = cfg.width or c.resolution
+    height = cfg.height or c.resolution
     emb = _embedding(cfg, c)
     lines = load_template(cfg.template)
 
