@@ -63,9 +63,21 @@ class Session:
 
 
 def pick_device(name: str) -> torch.device:
+    """The --device (its spelling is checked in config.py), refused when this machine lacks it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            build = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise TIStudioError(f"--device {name}: {build}; use --device cpu (or auto)")
+        if (device.index or 0) >= count:
+            raise TIStudioError(f"--device {name}: only {count} CUDA device(s) here; use cuda:0 to "
+                                f"cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise TIStudioError(f"--device {name}: Apple's MPS is not available here; use --device cpu (or auto)")
+    return device
 
 
 def load_components(cfg: TrainConfig, device: torch.device | None = None, processes: int = 1) -> Components:
