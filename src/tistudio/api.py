@@ -17,11 +17,12 @@ def load_model(path: str, family: str | None = None, prediction: str | None = No
 def create_embedding(model: str | Components, name: str, init_text: str = "*", vectors: int = 1,
                      out_dir: str | Path = "embeddings", overwrite: bool = False, fmt: str = "a1111-pt") -> Path:
     """Write OUT_DIR/NAME.pt (or .safetensors) initialised from `init_text`."""
-    from .embedding.create import create_embedding as _create
+    from .embedding.create import check_vectors, create_embedding as _create
     from .embedding.embedding import validate_name
     from .embedding.formats import FORMATS, save_embedding
 
     validate_name(name)  # cheap checks first: no model load for a request that must fail
+    check_vectors(vectors)
     if fmt not in FORMATS:
         raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     path = Path(out_dir) / f"{name}{FORMATS[fmt][0]}"
@@ -37,11 +38,13 @@ def create_dreamartist_pair(model: str | Components, name: str, init_text: str =
     """Write DreamArtist's pair OUT_DIR/NAME and OUT_DIR/NAME-neg; the negative starts with Gaussian
     noise (std 1e-3) so its vectors differ from the positive's. Both paths are checked first, so a
     refusal never leaves half a pair."""
-    from .embedding.create import create_embedding as _create
+    from .embedding.create import check_vectors, create_embedding as _create
     from .embedding.embedding import validate_name
     from .embedding.formats import FORMATS, save_embedding
 
     neg_name = validate_name(f"{validate_name(name)}-neg")
+    check_vectors(vectors)
+    check_vectors(neg_vectors, "--neg-vectors")
     if fmt not in FORMATS:
         raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     paths = [Path(out_dir) / f"{n}{FORMATS[fmt][0]}" for n in (name, neg_name)]

@@ -10,6 +10,8 @@ import sys
 from ..config import TrainConfig
 from ..errors import TIStudioError
 
+INTERRUPTED = 130  # 128 + SIGINT, what main() returns for an aborted run too
+
 # flag -> (config field, type, help). Types: None = store_true, False = store_false.
 OPTIONS = {
     "--embedding": ("embedding", str, "embedding file to train (from `tistudio create`)"),
@@ -180,7 +182,9 @@ def run(args) -> int:
     for path in result.outputs:
         print(f"saved {path}")
     print(f"run folder: {result.run_dir}")
-    return 0
+    # One Ctrl-C (or SIGTERM) saves and stops, a second aborts: both are interruptions, so both exit
+    # 130 as shells expect of Ctrl-C; a script tells "saved" from "aborted" by the files, not the status.
+    return INTERRUPTED if result.reason == "interrupted" else 0
 
 
 def _own_argv() -> list[str]:
