@@ -32,6 +32,7 @@ def run(args) -> int:
 
     from .. import api
     from ..embedding.create import check_vectors
+    from ..embedding.usage import vocabulary_warning, vocabulary_word
     from ..embedding.names import validate_name
     from ..errors import TIStudioError
 
@@ -45,6 +46,8 @@ def run(args) -> int:
         if target.exists() and not args.overwrite:  # before loading a multi-GB model
             raise TIStudioError(f"{target} already exists; pass --overwrite to replace it or choose another name")
     c = api.load_model(args.model, family=args.family)
+    if vocabulary_word(c.tokenizer, args.name):
+        print(f"warning: {vocabulary_warning(args.name)}")
     if args.method == "dreamartist":
         vectors = 3 if args.vectors is None else args.vectors
         pos, neg = api.create_dreamartist_pair(c, args.name, args.init_text, vectors, args.neg_init_text,

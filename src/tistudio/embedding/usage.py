@@ -55,3 +55,14 @@ def _closest(word: str, lowered: dict[str, str]) -> str | None:
     close = [t for t in lowered if abs(len(t) - len(word)) <= 1]
     match = difflib.get_close_matches(word, close, n=1, cutoff=NEAR_MISS)
     return lowered[match[0]] if match else None
+
+
+def vocabulary_word(tokenizer, name: str) -> bool:
+    """Whether `name` is one token the model already knows ("star"): as a trigger it then replaces
+    that word in every prompt and caption, and training overwrites what the word meant there."""
+    return f"{name.lower()}</w>" in tokenizer.get_vocab()
+
+
+def vocabulary_warning(name: str) -> str:
+    return (f"embedding name {name!r} is a word the model already knows: every {name!r} in a prompt or "
+            f"caption will mean this embedding instead; a made-up word (e.g. {name + 'tok'!r}) avoids that")

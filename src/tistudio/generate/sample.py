@@ -11,6 +11,7 @@ import torch
 from ..errors import TIStudioError
 from ..models.components import Components
 from ..models.conditioning import PromptEncoder
+from ..models.footprint import check_fits
 from .files import resolve_seed
 
 SAMPLER_CLASSES = {
@@ -95,6 +96,7 @@ def generate(c: Components, options: GenerateOptions, vectors: Mapping[str, Sequ
     o = options
     width = o.width or c.resolution
     height = o.height or c.resolution
+    check_fits(c, width, height, 1, c.unet.device, training=False)
     encoder = PromptEncoder(c, clip_skip)
     # One call for both prompts so they share a chunk count (the pipeline needs equal shapes).
     cond = encoder.encode([o.prompt, o.negative_prompt], vectors)

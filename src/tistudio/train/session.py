@@ -20,7 +20,9 @@ from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
 from ..events import Callback, Message, StopToken
 from ..models.components import Components
+from ..models.footprint import check_fits
 from . import side_optim, state as train_state
+from .advice import start_warnings
 from .ema import EMA
 from .guards import NumericGuard
 from .objectives.select import build_objective, ema_decays
@@ -123,6 +125,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     c.freeze()
     width = cfg.width or c.resolution
     height = cfg.height or c.resolution
+    check_fits(c, width, height, cfg.batch_size * (2 if cfg.flip else 1), device, training=True)
     emb = _embedding(cfg, c)
     lines = load_template(cfg.template)
 
@@ -132,6 +135,9 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     images, held_out = split_images(cfg, images)  # held-out validation images are never trained on
     records = make_records(images, width=width, height=height, factor=c.vae_factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
+    schedule = parse_lr(cfg.lr, cfg.steps)
+    for text in start_warnings(c, emb.name, [r.caption for r in records], schedule):
+        callback(Message("warning", text))
     if cfg.grayscale_copies:
         records += grayscale_copies(records)
 
@@ -185,7 +191,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         write_text(run.root / "config.toml", dump_toml(cfg))
     session = Session(cfg=cfg, c=c, objective=objective, cache=cache,
                    prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
-                   optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
+                   optimizer=optimizer, scaler=scaler, schedule=schedule, run=run,
                    prompt_rng=prompt_rng, device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
                    speed=speed, dist=dist)
