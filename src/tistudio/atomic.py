@@ -17,12 +17,14 @@ from .errors import TIStudioError
 
 TMP_SUFFIX = ".tmp"
 # errno -> the fix to suggest. Anything else is a bug or an odd file system: re-raised unchanged.
+# Every command writes through here, so the fix names no command's flags: the target's path tells
+# the user which of their options chose that folder.
 _FIXES = {
-    errno.ENOSPC: "the disk is full; free space (old snapshots: --keep-last N) and --resume",
-    errno.EDQUOT: "the disk quota is used up; free space and --resume",
-    errno.EROFS: "the file system is read-only; choose a writable folder (e.g. --log-dir/--output)",
-    errno.EACCES: "no permission to write there; choose a writable folder (e.g. --log-dir/--output)",
-    errno.EPERM: "no permission to write there; choose a writable folder (e.g. --log-dir/--output)",
+    errno.ENOSPC: "the disk is full; free space and run again (a training run: `train --resume` continues it)",
+    errno.EDQUOT: "the disk quota is used up; free space and run again (a training run: `train --resume` continues it)",
+    errno.EROFS: "the file system is read-only; choose a folder on a writable disk",
+    errno.EACCES: "no permission to write there; choose a folder you can write to",
+    errno.EPERM: "no permission to write there; choose a folder you can write to",
 }
 
 

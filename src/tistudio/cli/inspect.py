@@ -46,6 +46,10 @@ def run(args) -> int:
         from ..models.load import load_model
 
         components = load_model(args.model)
+        vocabulary = len(components.tokenizer)
+        if args.top > vocabulary:
+            raise TIStudioError(f"--top {args.top}: the vocabulary has {vocabulary} tokens; give at most "
+                                f"{vocabulary} (e.g. --top 5)")
     info = describe(loaded, components, args.top)
     verdicts = api.compat(args.file, args.on) if args.compat else None
     if args.json:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.captions import CONVERT_FIX, name_in_text, read_caption, sidecar_path
 from ..errors import TIStudioError
 from .images import BadImage, load_picture
 from .options import DEFAULT_MAX_PIXELS
@@ -46,6 +46,7 @@ class ImageFacts:
     grey: bool
     alpha: bool
     caption: str | None
+    caption_undecodable: bool = False   # the .txt is not UTF-8: train refuses it
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,20 @@ def _facts(path: Path, dct: np.ndarray, max_pixels: int) -> ImageFacts:
     small = picture.rgb.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BILINEAR)
     grey = np.asarray(small.convert("L"), np.float64)
     rgb = np.asarray(small, np.int16)
-    sidecar = path.with_suffix(".txt")
+    sidecar = sidecar_path(path)
+    caption, undecodable = None, False
+    if sidecar.is_file():
+        try:
+            caption = read_caption(sidecar)
+        except UnicodeDecodeError:
+            undecodable = True
     return ImageFacts(
         name=path.name, width=picture.size[0], height=picture.size[1],
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         phash=perceptual_hash(grey, dct), phash_mirrored=perceptual_hash(grey[:, ::-1], dct),
         grey=float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean()) < 2.0,
         alpha=picture.weight is not None,
-        caption=sidecar.read_text(encoding="utf-8", errors="replace") if sidecar.is_file() else None,
+        caption=caption, caption_undecodable=undecodable,
     )
 
 
@@ -167,7 +174,12 @@ def _file_findings(files: list[Path], image_stems: set[str], bad: list[tuple[str
 
 def _caption_findings(facts: list[ImageFacts], name: str | None) -> list[Finding]:
     out = []
-    missing = [f.name for f in facts if f.caption is None]
+    undecodable = [f.name for f in facts if f.caption_undecodable]
+    if undecodable:
+        out.append(Finding("error", "caption-encoding", f"{len(undecodable)} caption files are not UTF-8 text "
+                           f"and train refuses them; re-save them as UTF-8, or {CONVERT_FIX}",
+                           tuple(str(Path(n).with_suffix(".txt")) for n in undecodable)))
+    missing = [f.name for f in facts if f.caption is None and not f.caption_undecodable]
     if missing:
         out.append(Finding("warning", "uncaptioned", f"{len(missing)} images have no .txt caption; "
                            "[filewords] falls back to their file names", tuple(missing)))
@@ -175,8 +187,7 @@ def _caption_findings(facts: list[ImageFacts], name: str | None) -> list[Finding
     if empty:
         out.append(Finding("warning", "empty-captions", f"{len(empty)} caption files are empty", tuple(empty)))
     if name:
-        word = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
-        named = [f.name for f in facts if f.caption and word.search(f.caption)]
+        named = [f.name for f in facts if f.caption and name_in_text(name, f.caption)]
         if named:
             out.append(Finding("warning", "name-in-caption", f"{len(named)} captions contain the embedding "
                                f"name '{name}'; the template adds [name], remove it from captions", tuple(named)))

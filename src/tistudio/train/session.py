@@ -21,10 +21,12 @@ from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
 from ..events import Callback, Message, StopToken
 from ..models.components import Components
+from ..models.footprint import check_fits
 from ..runs import identity
 from ..runs.folder import CONFIG_FILE, RunFolder, final_paths
 from ..runs.lock import RunLock
 from . import side_optim, state as train_state
+from .advice import start_warnings
 from .ema import EMA
 from .guards import NumericGuard
 from .objectives.select import build_objective, ema_decays
@@ -68,9 +70,21 @@ class Session:
 
 
 def pick_device(name: str) -> torch.device:
+    """The --device (its spelling is checked in config.py), refused when this machine lacks it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            build = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise TIStudioError(f"--device {name}: {build}; use --device cpu (or auto)")
+        if (device.index or 0) >= count:
+            raise TIStudioError(f"--device {name}: only {count} CUDA device(s) here; use cuda:0 to "
+                                f"cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise TIStudioError(f"--device {name}: Apple's MPS is not available here; use --device cpu (or auto)")
+    return device
 
 
 def load_components(cfg: TrainConfig, device: torch.device | None = None, processes: int = 1) -> Components:
@@ -170,9 +184,10 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
 def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist) -> Session:
     c = components or load_components(cfg, device, dist.world)
     c.freeze()
-    width = cfg.width or c.family.resolution
-    height = cfg.height or c.family.resolution
+    width = cfg.width or c.resolution
+    height = cfg.height or c.resolution
     emb.check_fits(c.widths, cfg.embedding)
+    check_fits(c, width, height, cfg.batch_size * (2 if cfg.flip else 1), device, training=True)
     lines = load_template(cfg.template)
 
     images, skipped = scan_images(cfg.data)
@@ -181,6 +196,9 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     images, held_out = split_images(cfg, images)  # held-out validation images are never trained on
     records = make_records(images, width=width, height=height, factor=c.vae_factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
+    schedule = parse_lr(cfg.lr, cfg.steps)
+    for text in start_warnings(c, emb.name, [r.caption for r in records], schedule):
+        callback(Message("warning", text))
     if cfg.grayscale_copies:
         records += grayscale_copies(records)
 
@@ -228,7 +246,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
         callback(Message("info", f"resumed {resume} at step {start_step}"))
     session = Session(cfg=cfg, c=c, objective=objective, cache=cache,
                    prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
-                   optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
+                   optimizer=optimizer, scaler=scaler, schedule=schedule, run=run,
                    prompt_rng=prompt_rng, device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
                    speed=speed, dist=dist)

@@ -33,7 +33,11 @@ def describe(loaded: Loaded, components=None, top_k: int = 5) -> dict:
     info = {
         "trigger": emb.name, "stored_name": loaded.stored_name, "token": loaded.token,
         "files": [str(f) for f in loaded.files], "container": loaded.container, "layout": loaded.layout,
-        "family": guess_family(emb.widths), "widths": list(emb.widths), "vectors": emb.n_vectors,
+        # The model says best, then what `create` recorded; widths alone cannot tell the toy model
+        # (SD1 form, width 48) from a tiny SD2 test model.
+        "family": (components.family.name if components is not None
+                   else emb.meta.get("family") or guess_family(emb.widths)),
+        "widths": list(emb.widths), "vectors": emb.n_vectors,
         "step": emb.step, "sd_checkpoint": emb.sd_checkpoint, "sd_checkpoint_name": emb.sd_checkpoint_name,
         "ignored_keys": loaded.ignored, "meta": dict(emb.meta),
         "norms": [[round(float(n), 4) for n in v.norm(dim=1)] for v in emb.vectors],
