@@ -48,8 +48,7 @@ def expected_mean(path: Path, flip: bool = False) -> torch.Tensor:
 
 def build(tmp_path, mode, flip=False, batch_size=2, seed=0, n=3, vae=None):
     return LatentCache.build(records(tmp_path, n), vae or FakeVAE(), width=W, height=H, mode=mode,
-                             flip=flip, batch_size=batch_size,
-                             generator=torch.Generator().manual_seed(seed), progress=False)
+                             flip=flip, batch_size=batch_size, seed=seed, progress=False)
 
 
 def test_deterministic_mode_returns_the_mean_and_flips_are_exact(tmp_path: Path):

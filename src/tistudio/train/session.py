@@ -2,7 +2,6 @@
 optimizer, run folder, and (on resume) the saved state. Everything the loop needs, built once."""
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +44,6 @@ class Session:
     scaler: object | None
     schedule: LRSchedule
     run: RunFolder
-    prompt_rng: random.Random
     device: torch.device
     start_step: int
     width: int
@@ -131,12 +129,12 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     c.vae.to(device)  # the VAE encodes in fp32 for the cache, then may leave the device
     apply_speed(c, speed)
     cache = LatentCache.build(records, _encode_fn(c, device), width=width, height=height,
-                              mode=cfg.latent_sampling, flip=cfg.flip, batch_size=cfg.batch_size,
-                              generator=torch.Generator().manual_seed(cfg.seed + 1), progress=progress,
+                              mode=cfg.latent_sampling, flip=cfg.flip, batch_size=speed.encode_batch,
+                              seed=cfg.seed, progress=progress, callback=callback,
                               store=store_for(cfg.latent_cache, records, cfg.flip,
                                               dist.run_root(Path(cfg.log_dir) / emb.name) / "latents", c.vae))
     val_cache = held_out_cache(cfg, held_out, _encode_fn(c, device), width=width, height=height,
-                               factor=c.vae_factor, progress=progress)
+                               factor=c.vae_factor, batch_size=speed.encode_batch, progress=progress)
     if cfg.vae_offload:
         c.vae.to("cpu")
 
@@ -146,7 +144,6 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
     optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
-    prompt_rng = random.Random(cfg.seed)
     start_step = emb.step
     if not resume:
         side_optim.restore(cfg.embedding, objective, optimizer, callback)
@@ -164,7 +161,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
             ema.load_state_dict(saved.get("extra", {}).get("ema", {}), f"--resume {resume}")
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
-        train_state.restore_rngs(saved, prompt_rng)
+        train_state.restore_rngs(saved)
         start_step = int(saved["step"])
         run.truncate_after(start_step)
         callback(Message("info", f"resumed {resume} at step {start_step}"))
@@ -172,9 +169,9 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         remove_stale(run.root)  # temporaries of a killed run (atomic.py)
         write_text(run.root / "config.toml", dump_toml(cfg))
     session = Session(cfg=cfg, c=c, objective=objective, cache=cache,
-                   prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
+                   prompts=PromptSampler(lines, cfg.seed, cfg.shuffle_tags, cfg.tag_dropout),
                    optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
-                   prompt_rng=prompt_rng, device=device, start_step=start_step,
+                   device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
                    speed=speed, dist=dist)
     if resume:

@@ -45,6 +45,7 @@ class SpeedSettings:
     attention: str          # sdpa | xformers | classic (unfused, for comparison only)
     threads: int            # CPU threads (0 on GPU: left alone)
     heap_reuse: bool = False  # CPU: keep freed memory for the next step (see reuse_freed_memory)
+    encode_batch: int = 1     # images per VAE call while caching latents
 
     def describe(self) -> dict:
         return asdict(self)
