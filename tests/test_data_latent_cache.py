@@ -124,3 +124,13 @@ def test_pixels_are_reloaded_from_disk(tmp_path: Path):
 def test_progress_bar_reports_images(tmp_path: Path, capsys):
     LatentCache.build(records(tmp_path, 2), FakeVAE(), width=W, height=H, flip=True, progress=True)
     assert "caching latents" in capsys.readouterr().err
+
+
+def test_caching_reports_progress_events_with_an_eta(tmp_path: Path):
+    from tistudio.events import Caching
+
+    events = []
+    LatentCache.build(records(tmp_path, 3), FakeVAE(), width=W, height=H, flip=True, batch_size=1,
+                      progress=False, callback=events.append)
+    assert events and all(isinstance(e, Caching) and e.total == 6 for e in events)
+    assert events[-1].done == 6 and events[-1].eta_seconds == 0.0 and events[-1].seconds_per_image >= 0

@@ -9,6 +9,7 @@ order of encoding, the batch, or which other images were cached already (rng.py)
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -23,6 +24,32 @@ from .dataset import ImageRecord, load_image
 # B is up to `batch_size` images, doubled with `flip` (originals, then their mirrors).
 EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 MODES = ("once", "deterministic", "random")
+
+
+def vae_encoder(vae, device: torch.device, dtype: torch.dtype = torch.float32,
+                channels_last: bool = False) -> EncodeFn:
+    """The EncodeFn of a diffusers AutoencoderKL, run in `dtype` and layout on `device`, with fused
+    attention (SDPA) in its mid-block. It works on a copy of the encoder half (the VAE's own weights,
+    used for previews, keep their precision and layout); the posterior's mean and std are taken in
+    fp32 from the encoder's moments, as the VAE itself would."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    parts = [copy.deepcopy(m) for m in (vae.encoder, vae.quant_conv) if m is not None]
+    for m in parts:
+        m.to(device=device, dtype=dtype, memory_format=layout).eval().requires_grad_(False)
+        for module in m.modules():
+            if hasattr(module, "set_processor"):  # diffusers Attention (the VAE mid-block's)
+                module.set_processor(AttnProcessor2_0())
+
+    def encode(pixels: torch.Tensor):
+        h = pixels.to(device, dtype).contiguous(memory_format=layout)
+        for m in parts:
+            h = m(h)
+        dist = DiagonalGaussianDistribution(h.float())
+        return dist.mean, dist.std
+    return encode
 
 
 def image_key(record: ImageRecord) -> str:

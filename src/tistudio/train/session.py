@@ -11,6 +11,7 @@ from ..config import TrainConfig, dump_toml, from_dict, load_toml
 from ..atomic import remove_stale, write_text
 from ..data.dataset import grayscale_copies, make_records, scan_images
 from ..data.latent_cache import LatentCache
+from ..data.latent_encode import vae_encoder
 from ..data.latent_store import store_for
 from ..data.prompts import PromptSampler
 from ..data.templates import load_template
@@ -88,13 +89,6 @@ def _embedding(cfg: TrainConfig, c: Components) -> Embedding:
     return emb
 
 
-def _encode_fn(c: Components, device: torch.device):
-    def encode(pixels: torch.Tensor):
-        dist = c.vae.encode(pixels.to(device, c.vae.dtype)).latent_dist
-        return dist.mean, dist.std
-    return encode
-
-
 def prepare(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
             stop: StopToken | None = None, progress: bool = True, resume: str | None = None) -> Session:
     callback = callback or (lambda event: None)
@@ -128,12 +122,14 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         module.to(device) if module.dtype == dtype else module.to(device, dtype)
     c.vae.to(device)  # the VAE encodes in fp32 for the cache, then may leave the device
     apply_speed(c, speed)
-    cache = LatentCache.build(records, _encode_fn(c, device), width=width, height=height,
+    callback(Message("info", speed.summary()))
+    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision])
+    cache = LatentCache.build(records, encode, width=width, height=height,
                               mode=cfg.latent_sampling, flip=cfg.flip, batch_size=speed.encode_batch,
                               seed=cfg.seed, progress=progress, callback=callback,
                               store=store_for(cfg.latent_cache, records, cfg.flip,
                                               dist.run_root(Path(cfg.log_dir) / emb.name) / "latents", c.vae))
-    val_cache = held_out_cache(cfg, held_out, _encode_fn(c, device), width=width, height=height,
+    val_cache = held_out_cache(cfg, held_out, encode, width=width, height=height,
                                factor=c.vae_factor, batch_size=speed.encode_batch, progress=progress)
     if cfg.vae_offload:
         c.vae.to("cpu")
