@@ -243,7 +243,8 @@ class Evaluator:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
         for h in self.history:
-            writer.writerow([h.step] + [f"{h.values[k]:.6g}" if math.isfinite(h.values.get(k, math.nan)) else ""
+            # repr: the shortest text that reads back as the same float, so a resume's best is exact.
+            writer.writerow([h.step] + [repr(float(h.values[k])) if math.isfinite(h.values.get(k, math.nan)) else ""
                                         for k in columns[1:]])
         write_text(self.run.evaluations, buf.getvalue())
 
