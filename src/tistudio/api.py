@@ -61,6 +61,30 @@ def train(cfg, components: Components | None = None, callback=None, stop=None, p
     return _train(cfg, components, callback, stop, progress, resume)
 
 
+def create_hypernetwork(model: str | Components, name: str, modules=None, structure=None,
+                        out_dir: str | Path = "hypernetworks", overwrite: bool = False, seed: int = 0) -> Path:
+    """Write OUT_DIR/NAME.pt: a new hypernetwork in A1111's format. `modules` (context widths)
+    defaults to every width the model's attention layers read (SD1: 768, 320, 640, 1280)."""
+    from .embedding.embedding import validate_name
+    from .hypernetwork import format as hn_format
+    from .hypernetwork.apply import attention_widths
+    from .hypernetwork.model import Structure, create
+
+    path = Path(out_dir) / f"{validate_name(name)}.pt"
+    if path.exists() and not overwrite:
+        raise TIStudioError(f"{path} already exists; pass --overwrite to replace it or choose another name")
+    structure = structure or Structure()
+    c = load_model(model) if isinstance(model, str) else model
+    widths = attention_widths(c.unet)
+    modules = tuple(modules) if modules else widths
+    unknown = [w for w in modules if w not in widths]
+    if unknown:
+        raise TIStudioError(f"--modules {','.join(map(str, unknown))}: this model's attention layers read "
+                            f"widths {','.join(map(str, widths))}; choose among those")
+    hn = create(name, modules, structure, seed, c.short_hash, c.name)
+    return hn_format.save(hn, path)
+
+
 def load_embeddings_dir(folder: str | Path | None, widths: tuple[int, ...], warn=print) -> dict:
     """{trigger: vectors} for every embedding under `folder` (recursive, as A1111 scans) that fits
     the model; duplicate triggers and files for other model sizes are reported through `warn`."""
@@ -83,12 +107,18 @@ def load_embeddings_dir(folder: str | Path | None, widths: tuple[int, ...], warn
 
 
 def generate(model: str | Components, options, embeddings_dir: str | Path | None = None,
-             out_dir: str | Path = "outputs", clip_skip: int = 1, vectors: dict | None = None) -> list[Path]:
+             out_dir: str | Path = "outputs", clip_skip: int = 1, vectors: dict | None = None,
+             hypernetworks_dir: str | Path | None = None) -> list[Path]:
+    """`<hypernet:name:mult>` tags in the prompt name hypernetworks in `hypernetworks_dir`."""
     from .generate.sample import generate as _generate, save_png
+    from .hypernetwork.apply import check_fits, parse_tags, resolve
 
+    networks = resolve(hypernetworks_dir, parse_tags(options.prompt)[1])  # before a model load that may be slow
     c = load_model(model) if isinstance(model, str) else model
+    for hn, _ in networks:
+        check_fits(hn, c.unet, f"<hypernet:{hn.name}>")
     found = {**load_embeddings_dir(embeddings_dir, c.widths), **(vectors or {})}
-    images = _generate(c, options, found, clip_skip=clip_skip, progress=True)
+    images = _generate(c, options, found, clip_skip=clip_skip, progress=True, hypernetworks=networks)
     out_dir = Path(out_dir)
     paths = []
     for i, image in enumerate(images):

@@ -12,6 +12,8 @@ def register(sub) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--embeddings", help="folder of embeddings (scanned recursively)")
+    p.add_argument("--hypernetworks", help="folder of hypernetwork .pt files, applied by <hypernet:NAME:STRENGTH> "
+                   "in the prompt (several chain in prompt order)")
     p.add_argument("--sampler", default="euler_a", choices=["euler_a", "euler", "dpmpp_2m", "ddim"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
@@ -32,6 +34,7 @@ def run(args) -> int:
                               steps=args.steps, cfg=args.cfg, seed=args.seed, width=args.width,
                               height=args.height, n=args.n)
     c = api.load_model(args.model, family=args.family, prediction=args.prediction)
-    for path in api.generate(c, options, args.embeddings, args.out, args.clip_skip):
+    for path in api.generate(c, options, args.embeddings, args.out, args.clip_skip,
+                             hypernetworks_dir=args.hypernetworks):
         print(f"wrote {path}")
     return 0

@@ -23,6 +23,7 @@ from ..events import Message
 from . import fidelity
 from .health import WARN_RATIO, cap_norms, measure, summary, vocabulary_medians
 from .monitor import BOARD_DIR, PLOT_FILE, Board, write_loss_plot
+from .objectives.hypernetwork import TrainableHypernetwork
 from .validation import ValidationSet
 
 SUMMARY_FILE = "summary.json"
@@ -60,6 +61,9 @@ class Evaluator:
         # stop at the same step and cap norms alike); only the main one writes files.
         self.writes = s.dist.is_main if getattr(s, "dist", None) is not None else True
         self.names = [e.name for e in s.objective.embeddings]
+        # A hypernetwork has no vectors to measure against the vocabulary: validation, best and
+        # early stopping only; its best is RUN/hypernetworks/NAME-best.pt.
+        self.hyper = isinstance(s.objective.embeddings[0], TrainableHypernetwork)
         self.start_step = s.start_step
         self.started = time.time()
         self.medians = vocabulary_medians(s.c)
@@ -87,7 +91,7 @@ class Evaluator:
     def _start_vectors(self, s, resumed: bool) -> dict:
         """The vectors this run began from, kept as NAME-init.safetensors for drift on resume."""
         start = {}
-        for e in s.objective.embeddings:
+        for e in s.objective.embeddings if not self.hyper else ():
             path = s.run.embeddings / f"{e.name}-init.safetensors"
             if resumed and path.is_file():
                 start[e.name] = load_embedding(path).vectors
@@ -155,9 +159,10 @@ class Evaluator:
         cfg = self.cfg
         val = self.validation.loss(s)
         s.run.set_val(step, val)
-        health = measure(s.objective, self.start, self.medians)
+        health = [] if self.hyper else measure(s.objective, self.start, self.medians)
         latest = s.run.latest()
-        values = {"val_loss": val, "loss_ema": latest["loss_ema"] if latest else math.nan, **summary(health)}
+        values = {"val_loss": val, "loss_ema": latest["loss_ema"] if latest else math.nan,
+                  **(summary(health) if health else {"max_norm_ratio": math.nan, "mean_drift": math.nan})}
         for scorer in self.scorers:
             values.update(scorer(s))
         ev = Evaluation(step, values)
@@ -169,8 +174,8 @@ class Evaluator:
         scores = "".join(f", {k} {v:.3f}" for k, v in values.items() if k.startswith(("clip_", "toy_")))
         s.callback(Message("info", f"step {step}: validation loss {val:.5f} "
                            + ("(best)" if improved else f"(best {self.best.val_loss:.5f} at step {self.best.step})")
-                           + f"; norms up to {values['max_norm_ratio']:.2f}x the vocabulary median, "
-                           f"drift {values['mean_drift']:.3f}{scores}"))
+                           + ("" if self.hyper else f"; norms up to {values['max_norm_ratio']:.2f}x the "
+                              f"vocabulary median, drift {values['mean_drift']:.3f}") + scores))
         self._check_norms(s, step, values["max_norm_ratio"])
         self._check_overfit(s)
         waited = sum(1 for h in self.history if h.step > self.best.step)
@@ -217,6 +222,10 @@ class Evaluator:
 
     # -- files ------------------------------------------------------------------------------
     def _save_best(self, s, step: int) -> None:
+        if self.hyper:
+            if self.writes:
+                s.run.save_hypernetwork(s.objective.embeddings[0].snapshot(step), tag="best")
+            return
         self.best_embeddings = [e.snapshot(step) for e in s.objective.embeddings]
         for emb in self.best_embeddings if self.writes else ():
             for fmt in self.cfg.formats:

@@ -1,5 +1,6 @@
 """The run folder a user reads: LOG_DIR/NAME/ with config.toml, loss.csv, embeddings/NAME-STEP.*,
-images/NAME-STEP.png, image_embeddings/NAME-STEP.png and state.pt (for --resume).
+images/NAME-STEP.png, image_embeddings/NAME-STEP.png and state.pt (for --resume); a hypernetwork
+run has hypernetworks/NAME-STEP.pt (A1111's folder name) instead of embeddings/.
 
 loss.csv keeps A1111's five columns first (step, epoch, epoch_step, loss, learn_rate), so tools that
 read theirs read ours; loss_ema and val_loss (empty between evaluations) follow."""
@@ -14,6 +15,8 @@ from pathlib import Path
 from ..atomic import as_user_error, write_text
 from ..embedding.embedding import Embedding
 from ..embedding.formats import FORMATS, save_embedding
+from ..hypernetwork import format as hypernetwork_format
+from ..hypernetwork.model import Hypernetwork
 
 LOSS_COLUMNS = ("step", "epoch", "epoch_step", "loss", "learn_rate", "loss_ema", "val_loss")
 # loss_ema: exponential moving average of the training loss over about 1 / (1 - beta) = 10 steps. It is
@@ -29,6 +32,7 @@ class RunFolder:
         self.embeddings = self.root / "embeddings"
         self.images = self.root / "images"
         self.image_embeddings = self.root / "image_embeddings"
+        self.hypernetworks = self.root / "hypernetworks"   # made on the first hypernetwork snapshot
         self.loss_csv = self.root / "loss.csv"
         for d in (self.root, self.embeddings, self.images):
             try:
@@ -93,7 +97,7 @@ class RunFolder:
         """--keep-last N: delete the snapshot files (embeddings/ and image_embeddings/) of all but the
         N latest saved steps, so a long run's disk use stays bounded. Returns the deleted paths."""
         doomed = []
-        for folder in (self.embeddings, self.image_embeddings):  # each keeps its own N latest
+        for folder in (self.embeddings, self.image_embeddings, self.hypernetworks):  # each keeps its own N latest
             by_step: dict[int, list[Path]] = {}
             for path in folder.glob("*-*") if folder.is_dir() and keep > 0 else ():
                 found = _SNAPSHOT_RE.match(path.name)
@@ -103,6 +107,10 @@ class RunFolder:
         for path in doomed:
             path.unlink(missing_ok=True)
         return doomed
+
+    def save_hypernetwork(self, hn: Hypernetwork, tag: str | None = None) -> Path:
+        """hypernetworks/NAME-STEP.pt (or NAME-TAG.pt, e.g. NAME-best.pt) whose stored step is STEP."""
+        return hypernetwork_format.save(hn, self.hypernetworks / f"{hn.name}-{tag or hn.step}.pt")
 
     def save_snapshot(self, emb: Embedding, formats: tuple[str, ...]) -> list[Path]:
         """embeddings/NAME-STEP.<ext> whose stored step equals STEP (A1111 stored STEP-1)."""

@@ -6,6 +6,8 @@ from pathlib import Path
 from ..config import TrainConfig
 from ..embedding.formats import FORMATS, save_embedding
 from ..events import Callback, Finished, Message, StopToken
+from ..hypernetwork import format as hypernetwork_format
+from ..hypernetwork.model import Hypernetwork
 from ..models.components import Components
 from .ema import output_vectors
 from .guards import finite
@@ -21,6 +23,13 @@ def final_paths(cfg: TrainConfig, name: str) -> list[tuple[Path, str]]:
     stem = target.stem if cfg.output else name
     # Not with_suffix: a name such as "v1.5" would lose its ".5".
     return [(target.parent / f"{stem}{FORMATS[fmt][0]}", fmt) for fmt in cfg.formats]
+
+
+def final_hypernetwork(cfg: TrainConfig, hn: Hypernetwork, s) -> list[str]:
+    """--output, else the --hypernetwork file itself (as A1111 overwrites models/hypernetworks/NAME.pt)."""
+    path = hypernetwork_format.save(hn, Path(cfg.output or cfg.hypernetwork))
+    optim = side_optim.write(path, hn.vectors, s.objective, s.optimizer)
+    return [str(path)] + ([str(optim)] if optim else [])
 
 
 def train(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
@@ -39,6 +48,9 @@ def train(cfg: TrainConfig, components: Components | None = None, callback: Call
         if not finite(emb.vectors):  # never written (train/guards.py); the last snapshot stays good
             s.callback(Message("warning", f"{e.name} has non-finite values at step {result.step}; "
                                           "final file not written"))
+            continue
+        if isinstance(emb, Hypernetwork):  # one file, A1111's .pt, with its .optim
+            outputs += final_hypernetwork(cfg, emb, s)
             continue
         for path, fmt in final_paths(cfg, first.name):
             if e is not first:  # NAME-neg follows the positive's file: --output x/cat.pt -> x/cat-neg.pt

@@ -23,7 +23,8 @@ from ..models.components import Components
 from . import side_optim, state as train_state
 from .ema import EMA
 from .guards import NumericGuard
-from .objectives.select import build_objective, ema_decays
+from .objectives.hypernetwork import offload_text_encoders
+from .objectives.select import build_objective, ema_decays, load_hypernetwork
 from .outputs import RunFolder
 from .schedules import LRSchedule, parse_lr
 from .evaluation import hooks_for
@@ -111,8 +112,9 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     c.freeze()
     width = cfg.width or c.family.resolution
     height = cfg.height or c.family.resolution
-    emb = _embedding(cfg, c)
-    lines = load_template(cfg.template)
+    hyper = cfg.method == "hypernetwork"
+    emb = load_hypernetwork(cfg, c) if hyper else _embedding(cfg, c)  # what trains: its name names the run
+    lines = load_template(cfg.template, needs_name=not hyper)
 
     images, skipped = scan_images(cfg.data)
     for path, reason in skipped:
@@ -142,6 +144,9 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
 
     run = RunFolder(dist.run_root(Path(cfg.log_dir) / emb.name))
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
+    if hyper and cfg.vae_offload:
+        captions = [r.caption for r in (*cache.records, *(val_cache.records if val_cache else ()))]
+        offload_text_encoders(cfg, c, objective, lines, captions, callback)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
     # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
     optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
@@ -149,7 +154,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     prompt_rng = random.Random(cfg.seed)
     start_step = emb.step
     if not resume:
-        side_optim.restore(cfg.embedding, objective, optimizer, callback)
+        side_optim.restore(cfg.hypernetwork or cfg.embedding, objective, optimizer, callback)
     decays = ema_decays(cfg, objective)
     ema = EMA(objective.embeddings, decays, cfg.ema_replace_every) if decays else None
     if resume:

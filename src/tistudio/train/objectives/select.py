@@ -2,7 +2,8 @@
 
 DreamArtist trains a pair: --embedding NAME.<ext> (positive) and, unless --negative names another
 file, NAME-neg.<ext> beside it (the same extension first, then any format we read), as
-`tistudio create NAME --method dreamartist` writes them.
+`tistudio create NAME --method dreamartist` writes them. A hypernetwork run trains --hypernetwork
+FILE instead of an embedding (objectives/hypernetwork.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ...data.templates import plain_counterpart
 from ...embedding.embedding import Embedding
 from ...embedding.formats import load_embedding
 from ...errors import TIStudioError
+from ...hypernetwork import apply as hypernetwork_apply, format as hypernetwork_format
 from ...models.components import Components
 from ...models.conditioning import PromptEncoder
 from .base import TrainableEmbedding
@@ -40,9 +42,19 @@ def negative_path(cfg: TrainConfig) -> Path:
                         "or pass --negative FILE")
 
 
+def load_hypernetwork(cfg: TrainConfig, c: Components):
+    hn = hypernetwork_format.load(cfg.hypernetwork)
+    hypernetwork_apply.check_fits(hn, c.unet, f"--hypernetwork {cfg.hypernetwork}")
+    return hn
+
+
 def build_objective(cfg: TrainConfig, c: Components, positive: Embedding, device: torch.device,
                     lines: list[str], pixels=None):
     encoder = PromptEncoder(c, cfg.model.clip_skip)
+    if cfg.method == "hypernetwork":
+        from .hypernetwork import HypernetworkObjective, TrainableHypernetwork
+
+        return HypernetworkObjective(c, encoder, TrainableHypernetwork(positive, device))
     if cfg.method == "ti":
         from .ti import TIObjective
 
