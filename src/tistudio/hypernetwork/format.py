@@ -158,11 +158,17 @@ def load_optim(path: str | Path) -> dict | None:
 # -- what each client accepts ---------------------------------------------------------------------
 
 def compatibility(hn: Hypernetwork) -> list[tuple[str, str, str]]:
-    """[(client, "loads" | "refused", why)] by each client's documented loading rules."""
+    """[(client, "loads" | "differs" | "refused", why)] by each client's loading rules."""
     s = hn.structure
     rows = [("A1111", "loads", f"<hypernet:{hn.name}:1> with the file in models/hypernetworks/; "
                                f"applied to contexts of width {', '.join(map(str, hn.widths))}")]
-    if s.activation in COMFY_ACTIVATIONS:
+    if s.activation in COMFY_ACTIVATIONS and s.layer_norm and s.activation != "linear" and not s.activate_output:
+        # ComfyUI counts the LayerNorm keys as layers when it looks for the last one, so it also
+        # puts the activation after the last Linear: the same file, another transform.
+        rows.append(("ComfyUI", "differs", "its loader also applies the activation after the last layer "
+                                           "when layer norm is on; create with --activate-output (or no "
+                                           "layer norm) for the same result in both"))
+    elif s.activation in COMFY_ACTIVATIONS:
         rows.append(("ComfyUI", "loads", "HypernetworkLoader node, strength -10 to 10"))
     else:
         rows.append(("ComfyUI", "refused", f"its loader knows only the activations {', '.join(COMFY_ACTIVATIONS)}, "
