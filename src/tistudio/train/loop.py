@@ -55,7 +55,7 @@ def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
     return MicroBatch(prompts=prompts, latents=latents.to(dev), noise=noise.to(dev), timesteps=t.to(dev),
                       noisy=noisy.to(dev), target=target.to(dev),
                       weights=None if weights is None else weights.to(dev), indices=list(indices),
-                      flips=list(flips), pixel_size=(s.height, s.width))
+                      flips=list(flips), pixel_size=(s.height, s.width), position=first_position)
 
 
 def _clip(s: Session) -> None:

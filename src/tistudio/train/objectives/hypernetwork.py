@@ -70,8 +70,10 @@ class PromptCache:
 
 
 class HypernetworkObjective:
-    def __init__(self, components: Components, encoder: PromptEncoder, hypernetwork: TrainableHypernetwork):
+    def __init__(self, components: Components, encoder: PromptEncoder, hypernetwork: TrainableHypernetwork,
+                 seed: int = 0):
         self.c = components
+        self.seed = seed
         self.encoder = encoder
         self.embeddings = [hypernetwork]   # the loop's list of what trains
         self.prompt_cache: PromptCache | None = None
@@ -97,8 +99,15 @@ class HypernetworkObjective:
     def loss(self, batch: MicroBatch) -> torch.Tensor:
         cond = self.conditioning([p.text for p in batch.prompts], batch.noisy.device)
         # Dropout only while gradients flow: validation (under no_grad) measures the deterministic net.
-        with applied(self.c.unet, [(self.hypernetwork.source, 1.0)], training=torch.is_grad_enabled()):
-            pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
+        training = torch.is_grad_enabled() and self.hypernetwork.source.structure.use_dropout
+        device = batch.noisy.device
+        # Dropout draws from torch's global generator: seed it from (seed, sample position) for this
+        # call, so its masks are a pure function of the step like the noise (resume stays exact).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=training):
+            if training:
+                torch.manual_seed((self.seed * 0x9E3779B1 + batch.position * 2 + 1) % (2**63 - 1))
+            with applied(self.c.unet, [(self.hypernetwork.source, 1.0)], training=training):
+                pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
         return per_sample_mse(pred, batch.target, batch.weights)
 
 

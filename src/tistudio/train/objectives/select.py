@@ -54,7 +54,7 @@ def build_objective(cfg: TrainConfig, c: Components, positive: Embedding, device
     if cfg.method == "hypernetwork":
         from .hypernetwork import HypernetworkObjective, TrainableHypernetwork
 
-        return HypernetworkObjective(c, encoder, TrainableHypernetwork(positive, device))
+        return HypernetworkObjective(c, encoder, TrainableHypernetwork(positive, device), cfg.seed)
     if cfg.method == "ti":
         from .ti import TIObjective
 
