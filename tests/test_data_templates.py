@@ -6,18 +6,27 @@ import pytest
 from tistudio.data.templates import load_template, plain_counterpart, shipped_names
 from tistudio.errors import TIStudioError
 
-SHIPPED = ["none", "style", "style_filewords", "subject", "subject_filewords"]
+SHIPPED = ["hypernetwork", "none", "style", "style_filewords", "subject", "subject_filewords"]
 
 
 def test_shipped_templates_are_listed_and_well_formed():
     assert shipped_names() == SHIPPED
     assert load_template("none") == ["[name]"]
-    for name in SHIPPED[1:]:
+    for name in SHIPPED[2:]:
         lines = load_template(name)
         assert 10 <= len(lines) <= 25
         assert all("[name]" in line for line in lines)
         assert all(("[filewords]" in line) == name.endswith("_filewords") for line in lines)
         assert len(set(lines)) == len(lines)
+
+
+def test_the_hypernetwork_template_needs_no_name():
+    """A hypernetwork acts on every prompt: its template has only [filewords], and only a
+    hypernetwork run may load a template without [name]."""
+    lines = load_template("hypernetwork", needs_name=False)
+    assert lines[0] == "[filewords]" and all("[filewords]" in l and "[name]" not in l for l in lines)
+    with pytest.raises(TIStudioError, match="no line containing \\[name\\]"):
+        load_template("hypernetwork")
 
 
 def test_filewords_templates_pair_line_by_line_with_their_plain_versions():

@@ -64,6 +64,30 @@ def train(cfg, components: Components | None = None, callback=None, stop=None, p
     return _train(cfg, components, callback, stop, progress, resume)
 
 
+def create_hypernetwork(model: str | Components, name: str, modules=None, structure=None,
+                        out_dir: str | Path = "hypernetworks", overwrite: bool = False, seed: int = 0) -> Path:
+    """Write OUT_DIR/NAME.pt: a new hypernetwork in A1111's format. `modules` (context widths)
+    defaults to every width the model's attention layers read (SD1: 768, 320, 640, 1280)."""
+    from .embedding.embedding import validate_name
+    from .hypernetwork import format as hn_format
+    from .hypernetwork.apply import attention_widths
+    from .hypernetwork.model import Structure, create
+
+    path = Path(out_dir) / f"{validate_name(name)}.pt"
+    if path.exists() and not overwrite:
+        raise TIStudioError(f"{path} already exists; pass --overwrite to replace it or choose another name")
+    structure = structure or Structure()
+    c = load_model(model) if isinstance(model, str) else model
+    widths = attention_widths(c.unet)
+    modules = tuple(modules) if modules else widths
+    unknown = [w for w in modules if w not in widths]
+    if unknown:
+        raise TIStudioError(f"--modules {','.join(map(str, unknown))}: this model's attention layers read "
+                            f"widths {','.join(map(str, widths))}; choose among those")
+    hn = create(name, modules, structure, seed, c.short_hash, c.name)
+    return hn_format.save(hn, path)
+
+
 def scan_for_model(folder: str | Path | None, widths: tuple[int, ...], warn=print) -> dict:
     """{trigger: Loaded} for every embedding under `folder` (recursive, as A1111 scans) that fits
     the model; duplicate triggers and files for other model sizes are reported through `warn`."""
@@ -87,29 +111,37 @@ def scan_for_model(folder: str | Path | None, widths: tuple[int, ...], warn=prin
 
 def generate(model: str | Components, options, embeddings_dir: str | Path | None = None,
              out_dir: str | Path = "outputs", clip_skip: int = 1, vectors: dict | None = None,
-             say=None) -> list[Path]:
+             say=None, hypernetworks_dir: str | Path | None = None) -> list[Path]:
     """Images as `OUT_DIR/NNNNN-SEED.png`, numbered on from what the folder holds (never overwriting).
     `say` receives the notes a user needs: which embeddings the prompts used, words that look meant
-    for an embedding but match none, and scan warnings."""
+    for an embedding but match none, and scan warnings. `<hypernet:name:mult>` tags in the prompt
+    name hypernetworks in `hypernetworks_dir`."""
     from dataclasses import replace
 
     from .embedding.usage import prompt_usage
     from .generate.files import check_out_dir, embedding_hash, image_paths, resolve_seed
     from .generate.sample import generate as _generate, save_png
+    from .hypernetwork.apply import check_fits as hypernetwork_fits, parse_tags, resolve
 
     say = say or (lambda text: None)
     out_dir = check_out_dir(out_dir)  # before loading a multi-GB model
+    prompt, tags = parse_tags(options.prompt)
+    networks = resolve(hypernetworks_dir, tags)  # likewise: a missing file must not wait for the model
     options = replace(options, seed=resolve_seed(options.seed))  # the seed the names and infotext record
     c = load_model(model) if isinstance(model, str) else model
+    for hn, _ in networks:
+        hypernetwork_fits(hn, c.unet, f"<hypernet:{hn.name}>")
     loaded = scan_for_model(embeddings_dir, c.widths, say)
     found = {**{t: entry.embedding.vectors for t, entry in loaded.items()}, **(vectors or {})}
+    # The prompt without its <hypernet:...> tags: they name no embedding, so they are not reported.
     usage = prompt_usage(c.tokenizer, {t: int(v[0].shape[0]) for t, v in found.items()},
-                         options.prompt, options.negative_prompt)
+                         prompt, options.negative_prompt)
     for line in usage.lines():
         say(line)
     hashes = {t: h for t in usage.used if t in loaded and loaded[t].files
               and (h := embedding_hash(loaded[t].files[0]))}
-    images = _generate(c, options, found, clip_skip=clip_skip, progress=True, ti_hashes=hashes)
+    images = _generate(c, options, found, clip_skip=clip_skip, progress=True, ti_hashes=hashes,
+                       hypernetworks=networks)
     paths = image_paths(out_dir, [options.seed + i for i in range(len(images))])
     return [save_png(image, path) for image, path in zip(images, paths)]
 

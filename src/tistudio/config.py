@@ -17,7 +17,7 @@ LATENT_SAMPLING = ("once", "deterministic", "random")
 CLIP_GRAD_MODES = ("none", "norm", "value")
 SAMPLERS = ("euler_a", "dpmpp_2m", "ddim", "euler")
 EMBEDDING_FORMATS = ("a1111-pt", "a1111-png", "safetensors", "diffusers")
-METHODS = ("ti", "dreamartist")
+METHODS = ("ti", "dreamartist", "hypernetwork")
 LATENT_CACHES = ("auto", "memory", "disk")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # whether one is present: train/session.pick_device
 
@@ -75,7 +75,8 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     embedding: str = ""               # the embedding file to train (made by `tistudio create`)
     data: str = ""                    # folder of images (+ sidecar .txt captions)
-    method: str = "ti"                # ti | dreamartist (options in `dreamartist`)
+    method: str = "ti"                # ti | dreamartist (options in `dreamartist`) | hypernetwork
+    hypernetwork: str = ""            # method = "hypernetwork": the A1111 hypernetwork .pt to train
     log_dir: str = "runs"             # run folder is LOG_DIR/NAME
     output: str | None = None         # final embedding path; default: overwrite the input embedding
     formats: tuple[str, ...] = ("a1111-pt", "safetensors")
@@ -160,6 +161,7 @@ class TrainConfig:
         _check(self.ema_replace_every >= 0, f"--ema-replace-every {self.ema_replace_every}: use 0 (off) or more")
         _check(self.keep_last >= 0, f"--keep-last {self.keep_last}: use 0 (keep all) or more")
         _check(self.latent_cache in LATENT_CACHES, f"--latent-cache {self.latent_cache}: use {'|'.join(LATENT_CACHES)}")
+        _check_hypernetwork(self)
         _check(not (self.method == "dreamartist" and self.dreamartist.reconstruction and self.vae_offload),
                "--reconstruction decodes with the VAE every step; drop --vae-offload")
         if self.filename_regex:
@@ -167,6 +169,22 @@ class TrainConfig:
                 re.compile(self.filename_regex)
             except re.error as exc:
                 raise TIStudioError(f"--filename-regex {self.filename_regex!r} is not a valid regex ({exc})") from None
+
+
+def _check_hypernetwork(cfg: "TrainConfig") -> None:
+    """A hypernetwork run trains a hypernetwork file, never an embedding (docs/hypernetworks.md)."""
+    if cfg.method != "hypernetwork":
+        _check(not cfg.hypernetwork, f"hypernetwork {cfg.hypernetwork!r} is trained with method "
+               "\"hypernetwork\" (`tistudio train --hypernetwork FILE`); set method = \"hypernetwork\"")
+        return
+    _check(bool(cfg.hypernetwork), "method \"hypernetwork\" needs the file to train: --hypernetwork FILE "
+           "(from `tistudio create-hypernetwork NAME --model M`)")
+    given = [opt for opt, on in (("--embedding", cfg.embedding), ("--png-embeddings", cfg.png_embeddings),
+                                 ("--max-norm", cfg.max_norm), ("--eval-clip", cfg.eval_clip),
+                                 ("--eval-toy", cfg.eval_toy)) if on]
+    _check(not given, f"{given[0] if given else ''} works on embeddings; a --hypernetwork run has none: drop it")
+    _check(not cfg.output or cfg.output.lower().endswith(".pt"), f"--output {cfg.output}: a hypernetwork "
+           "is saved in A1111's format only; end the path in .pt")
 
 
 def _check_speed(cfg: "TrainConfig") -> None:

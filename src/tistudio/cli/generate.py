@@ -12,6 +12,8 @@ def register(sub) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--embeddings", help="folder of embeddings (scanned recursively)")
+    p.add_argument("--hypernetworks", help="folder of hypernetwork .pt files, applied by <hypernet:NAME:STRENGTH> "
+                   "in the prompt (several chain in prompt order)")
     p.add_argument("--sampler", default="euler_a", choices=["euler_a", "euler", "dpmpp_2m", "ddim"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
@@ -35,6 +37,7 @@ def run(args) -> int:
                               height=args.height, n=args.n)
     check_out_dir(args.out)  # before loading a multi-GB model
     c = api.load_model(args.model, family=args.family, prediction=args.prediction)
-    for path in api.generate(c, options, args.embeddings, args.out, args.clip_skip, say=print):
+    for path in api.generate(c, options, args.embeddings, args.out, args.clip_skip, say=print,
+                             hypernetworks_dir=args.hypernetworks):
         print(f"wrote {path}")
     return 0

@@ -13,7 +13,7 @@ import sys
 
 from ..errors import TIStudioError
 
-COMMANDS = ["create", "train", "generate", "convert", "inspect", "preprocess", "check", "runs",
+COMMANDS = ["create", "create_hypernetwork", "train", "generate", "convert", "inspect", "preprocess", "check", "runs",
             "toy", "bench", "webui", "att_map"]
 
 

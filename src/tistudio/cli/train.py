@@ -16,6 +16,8 @@ INTERRUPTED = 130  # 128 + SIGINT, what main() returns for an aborted run too
 # flag -> (config field, type, help). Types: None = store_true, False = store_false.
 OPTIONS = {
     "--embedding": ("embedding", str, "embedding file to train (from `tistudio create`)"),
+    "--hypernetwork": ("hypernetwork", str, "train this hypernetwork .pt instead of an embedding (from "
+                       "`tistudio create-hypernetwork`; default --lr 0.00001, --template hypernetwork)"),
     "--data": ("data", str, "folder of training images with optional .txt captions"),
     "--log-dir": ("log_dir", str, "run folders go to LOG_DIR/NAME (default runs/)"),
     "--output": ("output", str, "final embedding path (default: overwrite --embedding)"),
@@ -140,6 +142,8 @@ def overrides_from(args) -> dict:
                    if getattr(args, dest) is not None}
     if dreamartist:
         given["dreamartist"] = dreamartist
+    if given.get("hypernetwork"):
+        given.setdefault("method", "hypernetwork")
     return given
 
 
@@ -150,6 +154,17 @@ def option_name(field: str) -> str:
     if field == "formats":
         return "--format"
     return next((flag for flag, (dest, _, _) in table.items() if dest == name), f"--{name.replace('_', '-')}")
+
+
+def _hypernetwork_defaults(data: dict) -> dict:
+    """A hypernetwork run's own defaults where neither flag nor file gave one: A1111's learning
+    rate 1e-5 (the embedding default 0.005 would wreck the UNet's attention) and the template
+    without [name]."""
+    from ..hypernetwork.options import DEFAULT_LR
+
+    if data.get("method") != "hypernetwork":
+        return data
+    return {"lr": DEFAULT_LR, "template": "hypernetwork", **data}
 
 
 def build_config(args) -> TrainConfig:
@@ -163,7 +178,7 @@ def build_config(args) -> TrainConfig:
             print(f"info: --resume: {option_name(name)} {show(new)} (was {show(old)})", flush=True)
         return cfg
     base = load_toml(args.config) if args.config else {}
-    return from_dict(TrainConfig, merge(base, given), args.config or "command line")
+    return from_dict(TrainConfig, _hypernetwork_defaults(merge(base, given)), args.config or "command line")
 
 
 def run(args) -> int:

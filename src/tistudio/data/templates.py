@@ -63,12 +63,13 @@ def _check_tags(label: str, lines: list[str]) -> None:
                                     f"templates know only {' and '.join(known)}")
 
 
-def load_template(name_or_path: str | Path) -> list[str]:
+def load_template(name_or_path: str | Path, needs_name: bool = True) -> list[str]:
+    """`needs_name` False for hypernetworks: they act on every prompt, so [name] is optional."""
     label, text = _resolve(name_or_path)
     lines = _read_lines(text)
     _check_tags(label, lines)
     # A1111 defect 8: a template without [name] trains nothing, then crashes much later.
-    if not any("[name]" in line for line in lines):
+    if needs_name and not any("[name]" in line for line in lines):
         raise TIStudioError(f"{label} has no line containing [name], so the embedding would never be "
                             "in a prompt; add [name] to its lines")
     return lines

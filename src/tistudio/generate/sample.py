@@ -1,5 +1,7 @@
 """txt2img with embeddings: our prompt encoding (so any number of embeddings work in prompt and
-negative prompt) handed to diffusers' pipelines as prompt embeddings, which bring the samplers."""
+negative prompt) handed to diffusers' pipelines as prompt embeddings, which bring the samplers.
+Hypernetworks (`<hypernet:name:mult>` in the prompt, resolved by the caller) are on the UNet for
+the sampling only; their tags are removed from the encoded prompt and kept in the PNG's text."""
 from __future__ import annotations
 
 import json
@@ -9,6 +11,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from ..errors import TIStudioError
+from ..hypernetwork.apply import applied, parse_tags
 from ..models.components import Components
 from ..models.conditioning import PromptEncoder
 from ..models.footprint import check_fits
@@ -90,16 +93,17 @@ def parameters_text(o: GenerateOptions, width: int, height: int, seed: int, c: C
 def generate(c: Components, options: GenerateOptions, vectors: Mapping[str, Sequence[torch.Tensor]] | None = None,
              clip_skip: int = 1, progress: bool = False,
              callback: Callable[[int, int], None] | None = None,
-             ti_hashes: Mapping[str, str] | None = None) -> list:
+             ti_hashes: Mapping[str, str] | None = None, hypernetworks: Sequence = ()) -> list:
     """Images (PIL, with `.info["parameters"]`) for seeds seed, seed+1, ... seed+n-1 (resolve
-    `--seed -1` first: generate/files.py)."""
+    `--seed -1` first: generate/files.py). `hypernetworks`: [(Hypernetwork, strength)] applied in
+    order (hypernetwork/apply.py)."""
     o = options
     width = o.width or c.resolution
     height = o.height or c.resolution
     check_fits(c, width, height, 1, c.unet.device, training=False)
     encoder = PromptEncoder(c, clip_skip)
     # One call for both prompts so they share a chunk count (the pipeline needs equal shapes).
-    cond = encoder.encode([o.prompt, o.negative_prompt], vectors)
+    cond = encoder.encode([parse_tags(o.prompt)[0], o.negative_prompt], vectors)
     pipe = _pipeline(c, o.sampler)
     pipe.set_progress_bar_config(disable=not progress)
     dtype = c.unet.dtype
@@ -112,8 +116,9 @@ def generate(c: Components, options: GenerateOptions, vectors: Mapping[str, Sequ
     for i in range(o.n):
         seed = first_seed + i
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        out = pipe(num_inference_steps=o.steps, guidance_scale=o.cfg, width=width, height=height,
-                   generator=gen, output_type="pil", **kwargs)
+        with applied(c.unet, hypernetworks):
+            out = pipe(num_inference_steps=o.steps, guidance_scale=o.cfg, width=width, height=height,
+                       generator=gen, output_type="pil", **kwargs)
         image = out.images[0]
         image.info["parameters"] = parameters_text(o, width, height, seed, c, ti_hashes)
         images.append(image)

@@ -6,13 +6,17 @@
     loss.csv  evaluations.csv  summary.json  loss.png  tensorboard/  latents/
     state.pt         the exact-resume state, written last at each save point
     embeddings/NAME-STEP.<ext>, NAME-best.<ext>, NAME-init.safetensors (and NAME-neg-… for DreamArtist)
+    hypernetworks/NAME-STEP.pt, NAME-best.pt   a hypernetwork run's, instead of embeddings/
+                                 (A1111's folder name; the .pt is its only format)
     images/NAME-STEP.png         previews
     image_embeddings/NAME-STEP.png
 
 NAME is the embedding's stored name (its trigger), not its file name: they differ for PNG
 embeddings and renamed files. The finished files go beside --output (or --embedding) and their
 DreamArtist partner follows the positive's file name: --output out/cat.pt -> out/cat-neg.pt,
-and the best files beside them -> out/cat-best.pt, out/cat-neg-best.pt."""
+and the best files beside them -> out/cat-best.pt, out/cat-neg-best.pt. A finished hypernetwork
+is --output, else the --hypernetwork file itself (A1111 overwrites models/hypernetworks/NAME.pt),
+with NAME-best.pt beside it."""
 from __future__ import annotations
 
 import json
@@ -31,6 +35,8 @@ STATE_FILE = "state.pt"
 PLOT_FILE = "loss.png"
 BOARD_DIR = "tensorboard"
 LATENTS_DIR = "latents"
+HYPERNETWORKS_DIR = "hypernetworks"
+HYPERNETWORK_SUFFIX = ".pt"
 NEG_SUFFIX = "-neg"       # DreamArtist's negative: NAME-neg
 BEST_SUFFIX = "-best"
 INIT_SUFFIX = "-init"
@@ -55,6 +61,7 @@ class RunFolder:
         self.embeddings = self.root / "embeddings"
         self.images = self.root / "images"
         self.image_embeddings = self.root / "image_embeddings"
+        self.hypernetworks = self.root / HYPERNETWORKS_DIR
         self.config = self.root / CONFIG_FILE
         self.identity = self.root / IDENTITY_FILE
         self.lock = self.root / LOCK_FILE
@@ -91,6 +98,13 @@ class RunFolder:
         """The vectors the run began from (drift is measured from them, also after a resume)."""
         return self.embeddings / f"{name or self.name}{INIT_SUFFIX}.safetensors"
 
+    def hypernetwork_snapshot(self, step: int, name: str | None = None) -> Path:
+        """hypernetworks/NAME-STEP.pt; its stored step is STEP."""
+        return self.hypernetworks / f"{name or self.name}-{step}{HYPERNETWORK_SUFFIX}"
+
+    def hypernetwork_best(self, name: str | None = None) -> Path:
+        return self.hypernetworks / f"{name or self.name}{BEST_SUFFIX}{HYPERNETWORK_SUFFIX}"
+
     def preview(self, step: int) -> Path:
         return self.images / f"{self.name}-{step}.png"
 
@@ -100,13 +114,11 @@ class RunFolder:
     # -- reading --------------------------------------------------------------------------
     def snapshots(self, name: str | None = None) -> list[tuple[int, Path]]:
         """(step, file) of NAME-STEP.* in embeddings/, newest step first."""
-        name = name or self.name
-        found = []
-        for path in self.embeddings.glob(f"{glob_escape(name)}-*") if self.embeddings.is_dir() else ():
-            stem, _, rest = path.name[len(name) + 1:].partition(".")
-            if stem.isdigit() and path.suffix in EMBEDDING_SUFFIXES and path.is_file():
-                found.append((int(stem), path))
-        return sorted(found, key=lambda item: (-item[0], item[1].suffix != ".pt"))
+        return _snapshots(self.embeddings, name or self.name, EMBEDDING_SUFFIXES)
+
+    def hypernetwork_snapshots(self, name: str | None = None) -> list[tuple[int, Path]]:
+        """(step, file) of NAME-STEP.pt in hypernetworks/, newest step first."""
+        return _snapshots(self.hypernetworks, name or self.name, (HYPERNETWORK_SUFFIX,))
 
     def embedding_files(self) -> list[Path]:
         """Every saved embedding of the run (snapshots, best, init), newest first."""
@@ -125,10 +137,11 @@ class RunFolder:
         return sorted(out, key=lambda item: item[1])
 
     def prune_snapshots(self, keep: int) -> list[Path]:
-        """--keep-last N: delete the snapshot files (embeddings/ and image_embeddings/) of all but the
-        N latest saved steps, so a long run's disk use stays bounded. Returns the deleted paths."""
+        """--keep-last N: delete the snapshot files (embeddings/, image_embeddings/, hypernetworks/)
+        of all but the N latest saved steps, so a long run's disk use stays bounded. Returns the
+        deleted paths."""
         doomed = []
-        for folder in (self.embeddings, self.image_embeddings):  # each keeps its own N latest
+        for folder in (self.embeddings, self.image_embeddings, self.hypernetworks):  # each keeps its own N latest
             by_step: dict[int, list[Path]] = {}
             for path in folder.glob("*-*") if folder.is_dir() and keep > 0 else ():
                 found = _SNAPSHOT_RE.match(path.name)
@@ -138,6 +151,15 @@ class RunFolder:
         for path in doomed:
             path.unlink(missing_ok=True)
         return doomed
+
+
+def _snapshots(folder: Path, name: str, suffixes: tuple[str, ...]) -> list[tuple[int, Path]]:
+    found = []
+    for path in folder.glob(f"{glob_escape(name)}-*") if folder.is_dir() else ():
+        stem, _, rest = path.name[len(name) + 1:].partition(".")
+        if stem.isdigit() and path.suffix in suffixes and path.is_file():
+            found.append((int(stem), path))
+    return sorted(found, key=lambda item: (-item[0], item[1].suffix != ".pt"))
 
 
 def glob_escape(text: str) -> str:
@@ -165,6 +187,12 @@ def final_paths(output: str | None, embedding: str, formats: tuple[str, ...], na
         stem = stem + partner[len(name):] if partner.startswith(name) and partner != name else partner
     # Not with_suffix: a name such as "v1.5" would lose its ".5".
     return [(target.parent / f"{stem}{ext(fmt)}", fmt) for fmt in formats]
+
+
+def final_hypernetwork(output: str | None, hypernetwork: str) -> Path:
+    """Where a finished hypernetwork goes: --output, else over the --hypernetwork file it started
+    from (as A1111's trainer overwrites models/hypernetworks/NAME.pt); its .optim beside it."""
+    return Path(output or hypernetwork)
 
 
 def best_beside(final: Path, fmt: str) -> Path:

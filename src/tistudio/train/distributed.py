@@ -79,7 +79,7 @@ class Distributed:
         return replace(mb, prompts=mb.prompts[part], latents=mb.latents[part], noise=mb.noise[part],
                        timesteps=mb.timesteps[part], noisy=mb.noisy[part], target=mb.target[part],
                        weights=None if mb.weights is None else mb.weights[part],
-                       indices=mb.indices[part], flips=mb.flips[part])
+                       indices=mb.indices[part], flips=mb.flips[part], position=mb.position + self.rank * n)
 
     def reduce(self, params, loss: float) -> float:
         """Sum the vector gradients and the step's loss over processes; returns the total loss."""

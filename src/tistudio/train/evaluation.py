@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from ..atomic import write_text
 from ..embedding.formats import load_embedding, save_embedding
 from ..events import Message
-from ..runs.folder import best_beside, final_paths
+from ..hypernetwork import format as hypernetwork_format
+from ..runs.folder import best_beside, final_hypernetwork, final_paths
 from . import fidelity
 from .health import WARN_RATIO, cap_norms, max_ratio, measure, summary, vocabulary_medians
 from .monitor import Board, write_loss_plot
+from .objectives.hypernetwork import TrainableHypernetwork
 from .validation import ValidationSet
 
 OVERFIT_WINDOW = 3      # evaluations: validation up at each of them while the training average falls
@@ -60,6 +62,9 @@ class Evaluator:
         # stop at the same step and cap norms alike); only the main one writes files.
         self.writes = s.dist.is_main if getattr(s, "dist", None) is not None else True
         self.names = [e.name for e in s.objective.embeddings]
+        # A hypernetwork has no vectors to measure against the vocabulary: validation, best and
+        # early stopping only; its best is RUN/hypernetworks/NAME-best.pt.
+        self.hyper = isinstance(s.objective.embeddings[0], TrainableHypernetwork)
         self.start_step = s.start_step
         self.started = time.time()
         self.medians = vocabulary_medians(s.c)
@@ -89,7 +94,7 @@ class Evaluator:
     def _start_vectors(self, s, resumed: bool) -> dict:
         """The vectors this run began from, kept as NAME-init.safetensors for drift on resume."""
         start = {}
-        for e in s.objective.embeddings:
+        for e in s.objective.embeddings if not self.hyper else ():
             path = s.run.init_file(e.name)
             if resumed and path.is_file():
                 start[e.name] = load_embedding(path).vectors
@@ -117,6 +122,9 @@ class Evaluator:
                 for r in rows if int(r["step"]) <= upto]
 
     def _read_best(self) -> list | None:
+        if self.hyper:
+            path = self.run.hypernetwork_best(self.names[0])
+            return [hypernetwork_format.load(path)] if path.is_file() else None
         paths = [self.run.best(self.cfg.formats[0], name) for name in self.names]
         return [load_embedding(p) for p in paths] if all(p.is_file() for p in paths) else None
 
@@ -131,7 +139,7 @@ class Evaluator:
             self._log_preview(s)
             if cfg.preview_every and step % cfg.preview_every == 0:
                 self.pending_preview = step  # the loop writes it right after the hooks
-        if self.validation is None:  # vector health is watched with or without validation
+        if self.validation is None and not self.hyper:  # vector health is watched with or without validation
             self.last_ratio = max_ratio(s.objective, self.medians)
             self._check_norms(s, step, self.last_ratio)
         if self.validation is not None and step % cfg.val_every == 0:
@@ -159,9 +167,10 @@ class Evaluator:
         cfg = self.cfg
         val = self.validation.loss(s)
         s.run.set_val(step, val)
-        health = measure(s.objective, self.start, self.medians)
+        health = [] if self.hyper else measure(s.objective, self.start, self.medians)
         latest = s.run.latest()
-        values = {"val_loss": val, "loss_ema": latest["loss_ema"] if latest else math.nan, **summary(health)}
+        values = {"val_loss": val, "loss_ema": latest["loss_ema"] if latest else math.nan,
+                  **(summary(health) if health else {"max_norm_ratio": math.nan, "mean_drift": math.nan})}
         for scorer in self.scorers:
             values.update(scorer(s))
         ev = Evaluation(step, values)
@@ -173,8 +182,8 @@ class Evaluator:
         scores = "".join(f", {k} {v:.3f}" for k, v in values.items() if k.startswith(("clip_", "toy_")))
         s.callback(Message("info", f"step {step}: validation loss {val:.5f} "
                            + ("(best)" if improved else f"(best {self.best.val_loss:.5f} at step {self.best.step})")
-                           + f"; norms up to {values['max_norm_ratio']:.2f}x the vocabulary median, "
-                           f"drift {values['mean_drift']:.3f}{scores}"))
+                           + ("" if self.hyper else f"; norms up to {values['max_norm_ratio']:.2f}x the "
+                              f"vocabulary median, drift {values['mean_drift']:.3f}") + scores))
         self.last_ratio = values["max_norm_ratio"]
         self._check_norms(s, step, values["max_norm_ratio"])
         self._check_overfit(s)
@@ -224,6 +233,9 @@ class Evaluator:
     def _save_best(self, s, step: int) -> None:
         self.best_embeddings = [e.snapshot(step) for e in s.objective.embeddings]
         for emb in self.best_embeddings if self.writes else ():
+            if self.hyper:
+                s.run.save_hypernetwork(emb, best=True)
+                continue
             for fmt in self.cfg.formats:
                 save_embedding(emb, self.run.best(fmt, emb.name), fmt)
 
@@ -231,6 +243,9 @@ class Evaluator:
         """NAME-best.* beside the final embedding (DreamArtist's partner beside its own), where the
         user looks for their result."""
         cfg, out = self.cfg, []
+        if self.hyper:
+            best = best_beside(final_hypernetwork(cfg.output, cfg.hypernetwork), "a1111-pt")
+            return [str(hypernetwork_format.save(self.best_embeddings[0], best))]
         for k, emb in enumerate(self.best_embeddings):
             partner = emb.name if k else None
             for path, fmt in final_paths(cfg.output, cfg.embedding, cfg.formats, self.names[0], partner):

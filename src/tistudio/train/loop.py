@@ -11,8 +11,9 @@ import torch
 
 from ..data.batches import batch_at
 from ..events import Message, Progress, Saved
-from ..rng import torch_generator
+from ..hypernetwork.model import Hypernetwork
 from ..models.denoiser import noisy_and_target, sample_timesteps
+from ..rng import torch_generator
 from . import state as train_state
 from .ema import output_vectors
 from .guards import finite
@@ -52,7 +53,7 @@ def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
     return MicroBatch(prompts=prompts, latents=latents.to(dev), noise=noise.to(dev), timesteps=t.to(dev),
                       noisy=noisy.to(dev), target=target.to(dev),
                       weights=None if weights is None else weights.to(dev), indices=list(indices),
-                      flips=list(flips), pixel_size=(s.height, s.width))
+                      flips=list(flips), pixel_size=(s.height, s.width), position=first_position)
 
 
 def _clip(s: Session) -> None:
@@ -73,8 +74,9 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
         if not (finite(emb.vectors) and finite(e.params)):  # never save a non-finite vector
             s.callback(Message("warning", f"step {step}: {e.name} has non-finite values; not saved"))
             return []
-        if not final:
-            paths += s.run.save_snapshot(emb, s.cfg.formats)
+        if not final:  # a hypernetwork has one format, A1111's .pt
+            paths += ([s.run.save_hypernetwork(emb)] if isinstance(emb, Hypernetwork)
+                      else s.run.save_snapshot(emb, s.cfg.formats))
     extra = {"ema": s.ema.state_dict()} if s.ema is not None else {}
     if not final:  # a stop's final save is no save point: an uninterrupted run would not remember it
         s.guard.remember(s)

@@ -1,5 +1,5 @@
-"""What training writes into its run folder (runs/folder.py owns the names): loss.csv rows and
-embedding snapshots.
+"""What training writes into its run folder (runs/folder.py owns the names): loss.csv rows,
+embedding snapshots and, for a hypernetwork run, hypernetwork snapshots.
 
 loss.csv keeps A1111's five columns first (step, epoch, epoch_step, loss, learn_rate), so tools that
 read theirs read ours; loss_ema and val_loss (empty between evaluations) follow."""
@@ -13,6 +13,8 @@ from pathlib import Path
 from ..atomic import as_user_error, write_text
 from ..embedding.embedding import Embedding
 from ..embedding.formats import save_embedding
+from ..hypernetwork import format as hypernetwork_format
+from ..hypernetwork.model import Hypernetwork
 from ..runs.folder import RunFolder
 
 LOSS_COLUMNS = ("step", "epoch", "epoch_step", "loss", "learn_rate", "loss_ema", "val_loss")
@@ -88,3 +90,8 @@ class TrainingFolder(RunFolder):
     def save_snapshot(self, emb: Embedding, formats: tuple[str, ...]) -> list[Path]:
         """embeddings/NAME-STEP.<ext> whose stored step equals STEP (A1111 stored STEP-1)."""
         return [save_embedding(emb, self.snapshot(emb.step, fmt, emb.name), fmt) for fmt in formats]
+
+    def save_hypernetwork(self, hn: Hypernetwork, best: bool = False) -> Path:
+        """hypernetworks/NAME-STEP.pt whose stored step is STEP (or NAME-best.pt)."""
+        path = self.hypernetwork_best(hn.name) if best else self.hypernetwork_snapshot(hn.step, hn.name)
+        return hypernetwork_format.save(hn, path)

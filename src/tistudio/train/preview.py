@@ -9,6 +9,7 @@ from ..data.prompts import fill, process_tags
 from ..events import Previewed
 from ..generate.sample import GenerateOptions, generate, save_png
 from .ema import output_vectors
+from .objectives.hypernetwork import TrainableHypernetwork, text_encoders_on
 
 
 def preview_prompt(s) -> str:
@@ -33,10 +34,14 @@ def write_preview(s, step: int) -> Path:
                               seed=cfg.preview_seed, width=s.width, height=s.height)
     shown = output_vectors(s)  # the EMA average when there is one
     vectors = {name: tuple(v.detach() for v in vs) for name, vs in shown.items()}
+    trained, networks = s.objective.embeddings[0], []
+    hyper = isinstance(trained, TrainableHypernetwork)
+    if hyper:  # no vectors to put in the prompt: the (averaged) hypernetwork goes on the UNet
+        networks, vectors = [(trained.snapshot(step, vectors=shown[trained.name]), 1.0)], {}
     vae_device = next(s.c.vae.parameters()).device
     s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decode
-    with torch.no_grad():
-        image = generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip)[0]
+    with torch.no_grad(), text_encoders_on(s.c, s.device if hyper and s.objective.offloaded else None):
+        image = generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip, hypernetworks=networks)[0]
     s.c.vae.to(vae_device)
     path = save_png(image, s.run.preview(step))
     s.callback(Previewed(step, str(path)))

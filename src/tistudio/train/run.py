@@ -1,18 +1,28 @@
 """A whole training run's lifecycle: set up, loop, final save (or save on interrupt)."""
 from __future__ import annotations
 
+from pathlib import Path
 
 from ..config import TrainConfig
 from ..embedding.formats import save_embedding
 from ..events import Callback, Finished, Message, StopToken
+from ..hypernetwork import format as hypernetwork_format
+from ..hypernetwork.model import Hypernetwork
 from ..models.components import Components
 from ..runs import identity
-from ..runs.folder import final_paths
+from ..runs.folder import final_hypernetwork, final_paths
 from .ema import output_vectors
 from .guards import finite
 from .loop import TrainResult, run_loop, save_point
 from . import side_optim
 from .session import Session, prepare
+
+
+def _save_hypernetwork(cfg: TrainConfig, hn: Hypernetwork, s: Session) -> list[Path]:
+    """The finished hypernetwork and its .optim (the .optim's hash is of the .pt's bytes)."""
+    path = hypernetwork_format.save(hn, final_hypernetwork(cfg.output, cfg.hypernetwork))
+    optim = side_optim.write(path, hn.vectors, s.objective, s.optimizer)
+    return [path] + ([optim] if optim else [])
 
 
 def train(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
@@ -41,6 +51,11 @@ def _run(s: Session, progress: bool) -> TrainResult:
             s.callback(Message("warning", f"{e.name} has non-finite values at step {result.step}; "
                                           "final file not written"))
             continue
+        if isinstance(emb, Hypernetwork):  # one file, A1111's .pt, with its .optim
+            written = _save_hypernetwork(cfg, emb, s)
+            outputs += [str(p) for p in written]
+            own.append(written[0])
+            continue
         partner = None if e is first else e.name  # NAME-neg follows the positive's file name
         for path, fmt in final_paths(cfg.output, cfg.embedding, cfg.formats, first.name, partner):
             written = save_embedding(emb, path, fmt)
@@ -49,7 +64,7 @@ def _run(s: Session, progress: bool) -> TrainResult:
                 own.append(written)
             if fmt == "a1111-pt" and side_optim.write(path, emb.vectors, s.objective, s.optimizer):
                 outputs.append(f"{path}.optim")
-    identity.record(s.run, cfg.embedding, own)  # training these files further continues this run
+    identity.record(s.run, cfg.hypernetwork or cfg.embedding, own)  # training these files further continues this run
     result.outputs = outputs
     s.callback(Finished(result.step, result.reason, tuple(outputs)))
     return result

@@ -20,15 +20,19 @@ from ..embedding.embedding import Embedding
 from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
 from ..events import Callback, Message, StopToken
+from ..hypernetwork import format as hypernetwork_format
+from ..hypernetwork.apply import check_fits as hypernetwork_fits
+from ..hypernetwork.model import Hypernetwork
 from ..models.components import Components
 from ..models.footprint import check_fits
 from ..runs import identity
-from ..runs.folder import CONFIG_FILE, RunFolder, final_paths
+from ..runs.folder import CONFIG_FILE, RunFolder, final_hypernetwork, final_paths
 from ..runs.lock import RunLock
 from . import side_optim, state as train_state
 from .advice import start_warnings
 from .ema import EMA
 from .guards import NumericGuard
+from .objectives.hypernetwork import offload_text_encoders
 from .objectives.select import build_objective, ema_decays
 from .outputs import TrainingFolder
 from .schedules import LRSchedule, parse_lr
@@ -44,7 +48,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class Session:
     cfg: TrainConfig
     c: Components
-    objective: object     # TIObjective or DreamArtistObjective: .embeddings, .vectors(), .loss()
+    objective: object     # TI, DreamArtist or Hypernetwork objective: .embeddings, .vectors(), .loss()
     cache: LatentCache
     prompts: PromptSampler
     optimizer: torch.optim.Optimizer
@@ -100,10 +104,25 @@ def load_components(cfg: TrainConfig, device: torch.device | None = None, proces
     return source.load(DTYPES[speed.precision], vae_dtype=torch.float32)
 
 
-def _embedding(cfg: TrainConfig) -> Embedding:
+def _trained(cfg: TrainConfig) -> Embedding | Hypernetwork:
+    """What the run trains (its stored name names the run folder): the --hypernetwork file of a
+    hypernetwork run, else the --embedding (DreamArtist's partner is found later, select.py)."""
+    if cfg.method == "hypernetwork":
+        return hypernetwork_format.load(cfg.hypernetwork)
     if not cfg.embedding:
         raise TIStudioError("--embedding is required: a file made by `tistudio create NAME`")
     return load_embedding(cfg.embedding)
+
+
+def source_file(cfg: TrainConfig) -> str:
+    """The file the run starts from, which its identity (runs/identity.py) records."""
+    return cfg.hypernetwork if cfg.method == "hypernetwork" else cfg.embedding
+
+
+def _finals(cfg: TrainConfig, name: str) -> list[Path]:
+    if cfg.method == "hypernetwork":
+        return [final_hypernetwork(cfg.output, cfg.hypernetwork)]
+    return [path for path, _ in final_paths(cfg.output, cfg.embedding, cfg.formats, name)]
 
 
 def check_steps_left(cfg: TrainConfig, name: str, start_step: int, resume: str | None = None) -> None:
@@ -116,14 +135,14 @@ def check_steps_left(cfg: TrainConfig, name: str, start_step: int, resume: str |
                         f"to train M−{start_step} more (e.g. --steps {start_step + cfg.steps} for {cfg.steps} more)")
 
 
-def _claim(cfg: TrainConfig, emb: Embedding, dist: Distributed, folder: str | None,
+def _claim(cfg: TrainConfig, emb: Embedding | Hypernetwork, dist: Distributed, folder: str | None,
            callback: Callback) -> tuple[TrainingFolder, RunLock | None]:
     """The run folder, locked, with its identity and config.toml written: `folder` (a resume's),
     else LOG_DIR/NAME, or NAME-2 … when LOG_DIR/NAME is another embedding's run (runs/identity.py).
     config.toml comes first of all files, so a run killed at any later moment can be resumed."""
     if not dist.is_main:  # the others write a scratch copy (train/distributed.py)
         return TrainingFolder(dist.run_root(Path(cfg.log_dir) / emb.name), emb.name), None
-    root = Path(folder) if folder else identity.choose(cfg.log_dir, emb.name, cfg.embedding)
+    root = Path(folder) if folder else identity.choose(cfg.log_dir, emb.name, source_file(cfg))
     if root != Path(cfg.log_dir) / emb.name and not folder:
         owner = identity.read(RunFolder(Path(cfg.log_dir) / emb.name, emb.name)) or {}
         callback(Message("info", f"{Path(cfg.log_dir) / emb.name} is the run of another embedding named "
@@ -137,7 +156,7 @@ def _claim(cfg: TrainConfig, emb: Embedding, dist: Distributed, folder: str | No
         run = TrainingFolder(root, emb.name)
         remove_stale(run.root)  # temporaries of a killed run (atomic.py)
         write_text(run.config, dump_toml(cfg))
-        identity.record(run, cfg.embedding)
+        identity.record(run, source_file(cfg))
     except BaseException:
         lock.release()
         raise
@@ -154,10 +173,10 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         resume = None
     # Cheap checks first (the embedding, a resume's state, the steps left, the output's folder), so a
     # run that cannot start says so before the model loads, and one with nothing to do writes nothing.
-    emb = _embedding(cfg)
+    emb = _trained(cfg)
     saved = train_state.load(Path(resume)) if resume else None
     check_steps_left(cfg, emb.name, int(saved["step"]) if saved else emb.step, resume)
-    for path, _ in final_paths(cfg.output, cfg.embedding, cfg.formats, emb.name):
+    for path in _finals(cfg, emb.name):
         check_writable(path)
     device = pick_device(cfg.device)
     dist = Distributed.from_env(cfg.batch_size, device.type)
@@ -178,9 +197,13 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     c.freeze()
     width = cfg.width or c.resolution
     height = cfg.height or c.resolution
-    emb.check_fits(c.widths, cfg.embedding)
+    hyper = cfg.method == "hypernetwork"
+    if hyper:
+        hypernetwork_fits(emb, c.unet, f"--hypernetwork {cfg.hypernetwork}")
+    else:
+        emb.check_fits(c.widths, cfg.embedding)
     check_fits(c, width, height, cfg.batch_size * (2 if cfg.flip else 1), device, training=True)
-    lines = load_template(cfg.template)
+    lines = load_template(cfg.template, needs_name=not hyper)
 
     images, skipped = scan_images(cfg.data)
     for path, reason in skipped:
@@ -189,7 +212,8 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     records = make_records(images, width=width, height=height, factor=c.vae_factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
     schedule = parse_lr(cfg.lr, cfg.steps)
-    for text in start_warnings(c, emb.name, [r.caption for r in records], schedule):
+    # A hypernetwork has no vectors and no trigger word: these warnings are an embedding's.
+    for text in [] if hyper else start_warnings(c, emb.name, [r.caption for r in records], schedule):
         callback(Message("warning", text))
     if cfg.grayscale_copies:
         records += grayscale_copies(records)
@@ -213,13 +237,16 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
         c.vae.to("cpu")
 
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
+    if hyper and cfg.vae_offload:
+        captions = [r.caption for r in (*cache.records, *(val_cache.records if val_cache else ()))]
+        offload_text_encoders(cfg, c, objective, lines, captions, callback)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
     # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
     optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     start_step = emb.step
     if not resume:
-        side_optim.restore(cfg.embedding, objective, optimizer, callback)
+        side_optim.restore(source_file(cfg), objective, optimizer, callback)
     decays = ema_decays(cfg, objective)
     ema = EMA(objective.embeddings, decays, cfg.ema_replace_every) if decays else None
     if resume:

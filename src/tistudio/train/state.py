@@ -13,6 +13,7 @@ import torch
 from ..atomic import write_with
 from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
+from ..hypernetwork import format as hypernetwork_format
 from ..runs.folder import CONFIG_FILE, STATE_FILE, RunFolder
 
 
@@ -62,15 +63,19 @@ def load(run_dir: Path) -> dict:
 
 
 def _fallback(run: RunFolder) -> str:
-    """The way on from a damaged state.pt: the newest snapshot that still loads."""
-    for step, snapshot in run.snapshots():
+    """The way on from a damaged state.pt: the newest snapshot that still loads (a hypernetwork
+    run's are in hypernetworks/, an embedding run's in embeddings/)."""
+    hyper = run.hypernetwork_snapshots()
+    option, folder, load = (("--hypernetwork", run.hypernetworks, hypernetwork_format.load) if hyper
+                            else ("--embedding", run.embeddings, load_embedding))
+    for step, snapshot in hyper or run.snapshots():
         try:
-            load_embedding(snapshot)
+            load(snapshot)
         except Exception:  # a damaged snapshot too: try the one before
             continue
-        return (f"continue from the newest intact snapshot with --embedding {snapshot} (step {step}, "
+        return (f"continue from the newest intact snapshot with {option} {snapshot} (step {step}, "
                 f"without --resume), or delete {run.state} to --resume from step 0")
-    return f"no intact snapshot in {run.embeddings}; delete {run.state} to --resume from step 0"
+    return f"no intact snapshot in {folder}; delete {run.state} to --resume from step 0"
 
 
 def restore_rngs(state: dict) -> None:

@@ -42,3 +42,4 @@ class MicroBatch:
     indices: list[int]
     flips: list[bool]
     pixel_size: tuple[int, int]    # (height, width)
+    position: int = 0              # the first sample's place in the run's sample stream (keys dropout)

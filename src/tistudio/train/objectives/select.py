@@ -2,7 +2,8 @@
 
 DreamArtist trains a pair: --embedding NAME.<ext> (positive) and, unless --negative names another
 file, NAME-neg.<ext> beside it (the same extension first, then any format we read), as
-`tistudio create NAME --method dreamartist` writes them.
+`tistudio create NAME --method dreamartist` writes them. A hypernetwork run trains --hypernetwork
+FILE instead of an embedding (objectives/hypernetwork.py).
 """
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ def negative_path(cfg: TrainConfig) -> Path:
 def build_objective(cfg: TrainConfig, c: Components, positive: Embedding, device: torch.device,
                     lines: list[str], pixels=None):
     encoder = PromptEncoder(c, cfg.model.clip_skip)
+    if cfg.method == "hypernetwork":
+        from .hypernetwork import HypernetworkObjective, TrainableHypernetwork
+
+        return HypernetworkObjective(c, encoder, TrainableHypernetwork(positive, device), cfg.seed)
     if cfg.method == "ti":
         from .ti import TIObjective
 
