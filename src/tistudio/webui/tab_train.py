@@ -99,12 +99,12 @@ def _config(ctx: Context, specs, model, family, values):
 def start(ctx: Context, specs, model, family, *values) -> str:
     cfg = _config(ctx, specs, model, family, values)
     job = ctx.jobs.start(cfg)
-    return f"Started run {job.id}: training `{Path(cfg.embedding).name}` for {cfg.steps} steps."
+    return f"Started run {job.id}: training `{Path(cfg.hypernetwork or cfg.embedding).name}` for {cfg.steps} steps."
 
 
 def resume(ctx: Context, specs, model, family, *values) -> str:
     cfg = _config(ctx, specs, model, family, values)
-    run_dir = Path(cfg.log_dir) / Path(cfg.embedding).stem
+    run_dir = Path(cfg.log_dir) / Path(cfg.hypernetwork or cfg.embedding).stem
     if not (run_dir / "state.pt").is_file():
         raise TIStudioError(f"Resume: {ctx.guard.show(run_dir)} has no saved state; press Train to start a run")
     job = ctx.jobs.start(cfg, resume=str(run_dir))
@@ -125,7 +125,7 @@ def prompts_preview(ctx: Context, specs, values) -> str:
     shipped = next((s.choices for s in specs if s.key == "template"), ())
     if template not in shipped:
         template = str(ctx.guard.resolve(template, "Prompt template", "file"))
-    name = Path(v.get("embedding") or "NAME").stem
+    name = Path(v.get("hypernetwork") or v.get("embedding") or "NAME").stem
     return "\n".join(example_prompts(template, name, data, v.get("filename_regex") or None,
                                      v.get("filename_join") or " "))
 
