@@ -260,3 +260,17 @@ def test_a_pickle_with_code_is_refused_in_one_line(tmp_path):
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({768: Evil()}))
     with pytest.raises(TIStudioError, match="refused"):
         hn_format.load(tmp_path / "evil.pt")
+
+
+def test_inspect_shows_the_structure_and_each_clients_verdict(tmp_path, capsys):
+    import json
+
+    hn_format.save(create("seen", (W,), Structure(activation="gelu")), tmp_path / "seen.pt")
+    assert main(["inspect", str(tmp_path / "seen.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "hypernetwork 'seen'" in out and "activation gelu" in out
+    assert "ComfyUI: refused: its loader knows only the activations" in out
+    assert main(["inspect", str(tmp_path / "seen.pt"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["widths"] == [W] and {r["client"]: r["verdict"] for r in data["compatibility"]} == \
+        {"A1111": "loads", "ComfyUI": "refused"}

@@ -269,3 +269,33 @@ def test_runs_are_listed_with_best_step_and_exported(tmp_path, tiny_models):
     out = runs.export(run / "embeddings" / "tok-2.pt", "safetensors", tmp_path / "dl")
     assert out.name == "tok-2.safetensors"
     assert load_embedding(out).vectors[0].equal(load_embedding(run / "embeddings" / "tok-2.pt").vectors[0])
+
+
+def test_the_train_form_trains_a_hypernetwork_without_an_embedding(guard):
+    """Train hypernetwork is the Train tab with method "hypernetwork" and the file in its own box."""
+    (guard.root / "hn.pt").write_bytes(b"x")
+    specs = train_fields()
+    assert [s.key for s in specs[:3]] == ["embedding", "hypernetwork", "method"]
+    cfg = build_train_config(specs, _values(specs, embedding="", hypernetwork="hn.pt", method="hypernetwork",
+                                            data="data", template="hypernetwork", lr="0.00001"), guard, "/m")
+    assert (cfg.method, cfg.hypernetwork, cfg.embedding) == ("hypernetwork", str(guard.root / "hn.pt"), "")
+    with pytest.raises(TIStudioError, match="Embedding file: empty"):
+        build_train_config(specs, _values(specs, embedding="", data="data"), guard, "/m")
+
+
+def test_create_hypernetwork_tab_writes_the_file_and_reports_compatibility(tmp_path, tiny_models, tiny_model_dirs):
+    from tistudio.hypernetwork import format as hn_format
+    from tistudio.hypernetwork.apply import attention_widths
+    from tistudio.webui.app import make_context
+    from tistudio.webui.tab_create_hypernetwork import create
+
+    model = str(tiny_model_dirs["sd1"])
+    ctx = make_context(tmp_path, model=model)
+    widths = [str(w) for w in attention_widths(tiny_models["sd1"].unet)]
+    text = create(ctx, model, "", "styled", widths, "1, 1.5, 1", "mish", False, False, "", "xavier",
+                  "hns", False)
+    hn = hn_format.load(tmp_path / "hns" / "styled.pt")
+    assert hn.structure.layer_structure == (1.0, 1.5, 1.0) and hn.structure.weight_init == "XavierUniform"
+    assert "Created `hns/styled.pt`" in text and "ComfyUI: loads" in text
+    with pytest.raises(TIStudioError, match="already exists"):
+        create(ctx, model, "", "styled", widths, "1, 2, 1", "linear", False, False, "", "normal", "hns", False)

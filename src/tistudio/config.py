@@ -137,6 +137,11 @@ class TrainConfig:
     keep_last: int = 0                # keep only the N latest snapshot steps in RUN/embeddings, 0 = all
     latent_cache: str = "auto"        # memory | disk (memory-mapped RUN/latents) | auto: disk from 1000 images
 
+    @property
+    def trained_file(self) -> str:
+        """The file the run starts from and trains: its identity (runs/identity.py) and .optim."""
+        return self.hypernetwork if self.method == "hypernetwork" else self.embedding
+
     def __post_init__(self):
         _check(self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1")
         _check(self.grad_accum >= 1, f"--grad-accum {self.grad_accum}: must be at least 1")

@@ -16,10 +16,11 @@ def register(sub) -> None:
     f.add_argument("--concept", action="append", required=True,
                    help="'COLOUR SHAPE', e.g. 'teal star'; repeat for several, or 'held-out' for all four "
                    "held-out concepts")
-    f.add_argument("--method", action="append", choices=["ti", "dreamartist"],
-                   help="ti (default) or dreamartist; repeat to run both")
+    f.add_argument("--method", action="append", choices=["ti", "dreamartist", "hypernetwork"],
+                   help="ti (default), dreamartist or hypernetwork; repeat to run several")
     f.add_argument("--steps", type=int, help="training steps (default 2000)")
-    f.add_argument("--lr", help="learning rate or schedule (default '0.1:1000, 0.02')")
+    f.add_argument("--lr", help="learning rate or schedule (default '0.1:1000, 0.02'; hypernetwork "
+                   "'0.0005:1000, 0.0001')")
     f.add_argument("--vectors", type=int, help="vectors per token (default 1)")
     f.add_argument("--samples", type=int, help="images drawn for each score (default 64)")
     f.add_argument("--images", type=int, help="rendered training images (default 10)")
@@ -34,14 +35,14 @@ def run_fidelity(args) -> int:
     from pathlib import Path
 
     from ..toy.concepts import held_out_concepts, parse_concept
-    from ..toy.fidelity import FidelitySettings, format_table, run_fidelity as run_one, with_overrides, write_json
+    from ..toy.fidelity import for_method, format_table, run_fidelity as run_one, with_overrides, write_json
 
     concepts = []
     for spec in args.concept:
         concepts += held_out_concepts() if spec.strip().lower() == "held-out" else [parse_concept(spec)]
     given = dict(steps=args.steps, lr=args.lr, vectors=args.vectors, samples=args.samples,
                  images=args.images, seed=args.seed, threads=args.threads)
-    runs = [(concept, with_overrides(FidelitySettings(method=method), **given))
+    runs = [(concept, with_overrides(for_method(method), **given))
             for concept in concepts for method in (args.method or ["ti"])]  # settings checked up front
     out = Path(args.out)
     results = []

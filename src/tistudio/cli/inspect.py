@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "inspect", help="show an embedding's name, shape, step, base model and vector norms",
+        "inspect", help="show an embedding's name, shape, step, base model and vector norms (or a hypernetwork's structure)",
         description="Describe an embedding file of any layout. With --model also compare its norms with "
                     "the vocabulary's and list the nearest vocabulary tokens of each vector.")
     p.add_argument("file", metavar="FILE", help="embedding file or diffusers folder")
@@ -37,9 +37,14 @@ def run(args) -> int:
     from ..embedding.formats.describe import describe, report
     from ..embedding.formats.registry import read_embedding
     from ..errors import TIStudioError
+    from ..hypernetwork import format as hn_format
 
     if args.top < 1:
         raise TIStudioError(f"--top {args.top}: give at least 1")
+    hypernetwork = hn_format.sniff(args.file)
+    if hypernetwork is not None:  # structure and which clients load it (docs/hypernetworks.md)
+        print(json.dumps(hn_format.summary(hypernetwork), indent=2) if args.json else hn_format.describe(hypernetwork))
+        return 0
     loaded = read_embedding(args.file)
     components = None
     if args.model:

@@ -37,7 +37,8 @@ OPTIONS = {
     "--flip": ("flip", None, "randomly mirror images (exact: mirrored latents are encoded too)"),
     "--seed": ("seed", int, "seed for data order, noise and prompts (default 0)"),
     "--latent-sampling": ("latent_sampling", str, "once | deterministic | random (default once)"),
-    "--vae-offload": ("vae_offload", None, "move the VAE off the accelerator after caching latents"),
+    "--vae-offload": ("vae_offload", None, "move the VAE off the accelerator after caching latents (with "
+                      "--hypernetwork also the text encoders, after caching the prompts: the guide's tip)"),
     "--save-every": ("save_every", int, "snapshot the embedding every N steps, 0 = off (default 500)"),
     "--preview-every": ("preview_every", int, "preview image every N steps, 0 = off (default 500)"),
     "--preview-prompt": ("preview_prompt", str, "preview prompt (default: a dataset prompt)"),
@@ -112,11 +113,12 @@ def _add(p, table) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train an embedding on a folder of images",
-                       description="Train a Textual Inversion embedding into the run folder "
-                       "LOG_DIR/NAME (NAME-2 … when that folder is another embedding's run). --steps "
-                       "is the step to reach, counted from the embedding's stored step. Ctrl-C saves "
-                       "and stops; --resume RUN_DIR continues exactly where it stopped.")
+    p = sub.add_parser("train", help="train an embedding (or a hypernetwork) on a folder of images",
+                       description="Train a Textual Inversion embedding, a DreamArtist pair or (--hypernetwork) "
+                       "an A1111 hypernetwork into the run folder LOG_DIR/NAME (NAME-2 … when that folder "
+                       "is another file's run). --steps is the step to reach, counted from the file's "
+                       "stored step. Ctrl-C saves and stops; --resume RUN_DIR continues exactly where it "
+                       "stopped.")
     _add(p, MODEL_OPTIONS)
     _add(p, OPTIONS)
     _add(p, DREAMARTIST_OPTIONS)

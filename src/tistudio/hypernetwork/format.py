@@ -114,6 +114,15 @@ def load(path: str | Path) -> Hypernetwork:
     return from_dict(read_pickle(path), path.stem, str(path))
 
 
+def sniff(path: str | Path) -> Hypernetwork | None:
+    """The hypernetwork in a `.pt` file, or None when the file holds something else (an embedding)."""
+    path = Path(path)
+    if path.suffix.lower() != ".pt" or not path.is_file():
+        return None
+    data = read_pickle(path)
+    return from_dict(data, path.stem, str(path)) if is_hypernetwork(data) else None
+
+
 # -- the optimizer side file ----------------------------------------------------------------------
 
 def file_hash(path: str | Path) -> str:
@@ -168,6 +177,17 @@ def compatibility(hn: Hypernetwork) -> list[tuple[str, str, str]]:
         rows.append(("ComfyUI", "refused", f"its loader knows only the activations {', '.join(COMFY_ACTIVATIONS)}, "
                                            f"not {s.activation!r}; create with one of those"))
     return rows
+
+
+def summary(hn: Hypernetwork) -> dict:
+    """The facts `describe` prints, as JSON-able data."""
+    s = hn.structure
+    return {"kind": "hypernetwork", "name": hn.name, "step": hn.step, "widths": list(hn.widths),
+            "weights": sum(p.numel() for p in hn.vectors), "layer_structure": list(s.layer_structure),
+            "activation": s.activation, "activate_output": s.activate_output, "layer_norm": s.layer_norm,
+            "dropout": list(s.dropout), "weight_init": s.weight_init, "sd_checkpoint": hn.sd_checkpoint,
+            "sd_checkpoint_name": hn.sd_checkpoint_name,
+            "compatibility": [{"client": c, "verdict": v, "why": w} for c, v, w in compatibility(hn)]}
 
 
 def describe(hn: Hypernetwork) -> str:

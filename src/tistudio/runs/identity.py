@@ -13,6 +13,7 @@ from pathlib import Path
 from ..atomic import write_text
 from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
+from ..hypernetwork import format as hypernetwork_format
 from .folder import CONFIG_FILE, RunFolder, candidates
 
 
@@ -81,12 +82,13 @@ def record(run: RunFolder, embedding: str | Path, written: list[Path] = ()) -> N
     write_text(run.identity, json.dumps(data, indent=2) + "\n")
 
 
-def folder_for(log_dir: str | Path, embedding: str | Path) -> RunFolder:
-    """The run folder that training `embedding` writes, as training chooses it, for a face that
-    shows the run before it starts (the web UI). A file that cannot be read is named by its file
-    name here; training then says what is wrong with it."""
+def folder_for(log_dir: str | Path, trained: str | Path) -> RunFolder:
+    """The run folder that training the file `trained` (an embedding or a hypernetwork) writes, as
+    training chooses it, for a face that shows the run before it starts (the web UI). A file that
+    cannot be read is named by its file name here; training then says what is wrong with it."""
     try:
-        name = load_embedding(embedding).name
+        hypernetwork = hypernetwork_format.sniff(trained)
+        name = hypernetwork.name if hypernetwork is not None else load_embedding(trained).name
     except (TIStudioError, OSError):
-        name = Path(embedding).stem
-    return RunFolder(choose(log_dir, name, embedding), name)
+        name = Path(trained).stem
+    return RunFolder(choose(log_dir, name, trained), name)

@@ -27,6 +27,7 @@ from .concepts import Concept
 from .scenes import FRAMES
 
 NAME = "toy-concept"   # the trigger; free of colour/shape words, so only the vectors can carry them
+METHODS = ("ti", "dreamartist", "hypernetwork")
 SAMPLE_SEED = 4321     # seed of sample 0 of both the learned and the baseline images
 
 
@@ -40,7 +41,7 @@ class FidelitySettings:
     to the caption instead of the embedding. Samples use the toy model's scoring settings (DDIM 20,
     CFG 5) so the baseline matches `tistudio toy score --baselines`."""
 
-    method: str = "ti"               # ti | dreamartist
+    method: str = "ti"               # ti | dreamartist | hypernetwork (defaults: for_method)
     steps: int = 2000
     lr: str = "0.1:1000, 0.02"
     vectors: int = 1
@@ -57,10 +58,21 @@ class FidelitySettings:
     threads: int = 1                 # on shared cores one thread beats two (docs/toy.md)
 
     def __post_init__(self):
-        if self.method not in ("ti", "dreamartist"):
-            raise TIStudioError(f"--method {self.method}: use ti|dreamartist")
+        if self.method not in METHODS:
+            raise TIStudioError(f"--method {self.method}: use {'|'.join(METHODS)}")
         if self.steps < 1 or self.samples < 1 or self.images < 1 or self.vectors < 1:
             raise TIStudioError("--steps, --samples, --images and --vectors must be at least 1")
+
+
+# A hypernetwork has no trigger: it learns from the captions ("a star on a black background", the
+# colour never named) that stars look teal, and is scored on the same init-word prompts as the
+# baseline, with and without it on the UNet. Its rate and template (docs/hypernetworks.md).
+HYPERNETWORK_DEFAULTS = dict(lr="0.0005:1000, 0.0001", template="hypernetwork")
+
+
+def for_method(method: str) -> FidelitySettings:
+    """The tuned defaults of `method`."""
+    return FidelitySettings(method=method, **(HYPERNETWORK_DEFAULTS if method == "hypernetwork" else {}))
 
 
 @dataclass(frozen=True)
@@ -145,7 +157,7 @@ def _loss_average(path: Path) -> float:
     return float(rows[-1]["loss_ema"]) if rows and rows[-1].get("loss_ema") else math.nan
 
 
-OWN = ("data", "embeddings", "runs", "before_after.png", "fidelity.json")
+OWN = ("data", "embeddings", "hypernetworks", "runs", "before_after.png", "fidelity.json")
 
 
 def prepare_out(out: Path) -> None:
@@ -186,7 +198,6 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
     from ..config import DreamArtistConfig, ModelConfig, TrainConfig
     from ..embedding.formats import load_embedding
     from . import default_model_path
-    from .classifier import fraction_of
     from .dataset import render_concept
 
     prepare_out(out)
@@ -195,6 +206,8 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
     log(f"rendering {s.images} images of {concept.spec!r} into {out / 'data'}")
     render_concept(concept, s.images, out / "data", size=32, seed=s.seed)
     c = api.load_model(model)
+    if s.method == "hypernetwork":
+        return _run_hypernetwork(concept, s, out, model, c, progress, log, grid_columns, started)
     emb_dir = out / "embeddings"
     log(f"creating {NAME!r} ({s.method}) from the init word {concept.init_word!r}")
     if s.method == "ti":
@@ -223,12 +236,20 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
     learned = draw(c, sample_prompts(NAME, s.samples), [neg_prompt] * s.samples, vectors, **opts)
     # The baseline: the same prompts and starting noise with the bare init word, no negative.
     base = draw(c, sample_prompts(concept.init_word, s.samples), [""] * s.samples, {}, **opts)
+    return _report(concept, s, out, result, train_s, started, learned, base, NAME, grid_columns)
+
+
+def _report(concept: Concept, s: FidelitySettings, out: Path, result, train_s: float, started: float,
+            learned: list, base: list, label: str, grid_columns: int) -> FidelityResult:
+    """Score both image sets, write before_after.png and fidelity.json."""
+    from .classifier import fraction_of
+
     fidelity = fraction_of(learned, concept.colour, concept.shape)
     baseline = fraction_of(base, concept.colour, concept.shape)
 
     grid = before_after_grid(base[:grid_columns], learned[:grid_columns],
                              (f"before: init word '{concept.init_word}' ({baseline:.0%} {concept.spec})",
-                              f"after: learned '{NAME}' ({fidelity:.0%} {concept.spec})"))
+                              f"after: learned '{label}' ({fidelity:.0%} {concept.spec})"))
     grid_path = write_with(out / "before_after.png", lambda tmp: grid.save(tmp, format="PNG"))
     run = RunFolder.open(result.run_dir)  # LOG_DIR/NAME, or NAME-2 … beside another embedding's run
     files = {"data": str(out / "data"), "embeddings": [str(p) for p in result.outputs],
@@ -242,6 +263,34 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
         samples=s.samples, settings=asdict(s), files=files)
     write_json([report], out / "fidelity.json")
     return report
+
+
+def _run_hypernetwork(concept: Concept, s: FidelitySettings, out: Path, model: str, c, progress: bool,
+                      log: Callable[[str], None], grid_columns: int, started: float) -> FidelityResult:
+    from .. import api
+    from ..config import ModelConfig, TrainConfig
+    from ..hypernetwork import format as hn_format
+    from ..hypernetwork.apply import applied
+
+    log(f"creating the hypernetwork {NAME!r} (A1111 defaults: 1, 2, 1, linear, N(0, 0.01))")
+    path = api.create_hypernetwork(c, NAME, out_dir=out / "hypernetworks", overwrite=True, seed=s.seed)
+    cfg = TrainConfig(model=ModelConfig(model), method="hypernetwork", hypernetwork=str(path),
+                      data=str(out / "data"), log_dir=str(out / "runs"), template=s.template, lr=s.lr,
+                      batch_size=s.batch_size, steps=s.steps, width=32, height=32, seed=s.seed,
+                      save_every=0, preview_every=s.preview_every, preview_steps=s.sampler_steps,
+                      preview_cfg=s.guidance, preview_sampler="ddim",
+                      preview_prompt=f"a photo of a {concept.init_word}", threads=s.threads)
+    log(f"training {s.steps} steps (lr {s.lr}, template {s.template})")
+    t0 = time.perf_counter()
+    result = api.train(cfg, components=c, progress=progress)
+    train_s = time.perf_counter() - t0
+    log(f"drawing {s.samples} images of {concept.init_word!r} with the hypernetwork and {s.samples} without")
+    opts = dict(steps=s.sampler_steps, guidance=s.guidance, progress=progress, seed=SAMPLE_SEED + s.seed)
+    prompts = sample_prompts(concept.init_word, s.samples)
+    with applied(c.unet, [(hn_format.load(path), 1.0)]):
+        learned = draw(c, prompts, [""] * s.samples, {}, **opts)
+    base = draw(c, prompts, [""] * s.samples, {}, **opts)
+    return _report(concept, s, out, result, train_s, started, learned, base, f"<hypernet:{NAME}>", grid_columns)
 
 
 def write_json(results: list[FidelityResult], path: str | Path) -> Path:

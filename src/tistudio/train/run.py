@@ -64,7 +64,7 @@ def _run(s: Session, progress: bool) -> TrainResult:
                 own.append(written)
             if fmt == "a1111-pt" and side_optim.write(path, emb.vectors, s.objective, s.optimizer):
                 outputs.append(f"{path}.optim")
-    identity.record(s.run, cfg.hypernetwork or cfg.embedding, own)  # training these files further continues this run
+    identity.record(s.run, cfg.trained_file, own)  # training these files further continues this run
     result.outputs = outputs
     s.callback(Finished(result.step, result.reason, tuple(outputs)))
     return result

@@ -114,11 +114,6 @@ def _trained(cfg: TrainConfig) -> Embedding | Hypernetwork:
     return load_embedding(cfg.embedding)
 
 
-def source_file(cfg: TrainConfig) -> str:
-    """The file the run starts from, which its identity (runs/identity.py) records."""
-    return cfg.hypernetwork if cfg.method == "hypernetwork" else cfg.embedding
-
-
 def _finals(cfg: TrainConfig, name: str) -> list[Path]:
     if cfg.method == "hypernetwork":
         return [final_hypernetwork(cfg.output, cfg.hypernetwork)]
@@ -142,7 +137,7 @@ def _claim(cfg: TrainConfig, emb: Embedding | Hypernetwork, dist: Distributed, f
     config.toml comes first of all files, so a run killed at any later moment can be resumed."""
     if not dist.is_main:  # the others write a scratch copy (train/distributed.py)
         return TrainingFolder(dist.run_root(Path(cfg.log_dir) / emb.name), emb.name), None
-    root = Path(folder) if folder else identity.choose(cfg.log_dir, emb.name, source_file(cfg))
+    root = Path(folder) if folder else identity.choose(cfg.log_dir, emb.name, cfg.trained_file)
     if root != Path(cfg.log_dir) / emb.name and not folder:
         owner = identity.read(RunFolder(Path(cfg.log_dir) / emb.name, emb.name)) or {}
         callback(Message("info", f"{Path(cfg.log_dir) / emb.name} is the run of another embedding named "
@@ -156,7 +151,7 @@ def _claim(cfg: TrainConfig, emb: Embedding | Hypernetwork, dist: Distributed, f
         run = TrainingFolder(root, emb.name)
         remove_stale(run.root)  # temporaries of a killed run (atomic.py)
         write_text(run.config, dump_toml(cfg))
-        identity.record(run, source_file(cfg))
+        identity.record(run, cfg.trained_file)
     except BaseException:
         lock.release()
         raise
@@ -246,7 +241,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     start_step = emb.step
     if not resume:
-        side_optim.restore(source_file(cfg), objective, optimizer, callback)
+        side_optim.restore(cfg.trained_file, objective, optimizer, callback)
     decays = ema_decays(cfg, objective)
     ema = EMA(objective.embeddings, decays, cfg.ema_replace_every) if decays else None
     if resume:

@@ -1,5 +1,5 @@
-"""The Gradio page: a model box shared by every tab, then Create embedding, Preprocess images, Train,
-Generate and Runs. `serve` checks the bind address and credentials before anything listens."""
+"""The Gradio page: a model box shared by every tab, then Create embedding, Create hypernetwork,
+Preprocess images, Train (embeddings and hypernetworks), Generate and Runs. `serve` checks the bind address and credentials before anything listens."""
 from __future__ import annotations
 
 import os
@@ -22,7 +22,7 @@ def make_context(root: str | Path, model: str | None = None, jobs: JobRegistry |
 def build_app(ctx: Context):
     import gradio as gr
 
-    from . import tab_create, tab_generate, tab_preprocess, tab_runs, tab_train
+    from . import tab_create, tab_create_hypernetwork, tab_generate, tab_preprocess, tab_runs, tab_train
 
     with gr.Blocks(title="TI Studio", analytics_enabled=False) as app:
         gr.Markdown(f"## TI Studio\nFiles are read and written under `{ctx.guard.root}`; "
@@ -33,6 +33,8 @@ def build_app(ctx: Context):
             family = gr.Dropdown(FAMILIES, value="", label="Family", scale=1)
         with gr.Tab("Create embedding", elem_id="tab-create"):
             tab_create.build(ctx, model, family)
+        with gr.Tab("Create hypernetwork", elem_id="tab-create-hypernetwork"):
+            tab_create_hypernetwork.build(ctx, model, family)
         with gr.Tab("Preprocess images", elem_id="tab-preprocess"):
             tab_preprocess.build(ctx)
         with gr.Tab("Train", elem_id="tab-train"):

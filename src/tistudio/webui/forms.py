@@ -15,16 +15,17 @@ from ..errors import TIStudioError
 from .safety import PathGuard
 
 # Shown first, in this order; everything else goes to "Advanced" or its nested section.
-MAIN = ("embedding", "method", "data", "log_dir", "template", "lr", "batch_size", "grad_accum", "steps",
+MAIN = ("embedding", "hypernetwork", "method", "data", "log_dir", "template", "lr", "batch_size", "grad_accum", "steps",
         "width", "height", "save_every", "preview_every", "png_embeddings", "precision")
 REQUIRED = ("embedding", "data")
 # Fields that are set elsewhere in the page (the model box at the top).
 OWNED_BY_PAGE = ("model.model", "model.family")
-PATH_FIELDS = {"embedding": "file", "data": "dir", "log_dir": None, "output": None, "val_data": "dir",
+PATH_FIELDS = {"embedding": "file", "hypernetwork": "file", "data": "dir", "log_dir": None, "output": None, "val_data": "dir",
                "eval_clip": "dir", "dreamartist.negative": "file"}
 PATH_SUFFIXES = ("_dir", "_data", "_path", "_file", "_folder")
 LABELS = {
-    "embedding": "Embedding file", "data": "Dataset folder", "log_dir": "Log folder", "lr": "Learning rate",
+    "embedding": "Embedding file", "hypernetwork": "Hypernetwork file (method hypernetwork; lr 0.00001 as A1111)",
+    "data": "Dataset folder", "log_dir": "Log folder", "lr": "Learning rate",
     "batch_size": "Batch size", "grad_accum": "Gradient accumulation steps", "steps": "Max steps",
     "save_every": "Save embedding every N steps", "preview_every": "Preview image every N steps",
     "png_embeddings": "Save PNG embeddings with the previews", "precision": "Precision of the frozen model",
@@ -146,7 +147,11 @@ def build_train_config(specs: list[FieldSpec], values: list, guard: PathGuard, m
                        family: str | None = None) -> TrainConfig:
     """Widget values (in `specs` order) -> a validated TrainConfig; `model` is the page's model box."""
     data: dict = {"model": {"model": model, **({"family": family} if family else {})}}
+    # A hypernetwork run trains the hypernetwork file: no embedding is asked for.
+    hyper = dict(zip((s.key for s in specs), values)).get("method") == "hypernetwork"
     for spec, value in zip(specs, values):
+        if hyper and spec.key == "embedding" and not value:
+            continue
         target = data
         *parents, leaf = spec.key.split(".")
         for part in parents:
@@ -173,7 +178,7 @@ def example_prompts(template: str, name: str, data_dir: Path | None, regex: str 
     from ..data.prompts import fill, process_tags
     from ..data.templates import load_template
 
-    lines = load_template(template)
+    lines = load_template(template, needs_name=False)  # a hypernetwork's template has no [name]
     captions = [""]
     if data_dir is not None:
         images, _ = scan_images(data_dir)

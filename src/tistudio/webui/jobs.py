@@ -138,7 +138,7 @@ class JobRegistry:
     def start(self, cfg: TrainConfig, resume: str | None = None) -> TrainingJob:
         """Load (or reuse) the model, then train in a daemon thread; returns at once. The job's run
         folder is the one training will write (runs/identity.py decides for both)."""
-        run = RunFolder.open(resume) if resume else folder_for(cfg.log_dir, cfg.embedding)
+        run = RunFolder.open(resume) if resume else folder_for(cfg.log_dir, cfg.trained_file)
         with self._lock:
             if any(j.status == "running" for j in self._jobs):
                 raise TIStudioError("a training run is already going; interrupt it or wait for it to end")

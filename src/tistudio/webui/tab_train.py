@@ -100,12 +100,12 @@ def _config(ctx: Context, specs, model, family, values):
 def start(ctx: Context, specs, model, family, *values) -> str:
     cfg = _config(ctx, specs, model, family, values)
     job = ctx.jobs.start(cfg)
-    return f"Started run {job.id}: training `{Path(cfg.embedding).name}` for {cfg.steps} steps."
+    return f"Started run {job.id}: training `{Path(cfg.trained_file).name}` for {cfg.steps} steps."
 
 
 def resume(ctx: Context, specs, model, family, *values) -> str:
     cfg = _config(ctx, specs, model, family, values)
-    run = folder_for(cfg.log_dir, cfg.embedding)  # the folder training chose for this embedding
+    run = folder_for(cfg.log_dir, cfg.trained_file)  # the folder training chose for this file
     run_dir = run.root
     if not run.state.is_file():
         raise TIStudioError(f"Resume: {ctx.guard.show(run_dir)} has no saved state; press Train to start a run")
@@ -127,7 +127,7 @@ def prompts_preview(ctx: Context, specs, values) -> str:
     shipped = next((s.choices for s in specs if s.key == "template"), ())
     if template not in shipped:
         template = str(ctx.guard.resolve(template, "Prompt template", "file"))
-    name = Path(v.get("embedding") or "NAME").stem
+    name = Path(v.get("hypernetwork") or v.get("embedding") or "NAME").stem
     return "\n".join(example_prompts(template, name, data, v.get("filename_regex") or None,
                                      v.get("filename_join") or " "))
 
