@@ -12,11 +12,16 @@ A1111's rules, as read in its source:
   BFloat16}Storage and torch.float32; torch.nn.modules.container.ParameterDict; numpy's scalar,
   _reconstruct, dtype, ndarray; _codecs.encode; __builtin__.set; persistent ids start with 'storage';
 - an SDXL dict (clip_l and clip_g present) has `.detach()` called on every value; a PNG triggers on
-  its stored `name`, else its file stem; every other file on its file stem.
+  its stored `name`, else its file stem; every other file on its file stem;
+- a hypernetwork (modules/hypernetworks/hypernetwork.py) is listed by its file stem; every integer
+  key is a context width holding a (k, v) pair of state dicts loaded strictly into its stack of
+  `linear.N` layers, the other keys are read with `.get` and defaults; its `.optim` is used only
+  when its "hash" is the first 10 hex digits of the .pt file's sha256.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import pickle
 import re
@@ -33,6 +38,8 @@ from tistudio.embedding.embedding import Embedding
 from tistudio.embedding.formats import load_embedding, save_embedding, save_png_embedding
 from tistudio.embedding.formats.a1111_optim import load_optim, save_optim
 from tistudio.embedding.formats.scan import scan_embeddings
+from tistudio.hypernetwork import format as hn_format
+from tistudio.hypernetwork.model import Structure, create
 from tistudio.train.run import train
 
 ENTRY = re.compile(r"^([^/]+)/((data/\d+)|version|(data\.pkl))$")
@@ -210,3 +217,72 @@ def test_training_outputs_and_snapshots_pass_a1111_with_distinct_png_triggers(ti
     assert set(found.embeddings) == {"tok-2", "tok-4", "tok-neg-2", "tok-neg-4"} and not found.duplicates
     assert load_embedding(tmp_path / "out" / "tok.pt").name == "tok"
     assert torch.load(tmp_path / "out" / "tok.pt", weights_only=True)["name"] == "tok"  # final keeps NAME
+
+
+# ---- hypernetworks -----------------------------------------------------------------------------
+
+HN_FIELDS = {"step": int, "name": str, "layer_structure": list, "activation_func": str, "is_layer_norm": bool,
+             "weight_initialization": str, "activate_output": bool, "use_dropout": bool,
+             "dropout_structure": list, "last_layer_dropout": bool}
+
+
+def a1111_read_hypernetwork(path: Path) -> dict:
+    """A1111's hypernetwork reader on a file that passed the safe check: {width: (k, v) state dicts},
+    after checking the fields it reads have the types it uses."""
+    data = torch.load(path, map_location="cpu")  # A1111's call, after its check
+    for key, kind in HN_FIELDS.items():
+        assert isinstance(data.get(key), kind), f"{path}: {key} = {data.get(key)!r}"
+    layers = {size: pair for size, pair in data.items() if type(size) is int}
+    assert layers and all(len(pair) == 2 for pair in layers.values())
+    return layers
+
+
+def assert_a1111_loads_hypernetwork(path: Path) -> None:
+    a1111_safe_check(path)
+    ours = hn_format.load(path)
+    layers = a1111_read_hypernetwork(path)
+    assert tuple(layers) == ours.widths
+    for width, pair in layers.items():
+        for saved, module in zip(pair, ours.layers[width]):
+            mine = module.state_dict()
+            assert list(saved) == list(mine) and all(torch.equal(saved[k], mine[k]) for k in mine)
+
+
+def assert_a1111_uses_optim(pt: Path) -> None:
+    optim = Path(f"{pt}.optim")
+    a1111_safe_check(optim)
+    data = torch.load(optim, map_location="cpu")
+    assert data["hash"] == hashlib.sha256(pt.read_bytes()).hexdigest()[:10]
+    assert isinstance(data["optimizer_state_dict"], dict) and data["optimizer_name"] == "AdamW"
+
+
+def test_hypernetwork_pt_and_optim_pass_a1111_with_the_same_weights(tmp_path):
+    hn = create("hn", (768, 320), Structure(activation="relu", layer_norm=True, dropout=(0.0, 0.3, 0.0)), seed=3,
+                sd_checkpoint="0123456789", sd_checkpoint_name="base")
+    pt = hn_format.save(hn, tmp_path / "hn.pt")
+    assert_a1111_loads_hypernetwork(pt)
+    state = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(3, 8)}},
+             "param_groups": [{"lr": 1e-5, "betas": (0.9, 0.999), "params": [0], "foreach": None}]}
+    hn_format.save_optim(pt, state)
+    assert_a1111_uses_optim(pt)
+    for path in (pt, Path(f"{pt}.optim")):
+        assert torch.load(path, weights_only=True, mmap=True) is not None
+
+
+def test_hypernetwork_training_outputs_snapshots_and_best_pass_a1111(tiny_models, dataset, tmp_path):
+    c = tiny_models["sd1"]
+    start = api.create_hypernetwork(c, "hn", structure=Structure(activation="relu"), out_dir=tmp_path / "hn")
+    cfg = TrainConfig(method="hypernetwork", hypernetwork=str(start), data=str(dataset), steps=4, width=64,
+                      height=64, save_every=2, preview_every=0, log_dir=str(tmp_path / "runs"), lr="0.001",
+                      template="hypernetwork", output=str(tmp_path / "out" / "hn.pt"), val_every=2,
+                      val_images=2, val_timesteps=2, plot=False)
+    result = train(cfg, components=c, progress=False)
+    snapshots = sorted((tmp_path / "runs" / "hn" / "hypernetworks").glob("*.pt"))
+    finished = sorted((tmp_path / "out").glob("*.pt"))
+    assert [p.name for p in snapshots] == ["hn-2.pt", "hn-4.pt", "hn-best.pt"]
+    assert [p.name for p in finished] == ["hn-best.pt", "hn.pt"]  # the best beside the result, too
+    pickles = snapshots + finished
+    for path in pickles:
+        assert_a1111_loads_hypernetwork(path)
+    assert f"{tmp_path / 'out' / 'hn.pt'}.optim" in result.outputs
+    assert_a1111_uses_optim(tmp_path / "out" / "hn.pt")
