@@ -140,7 +140,8 @@ def _claim(cfg: TrainConfig, emb: Embedding | Hypernetwork, dist: Distributed, f
     root = Path(folder) if folder else identity.choose(cfg.log_dir, emb.name, cfg.trained_file)
     if root != Path(cfg.log_dir) / emb.name and not folder:
         owner = identity.read(RunFolder(Path(cfg.log_dir) / emb.name, emb.name)) or {}
-        callback(Message("info", f"{Path(cfg.log_dir) / emb.name} is the run of another embedding named "
+        kind = "hypernetwork" if isinstance(emb, Hypernetwork) else "embedding"
+        callback(Message("info", f"{Path(cfg.log_dir) / emb.name} is the run of another {kind} named "
                                  f"{emb.name} ({owner.get('embedding', 'unknown file')}); this run goes to {root}"))
     try:
         root.mkdir(parents=True, exist_ok=True)
