@@ -66,11 +66,11 @@ def _fallback(run: RunFolder) -> str:
     """The way on from a damaged state.pt: the newest snapshot that still loads (a hypernetwork
     run's are in hypernetworks/, an embedding run's in embeddings/)."""
     hyper = run.hypernetwork_snapshots()
-    option, folder, load = (("--hypernetwork", run.hypernetworks, hypernetwork_format.load) if hyper
+    option, folder, read = (("--hypernetwork", run.hypernetworks, hypernetwork_format.load) if hyper
                             else ("--embedding", run.embeddings, load_embedding))
     for step, snapshot in hyper or run.snapshots():
         try:
-            load(snapshot)
+            read(snapshot)
         except Exception:  # a damaged snapshot too: try the one before
             continue
         return (f"continue from the newest intact snapshot with {option} {snapshot} (step {step}, "
