@@ -16,7 +16,7 @@ from ..models.denoiser import noisy_and_target, sample_timesteps
 from . import state as train_state
 from .ema import output_vectors
 from .guards import finite
-from .objectives.base import MicroBatch
+from .objectives.base import MicroBatch, attached
 from .preview import write_preview
 from .session import Session
 from .speed import reuse_freed_memory
@@ -94,7 +94,7 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
 
 
 def run_loop(s: Session, progress: bool = True) -> TrainResult:
-    with reuse_freed_memory(s.speed is not None and s.speed.heap_reuse):
+    with reuse_freed_memory(s.speed is not None and s.speed.heap_reuse), attached(s.objective):
         return _steps(s, progress)
 
 

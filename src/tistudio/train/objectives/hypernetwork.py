@@ -1,8 +1,11 @@
 """Hypernetwork training (A1111's Train Hypernetwork): the plain diffusion loss of the model with
 the hypernetwork applied to every attention's key/value context, at strength 1. Only the
-hypernetwork's weights train; the UNet, VAE and text encoders stay frozen and bit-identical, and
-the hooks exist only inside `loss` (hypernetwork/apply.py), so the caller's UNet is untouched
-between steps (previews and validation put the averaged or current weights on in their turn).
+hypernetwork's weights train; the UNet, VAE and text encoders stay frozen and bit-identical.
+
+Its hooks (hypernetwork/apply.py) are on the UNet only while the loop runs (`attached`) and act only
+while gradients are recorded: the training forward, and its re-run in the backward pass under
+gradient checkpointing. Previews and generation (no gradients) put the averaged weights on in their
+turn; validation (no gradients) applies the current ones for its own call.
 
 The text encoders carry no trainable tensor here, so a prompt always encodes to the same context:
 with --vae-offload (the guide's "Move VAE and CLIP to RAM") and neither --shuffle-tags nor
@@ -18,7 +21,7 @@ import torch
 
 from ...data.prompts import fill, process_tags
 from ...events import Message
-from ...hypernetwork.apply import applied
+from ...hypernetwork.apply import applied, attach, detach
 from ...hypernetwork.model import Hypernetwork
 from ...models.components import Components
 from ...models.conditioning import Conditioning, PromptEncoder
@@ -78,6 +81,7 @@ class HypernetworkObjective:
         self.embeddings = [hypernetwork]   # the loop's list of what trains
         self.prompt_cache: PromptCache | None = None
         self.offloaded = False   # text encoders moved off the accelerator (offload_text_encoders)
+        self._handles: list = []  # the hooks while `attached`
 
     @property
     def hypernetwork(self) -> TrainableHypernetwork:
@@ -98,17 +102,30 @@ class HypernetworkObjective:
 
     def loss(self, batch: MicroBatch) -> torch.Tensor:
         cond = self.conditioning([p.text for p in batch.prompts], batch.noisy.device)
+        hn = self.hypernetwork.source
+        grad = torch.is_grad_enabled()
         # Dropout only while gradients flow: validation (under no_grad) measures the deterministic net.
-        training = torch.is_grad_enabled() and self.hypernetwork.source.structure.use_dropout
+        dropout = grad and hn.structure.use_dropout
+        hn.train(dropout)
+        hooks = contextlib.nullcontext() if grad and self._handles else applied(self.c.unet, [(hn, 1.0)], dropout)
         device = batch.noisy.device
         # Dropout draws from torch's global generator: seed it from (seed, sample position) for this
-        # call, so its masks are a pure function of the step like the noise (resume stays exact).
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=training):
-            if training:
+        # call, so its masks are a pure function of the step like the noise (resume stays exact;
+        # checkpointing's re-run restores the same generator state).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=dropout), hooks:
+            if dropout:
                 torch.manual_seed((self.seed * 0x9E3779B1 + batch.position * 2 + 1) % (2**63 - 1))
-            with applied(self.c.unet, [(self.hypernetwork.source, 1.0)], training=training):
-                pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
+            pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
         return per_sample_mse(pred, batch.target, batch.weights)
+
+    @contextlib.contextmanager
+    def attached(self):
+        """The loop's lifetime: hooks that apply the live weights whenever gradients are recorded."""
+        self._handles = attach(self.c.unet, [(self.hypernetwork.source, 1.0)], when=torch.is_grad_enabled)
+        try:
+            yield
+        finally:
+            detach(self._handles)
 
 
 @contextlib.contextmanager
