@@ -48,23 +48,22 @@ class TrainableHypernetwork:
 
 
 class PromptCache:
-    """Conditionings of a fixed set of prompt texts, kept on the CPU; encodes nothing after build."""
+    """Conditionings of a fixed set of prompt texts, kept on the CPU; encodes nothing after build.
+    Each text is encoded alone, so it keeps its own 75-token chunk count (a batch pads to its longest)."""
 
-    def __init__(self, encoder: PromptEncoder, texts: Sequence[str], batch: int = 16):
-        texts = list(dict.fromkeys(texts))
+    def __init__(self, encoder: PromptEncoder, texts: Sequence[str]):
         self.context: dict[str, torch.Tensor] = {}
         self.pooled: dict[str, torch.Tensor] = {}
         with torch.no_grad():
-            for at in range(0, len(texts), batch):
-                part = texts[at:at + batch]
-                cond = encoder.encode(part)
-                for i, text in enumerate(part):
-                    self.context[text] = cond.context[i].cpu()
-                    if cond.pooled is not None:
-                        self.pooled[text] = cond.pooled[i].cpu()
+            for text in dict.fromkeys(texts):
+                cond = encoder.encode([text])
+                self.context[text] = cond.context[0].cpu()
+                if cond.pooled is not None:
+                    self.pooled[text] = cond.pooled[0].cpu()
 
     def get(self, texts: Sequence[str], device: torch.device) -> Conditioning | None:
-        """None when a text was not cached (or chunk counts differ): the caller encodes then."""
+        """None when a text was not cached or the batch mixes chunk counts (the encoder would pad the
+        shorter ones): the caller encodes then, as without a cache."""
         if not all(t in self.context for t in texts) or len({self.context[t].shape for t in texts}) != 1:
             return None
         context = torch.stack([self.context[t] for t in texts]).to(device)
