@@ -76,6 +76,22 @@ def test_resume_two_plus_two_equals_four(tiny_models, dataset, tmp_path):
     assert (run_dir / "images" / "hn-2.png").is_file() and (run_dir / "images" / "hn-4.png").is_file()
 
 
+def test_gradient_checkpointing_gives_the_same_weights(dataset, tmp_path):
+    """Checkpointing re-runs the forward in the backward pass: the hooks (and the dropout masks)
+    must be there again, or the re-run differs (torch refuses it)."""
+    from tistudio.models.tiny import build_tiny
+
+    c = build_tiny("sd1")  # its own: checkpointing stays enabled on the model it was applied to
+    path = make(c, tmp_path, activation="relu", dropout=(0, 0.3, 0))
+    for name, on in (("plain", False), ("checkpointed", True)):
+        train(config(path, dataset, tmp_path / name, steps=2, save_every=0, gradient_checkpointing=on,
+                     output=str(tmp_path / name / "final.pt")), components=c, progress=False)
+    a = hn_format.load(tmp_path / "plain" / "final.pt").vectors
+    b = hn_format.load(tmp_path / "checkpointed" / "final.pt").vectors
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(not a.to_k._forward_pre_hooks for a in _attentions(c.unet))
+
+
 def test_continue_from_the_file_and_its_optim_side_file(tiny_models, dataset, tmp_path):
     """A1111's way: the .pt keeps its step, .pt.optim its AdamW moments (used when its hash matches)."""
     c = tiny_models["sd1"]

@@ -5,8 +5,9 @@ key and value projections: k = to_k(hn_k(context)), v = to_v(hn_v(context)), whe
 hn(x) = x + mlp(x) × strength, picked by the context's width (the text width for cross-attention,
 the image features' width for self-attention). Several hypernetworks chain, each on the previous
 one's output. Here that is a forward pre-hook on every attention's `to_k` and `to_v`: it works
-under any attention processor (SDPA, xformers, classic) and with gradient checkpointing, and
-leaving the block removes every hook, so the caller's UNet is as it was.
+under any attention processor (SDPA, xformers, classic), and removing the hooks (leaving the
+`applied` block, `detach`) leaves the caller's UNet as it was. Training keeps its hooks on for
+the backward pass too: gradient checkpointing re-runs the forward there.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -38,12 +39,12 @@ def _attentions(unet: torch.nn.Module) -> list[torch.nn.Module]:
             and isinstance(getattr(m, "to_v", None), torch.nn.Linear)]
 
 
-def _hook(networks: Sequence[tuple[Hypernetwork, float]], side: int):
+def _hook(networks: Sequence[tuple[Hypernetwork, float]], side: int, when: Callable[[], bool]):
     def pre_hook(module, args):
         x = args[0]
         width = x.shape[-1]
         chain = [(hn.layers[width][side], strength) for hn, strength in networks if width in hn.layers]
-        if not chain:
+        if not chain or not when():
             return None
         y = x.float()  # the hypernetwork's weights are fp32 whatever the UNet's dtype, as in A1111
         for mlp, strength in chain:
@@ -52,28 +53,41 @@ def _hook(networks: Sequence[tuple[Hypernetwork, float]], side: int):
     return pre_hook
 
 
+def attach(unet: torch.nn.Module, networks: Sequence[tuple[Hypernetwork, float]],
+           when: Callable[[], bool] = lambda: True) -> list:
+    """Put `networks` [(hypernetwork, strength)] on the UNet, active while `when()` is true; strength 0
+    leaves a hypernetwork out entirely. Returns the handles for `detach`. The hypernetworks are moved
+    to the UNet's device."""
+    active = [(hn, float(strength)) for hn, strength in networks if strength != 0]
+    if not active:
+        return []
+    device = next(unet.parameters()).device
+    for hn, _ in active:
+        hn.to(device)
+    handles = []
+    for attn in _attentions(unet):
+        handles.append(attn.to_k.register_forward_pre_hook(_hook(active, 0, when)))
+        handles.append(attn.to_v.register_forward_pre_hook(_hook(active, 1, when)))
+    return handles
+
+
+def detach(handles: list) -> None:
+    for handle in handles:
+        handle.remove()
+    handles.clear()
+
+
 @contextlib.contextmanager
 def applied(unet: torch.nn.Module, networks: Sequence[tuple[Hypernetwork, float]],
             training: bool = False) -> Iterator[None]:
-    """Apply `networks` [(hypernetwork, strength)] in order inside the block. Strength 0 leaves a
-    hypernetwork out entirely. `training` turns their dropout on; the hypernetworks are moved to
-    the UNet's device."""
-    active = [(hn, float(strength)) for hn, strength in networks if strength != 0]
-    if not active:
-        yield
-        return
-    device = next(unet.parameters()).device
-    for hn, _ in active:
-        hn.to(device).train(training)
-    handles = []
+    """Apply `networks` in order inside the block; `training` turns their dropout on."""
+    for hn, _ in networks:
+        hn.train(training)
+    handles = attach(unet, networks)
     try:
-        for attn in _attentions(unet):
-            handles.append(attn.to_k.register_forward_pre_hook(_hook(active, 0)))
-            handles.append(attn.to_v.register_forward_pre_hook(_hook(active, 1)))
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        detach(handles)
 
 
 def check_fits(hn: Hypernetwork, unet: torch.nn.Module, where: str) -> None:

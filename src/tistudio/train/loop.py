@@ -17,7 +17,7 @@ from ..rng import torch_generator
 from . import state as train_state
 from .ema import output_vectors
 from .guards import finite
-from .objectives.base import MicroBatch
+from .objectives.base import MicroBatch, attached
 from .preview import write_preview
 from .session import Session
 from .speed import reuse_freed_memory
@@ -92,7 +92,7 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
 
 
 def run_loop(s: Session, progress: bool = True) -> TrainResult:
-    with reuse_freed_memory(s.speed is not None and s.speed.heap_reuse):
+    with reuse_freed_memory(s.speed is not None and s.speed.heap_reuse), attached(s.objective):
         return _steps(s, progress)
 
 

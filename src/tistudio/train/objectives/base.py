@@ -2,6 +2,7 @@
 step batch the loop prepares."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 
 import torch
@@ -43,3 +44,9 @@ class MicroBatch:
     flips: list[bool]
     pixel_size: tuple[int, int]    # (height, width)
     position: int = 0              # the first sample's place in the run's sample stream (keys dropout)
+
+
+def attached(objective):
+    """The objective's set-up for the loop's lifetime (a hypernetwork's hooks on the UNet), or none."""
+    hold = getattr(objective, "attached", None)
+    return hold() if hold is not None else contextlib.nullcontext()

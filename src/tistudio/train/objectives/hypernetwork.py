@@ -1,8 +1,11 @@
 """Hypernetwork training (A1111's Train Hypernetwork): the plain diffusion loss of the model with
 the hypernetwork applied to every attention's key/value context, at strength 1. Only the
-hypernetwork's weights train; the UNet, VAE and text encoders stay frozen and bit-identical, and
-the hooks exist only inside `loss` (hypernetwork/apply.py), so the caller's UNet is untouched
-between steps (previews and validation put the averaged or current weights on in their turn).
+hypernetwork's weights train; the UNet, VAE and text encoders stay frozen and bit-identical.
+
+Its hooks (hypernetwork/apply.py) are on the UNet only while the loop runs (`attached`) and act only
+while gradients are recorded: the training forward, and its re-run in the backward pass under
+gradient checkpointing. Previews and generation (no gradients) put the averaged weights on in their
+turn; validation (no gradients) applies the current ones for its own call.
 
 The text encoders carry no trainable tensor here, so a prompt always encodes to the same context:
 with --vae-offload (the guide's "Move VAE and CLIP to RAM") and neither --shuffle-tags nor
@@ -18,7 +21,7 @@ import torch
 
 from ...data.prompts import fill, process_tags
 from ...events import Message
-from ...hypernetwork.apply import applied
+from ...hypernetwork.apply import applied, attach, detach
 from ...hypernetwork.model import Hypernetwork
 from ...models.components import Components
 from ...models.conditioning import Conditioning, PromptEncoder
@@ -46,23 +49,22 @@ class TrainableHypernetwork:
 
 
 class PromptCache:
-    """Conditionings of a fixed set of prompt texts, kept on the CPU; encodes nothing after build."""
+    """Conditionings of a fixed set of prompt texts, kept on the CPU; encodes nothing after build.
+    Each text is encoded alone, so it keeps its own 75-token chunk count (a batch pads to its longest)."""
 
-    def __init__(self, encoder: PromptEncoder, texts: Sequence[str], batch: int = 16):
-        texts = list(dict.fromkeys(texts))
+    def __init__(self, encoder: PromptEncoder, texts: Sequence[str]):
         self.context: dict[str, torch.Tensor] = {}
         self.pooled: dict[str, torch.Tensor] = {}
         with torch.no_grad():
-            for at in range(0, len(texts), batch):
-                part = texts[at:at + batch]
-                cond = encoder.encode(part)
-                for i, text in enumerate(part):
-                    self.context[text] = cond.context[i].cpu()
-                    if cond.pooled is not None:
-                        self.pooled[text] = cond.pooled[i].cpu()
+            for text in dict.fromkeys(texts):
+                cond = encoder.encode([text])
+                self.context[text] = cond.context[0].cpu()
+                if cond.pooled is not None:
+                    self.pooled[text] = cond.pooled[0].cpu()
 
     def get(self, texts: Sequence[str], device: torch.device) -> Conditioning | None:
-        """None when a text was not cached (or chunk counts differ): the caller encodes then."""
+        """None when a text was not cached or the batch mixes chunk counts (the encoder would pad the
+        shorter ones): the caller encodes then, as without a cache."""
         if not all(t in self.context for t in texts) or len({self.context[t].shape for t in texts}) != 1:
             return None
         context = torch.stack([self.context[t] for t in texts]).to(device)
@@ -79,6 +81,7 @@ class HypernetworkObjective:
         self.embeddings = [hypernetwork]   # the loop's list of what trains
         self.prompt_cache: PromptCache | None = None
         self.offloaded = False   # text encoders moved off the accelerator (offload_text_encoders)
+        self._handles: list = []  # the hooks while `attached`
 
     @property
     def hypernetwork(self) -> TrainableHypernetwork:
@@ -99,18 +102,31 @@ class HypernetworkObjective:
 
     def loss(self, batch: MicroBatch) -> torch.Tensor:
         cond = self.conditioning([p.text for p in batch.prompts], batch.noisy.device)
+        hn = self.hypernetwork.source
+        grad = torch.is_grad_enabled()
         # Dropout only while gradients flow: validation (under no_grad) measures the deterministic net.
-        training = torch.is_grad_enabled() and self.hypernetwork.source.structure.use_dropout
+        dropout = grad and hn.structure.use_dropout
+        hn.train(dropout)
+        hooks = contextlib.nullcontext() if grad and self._handles else applied(self.c.unet, [(hn, 1.0)], dropout)
         device = batch.noisy.device
         # Dropout draws from torch's global generator: seed it with the keyed seed of (run seed, first
         # sample's position) for this call (tistudio.rng), so its masks are a pure function of the
-        # step like the noise (resume stays exact) and the global generator is left as it was.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=training):
-            if training:
+        # step like the noise (resume stays exact; checkpointing's re-run restores the same generator
+        # state) and the global generator is left as it was.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=dropout), hooks:
+            if dropout:
                 torch.manual_seed(seed_for(self.seed, "hypernetwork-dropout", batch.position))
-            with applied(self.c.unet, [(self.hypernetwork.source, 1.0)], training=training):
-                pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
+            pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
         return per_sample_mse(pred, batch.target, batch.weights)
+
+    @contextlib.contextmanager
+    def attached(self):
+        """The loop's lifetime: hooks that apply the live weights whenever gradients are recorded."""
+        self._handles = attach(self.c.unet, [(self.hypernetwork.source, 1.0)], when=torch.is_grad_enabled)
+        try:
+            yield
+        finally:
+            detach(self._handles)
 
 
 @contextlib.contextmanager
