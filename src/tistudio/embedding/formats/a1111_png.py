@@ -1,5 +1,5 @@
 """A1111 PNG embeddings: the `.pt` dict as base64 JSON in a `sd-ti-embedding` text chunk, plus the
-same JSON pixel-encoded around a captioned preview (REFERENCE.md §1). Reading prefers the chunk and
+same JSON pixel-encoded around a captioned preview (docs/formats.md). Reading prefers the chunk and
 falls back to the pixels (a re-save or a lossless WebP keeps only those)."""
 from __future__ import annotations
 
