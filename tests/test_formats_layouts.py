@@ -1,4 +1,4 @@
-"""Every layout in REFERENCE.md §1 is read by content, and every writer writes the exact layout its
+"""Every layout in docs/formats.md is read by content, and every writer writes the exact layout its
 consumers expect."""
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def test_keystream_and_block_size_follow_the_reference():
 
 
 def _a1111_rule_decode(path):
-    """REFERENCE.md's decode steps, literally (trim, first/last black column, keystream XOR)."""
+    """A1111's documented decode steps, literally (trim, first/last black column, keystream XOR)."""
     arr = np.asarray(Image.open(path).convert("RGB"), np.uint8)
     lit = (arr > 0).all(2)
     rows, cols = np.flatnonzero(lit.any(1)), np.flatnonzero(lit.any(0))
@@ -233,7 +233,7 @@ def test_png_embedding_text_chunk_pixels_and_caption(tmp_path):
     # The caption darkened the preview's top rows and left its middle as it was.
     middle = pixels[32, width + 1 + 24]
     assert tuple(middle) == (180, 90, 40) and pixels[63, width + 1 + 24].sum() < middle.sum()
-    # An independent decoder following REFERENCE.md reads our pixels.
+    # An independent decoder following A1111's documented steps reads our pixels.
     decoded = _a1111_rule_decode(tmp_path / "e.png")
     assert decoded["name"] == "thing"
     assert torch.equal(torch.tensor(decoded["string_to_param"]["*"]["TORCHTENSOR"]), emb.vectors[0])

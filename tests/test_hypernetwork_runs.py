@@ -134,3 +134,19 @@ def test_generate_keeps_numbered_names_and_notes_with_hypernet_tags(tiny_models,
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["00000-5.png", "00001-5.png"]
     # The tag names a hypernetwork, not an embedding: no "matches no embedding" note for it.
     assert notes == ["embeddings used: none", "embeddings used: none"]
+
+
+def test_the_train_status_judges_a_hypernetwork_output_and_not_its_optim(tmp_path):
+    from tistudio.events import Finished, Progress
+    from tistudio.hypernetwork.model import create
+    from tistudio.webui.jobs import JobView
+    from tistudio.webui.tab_train import status_text
+
+    pt = hn_format.save(create("hn", (32, 16), Structure(activation="gelu")), tmp_path / "hn.pt")
+    optim = hn_format.save_optim(pt, {"state": {}, "param_groups": []})
+    view = JobView(id=1, name="hn", status="finished", cfg=None, resume=None, points=(),
+                   last=Progress(3, 3, 0.1, 0.01, 0, 2, 0.5, 0.0), previews=(), saved=(), messages=(),
+                   finished=Finished(3, "completed", (str(pt), str(optim))), error=None, run_dir=str(tmp_path))
+    text = status_text(view)
+    assert f"`{pt}` loads in: A1111 ✓ · ComfyUI ✗\n- ComfyUI (refused): its loader knows only" in text
+    assert "no embedding found" not in text and f"`{optim}` loads in" not in text

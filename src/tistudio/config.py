@@ -32,7 +32,7 @@ class ModelConfig:
     model: str = ""                   # diffusers folder or single .safetensors/.ckpt file
     family: str | None = None         # sd1 | sd2 | sdxl; detected when None
     prediction: str | None = None     # epsilon | v_prediction; detected when None
-    clip_skip: int = 1                # the seed suggests 2 for anime models
+    clip_skip: int = 1                # the guide suggests 2 for anime models
     config: str | None = None         # architecture configs for a single file (default: shipped)
 
     def __post_init__(self):
@@ -94,7 +94,7 @@ class TrainConfig:
     flip: bool = False
     seed: int = 0
     latent_sampling: str = "once"
-    vae_offload: bool = False         # the seed's "Move VAE to RAM": off the accelerator after caching
+    vae_offload: bool = False         # the guide's "Move VAE to RAM": off the accelerator after caching
     save_every: int = 500
     preview_every: int = 500
     preview_prompt: str = ""          # empty: a prompt from the dataset
@@ -131,7 +131,7 @@ class TrainConfig:
     eval_toy: str | None = None       # toy-world concept ("teal star"): classifier fidelity
     eval_samples: int = 4             # images generated per evaluation for --eval-clip/--eval-toy
     dreamartist: DreamArtistConfig = DreamArtistConfig()
-    ema: float = 0.0                  # EMA decay of the vectors (0 = off; the seed suggests 0.97)
+    ema: float = 0.0                  # EMA decay of the vectors (0 = off; the guide suggests 0.97)
     ema_replace_every: int = 0        # copy the EMA into the live vectors every N steps (reference)
     grayscale_copies: bool = False    # add a greyscale copy of every image (captioned "monochrome")
     keep_last: int = 0                # keep only the N latest snapshot steps in RUN/embeddings, 0 = all

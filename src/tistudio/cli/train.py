@@ -100,7 +100,7 @@ MODEL_OPTIONS = {
     "--prediction": ("prediction", str, "epsilon | v_prediction (default: detected)"),
     "--model-config": ("config", str, "diffusers folder whose configs describe a single-file model's "
                        "architecture (default: shipped configs for the detected family)"),
-    "--clip-skip": ("clip_skip", int, "1 = last layer (default); the seed suggests 2 for anime models"),
+    "--clip-skip": ("clip_skip", int, "1 = last layer (default); the guide suggests 2 for anime models"),
 }
 
 

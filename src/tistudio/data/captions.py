@@ -1,4 +1,4 @@
-"""The caption of a training image, as the A1111 Train tab derives it (REFERENCE.md §2 "Captions").
+"""The caption of a training image, as the A1111 Train tab derives it (README, "Training").
 
 A sidecar `<stem>.txt` wins and is used verbatim (stripped); otherwise the caption comes from the file
 name. `--filename-regex` / `--filename-join` only ever apply to file-name captions.

@@ -161,7 +161,7 @@ GRAYSCALE_TAG = "monochrome"
 
 
 def grayscale_copies(records: list[ImageRecord]) -> list[ImageRecord]:
-    """A greyscale copy of each record (the seed's "add a grayscale map of the training set"), its
+    """A greyscale copy of each record (the guide's "add a grayscale map of the training set"), its
     caption tagged "monochrome" so [filewords] prompts can tell the copies from the colour images."""
     return [replace(r, grayscale=True, caption=f"{r.caption}, {GRAYSCALE_TAG}" if r.caption else GRAYSCALE_TAG)
             for r in records]

@@ -1,7 +1,7 @@
 """VAE latents for every training image, encoded once before training so the VAE never runs per step
 (and can then be offloaded). Held on the CPU in fp32; the loop moves each batch to its device.
 
-Modes (REFERENCE.md §2 "Latent sampling"): `once` keeps one posterior sample drawn at build time,
+Modes (README, `--latent-sampling`): `once` keeps one posterior sample drawn at build time,
 `deterministic` the posterior mean, `random` mean and std for a fresh sample on every `get`. Only
 what the mode needs is kept. With `flip`, the mirrored image is encoded too, so a flipped sample is
 the true latent of the mirrored picture rather than a mirrored latent (the VAE is not equivariant).

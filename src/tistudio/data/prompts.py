@@ -1,5 +1,5 @@
 """Training prompts: a template line with `[filewords]` -> the caption's tags and `[name]` -> the
-embedding name (REFERENCE.md §2 "Prompt").
+embedding name (README, "Training").
 
 Tags are the caption split on ",", stripped; empty tags ("a,,b", a trailing comma) are dropped first.
 Tag dropout keeps each tag independently when `rng.random() >= p`, so p = 1 drops every tag: that is

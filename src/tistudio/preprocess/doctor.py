@@ -1,6 +1,6 @@
 """The dataset doctor (`tistudio check DATASET`): what in a training folder will hurt an embedding,
 as findings (error | warning | info). Only an error makes a dataset unusable; warnings carry the
-seed's advice (30+ images for a character, one consistent style, captions without the name).
+guide's advice (30+ images for a character, one consistent style, captions without the name).
 
 Near duplicates use a DCT perceptual hash (32x32 grey, top-left 8x8 coefficients against their
 median, 64 bits); a flipped copy is an image whose hash is near another's mirrored hash.
@@ -23,7 +23,7 @@ from .options import DEFAULT_MAX_PIXELS
 from .run import ATTENTION_SUFFIXES
 
 HASH_SIDE = 32
-RECOMMENDED_IMAGES = 30  # the seed: "prepare 30 or more images of the target persona"
+RECOMMENDED_IMAGES = 30  # the guide: "prepare 30 or more images of the target persona"
 LISTED = 8  # file names shown per finding in the table (JSON lists them all)
 
 
@@ -197,7 +197,7 @@ def _caption_findings(facts: list[ImageFacts], name: str | None) -> list[Finding
 def _image_findings(facts: list[ImageFacts], size: tuple[int, int], subject: str, near: int) -> list[Finding]:
     out = []
     if len(facts) < RECOMMENDED_IMAGES:
-        out.append(Finding("warning", "few-images", f"{len(facts)} images; the seed recommends "
+        out.append(Finding("warning", "few-images", f"{len(facts)} images; the guide recommends "
                            f"{RECOMMENDED_IMAGES} or more for a {subject}"))
     small = [f.name for f in facts if f.width < size[0] or f.height < size[1]]
     if small:
@@ -218,7 +218,7 @@ def _image_findings(facts: list[ImageFacts], size: tuple[int, int], subject: str
     greys = [f.name for f in facts if f.grey]
     if greys and len(greys) < len(facts):
         out.append(Finding("warning", "mixed-styles", f"{len(greys)} greyscale/monochrome and "
-                           f"{len(facts) - len(greys)} colour images; the seed asks for one consistent style",
+                           f"{len(facts) - len(greys)} colour images; the guide asks for one consistent style",
                            tuple(greys)))
     alpha = [f.name for f in facts if f.alpha]
     if alpha:

@@ -23,7 +23,7 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TaggerOptions:
-    """Booru tagger output, as the seed recommends: threshold 0.75, score order (tags early in the
+    """Booru tagger output, as the guide recommends: threshold 0.75, score order (tags early in the
     caption weigh more), spaces for underscores, brackets escaped so they stay literal in prompts."""
     threshold: float = 0.75
     sort_alphabetically: bool = False

@@ -66,7 +66,7 @@ def list_sources(src: Path) -> list[Path]:
 
 
 def caption_stem(caption: str, fallback: str) -> str:
-    """A caption made safe as a file name (the seed's "use caption as filename")."""
+    """A caption made safe as a file name (the guide's "use caption as filename")."""
     text = " ".join(UNSAFE_FILENAME.sub("", caption).split()).strip(" .")
     encoded = text.encode("utf-8")
     if len(encoded) > FILENAME_BYTES:

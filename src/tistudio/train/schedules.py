@@ -1,7 +1,7 @@
 """Pure functions of the step: the learning-rate schedule grammar of the A1111 Train tab.
 
 "0.1:500, 0.01:1000, 0.001" means 0.1 while step < 500, then 0.01 while step < 1000, then 0.001 to
-the end. A decimal end step is a fraction of max steps ("0.005:0.25" = the first 25%), as the seed
+the end. A decimal end step is a fraction of max steps ("0.005:0.25" = the first 25%), as the guide
 describes. A bare rate (or ":-1") runs to max steps and ends the list; when the schedule's last end
 step comes before max steps, training stops there (A1111 behaviour).
 """

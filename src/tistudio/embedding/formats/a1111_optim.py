@@ -1,6 +1,6 @@
 """A1111's optimizer side file `<embedding>.pt.optim`: {"hash": checksum, "optimizer_state_dict"}.
 
-The checksum ties the state to the exact vectors it was saved with (REFERENCE.md §1): a state saved
+The checksum ties the state to the exact vectors it was saved with (docs/formats.md): a state saved
 for other vectors (the .pt was replaced or edited) is ignored rather than applied to the wrong run.
 """
 from __future__ import annotations

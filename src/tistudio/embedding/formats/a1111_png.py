@@ -1,5 +1,5 @@
 """A1111 PNG embeddings: the `.pt` dict as base64 JSON in a `sd-ti-embedding` text chunk, plus the
-same JSON pixel-encoded around a captioned preview (REFERENCE.md §1). Reading prefers the chunk and
+same JSON pixel-encoded around a captioned preview (docs/formats.md). Reading prefers the chunk and
 falls back to the pixels (a re-save or a lossless WebP keeps only those)."""
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def save(emb: Embedding, path: str | Path) -> Path:
 
 
 def text_chunk(raw: bytes, where: str, wanted: bytes = TEXT_KEY) -> str | None:
-    """The `wanted` (default `sd-ti-embedding`) value from a PNG's tEXt/zTXt/iTXt chunks, read without PIL's size
-    caps (a large SDXL embedding exceeds them) but with our own."""
+    """The `wanted` key's value (default `sd-ti-embedding`) from a PNG's tEXt/zTXt/iTXt chunks, read
+    without PIL's size caps (a large SDXL embedding exceeds them) but with our own."""
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(raw):
         length, kind = struct.unpack(">I4s", raw[pos:pos + 8])

@@ -1,4 +1,4 @@
-"""A1111's `.pt`: a torch.save'd dict with string_to_param {"*": tensor[n, dim]} (REFERENCE.md §1).
+"""A1111's `.pt`: a torch.save'd dict with string_to_param {"*": tensor[n, dim]} (docs/formats.md).
 SDXL embeddings in the A1111 ecosystem use the clip_l/clip_g layout instead, which A1111 also reads
 from a `.pt`. Pickles are read with torch's weights-only unpickler: code in a file is never run."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """diffusers' textual-inversion layout: `{token: tensor[n, dim]}` in `learned_embeds.safetensors`
 (or `.bin`); SDXL as two such files in one folder, `learned_embeds.safetensors` for CLIP-L and
-`learned_embeds_2.safetensors` for CLIP-G, each loaded with its own encoder (REFERENCE.md §1)."""
+`learned_embeds_2.safetensors` for CLIP-G, each loaded with its own encoder (docs/formats.md)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ... import pickle_zip
 from ...errors import TIStudioError
 from ..embedding import Embedding, validate_name
-from ... import pickle_zip
 from . import a1111_png, a1111_pt, diffusers_fmt, safetensors_fmt
 from .dicts import Parsed, parse
 
