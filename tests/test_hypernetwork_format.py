@@ -274,3 +274,22 @@ def test_inspect_shows_the_structure_and_each_clients_verdict(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["widths"] == [W] and {r["client"]: r["verdict"] for r in data["compatibility"]} == \
         {"A1111": "loads", "ComfyUI": "refused"}
+
+
+def test_the_pickle_uses_only_globals_a1111s_restricted_unpickler_allows(tmp_path):
+    """A1111's safe unpickler allows, among others, collections.OrderedDict, torch's tensor rebuild
+    and its storage classes. Its zip entry-name rule is pickle_zip's, the one writer (both rules:
+    tests/test_formats_a1111_safe.py)."""
+    import pickletools
+    import zipfile
+
+    hn = create("safe", (W,), Structure(activation="relu", layer_norm=True, dropout=(0, 0.3, 0)))
+    path = hn_format.save(hn, tmp_path / "safe.pt")
+    hn_format.save_optim(path, {"state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3)}},
+                                "param_groups": [{"lr": 1e-5, "params": [0]}]})
+    allowed = {"collections OrderedDict", "torch._utils _rebuild_tensor_v2", "torch FloatStorage"}
+    for file in (path, hn_format.optim_path(path)):
+        with zipfile.ZipFile(file) as z:
+            pkl = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+        found = {str(arg) for op, arg, _ in pickletools.genops(pkl) if op.name == "GLOBAL"}
+        assert found and found <= allowed, found - allowed

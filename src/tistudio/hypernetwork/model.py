@@ -48,9 +48,9 @@ class Structure:
 
     def __post_init__(self):
         s = self.layer_structure
-        if len(s) < 2 or s[0] != 1 or s[-1] != 1 or any(x <= 0 for x in s):
+        if len(s) < 2 or s[0] != 1 or s[-1] != 1 or any(not 0 < x < 1e3 for x in s):
             raise TIStudioError(f"--layer-structure {', '.join(f'{x:g}' for x in s)}: must start and end "
-                                "with 1 and hold positive multipliers, e.g. \"1, 2, 1\"")
+                                "with 1 and hold positive multipliers below 1000, e.g. \"1, 2, 1\"")
         if self.activation not in ACTIVATIONS:
             raise TIStudioError(f"--activation {self.activation}: use one of {', '.join(ACTIVATIONS)}")
         if self.weight_init not in INITS.values():
