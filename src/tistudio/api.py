@@ -105,7 +105,7 @@ def generate(model: str | Components, options, embeddings_dir: str | Path | None
     found = {**{t: entry.embedding.vectors for t, entry in loaded.items()}, **(vectors or {})}
     usage = prompt_usage(c.tokenizer, {t: int(v[0].shape[0]) for t, v in found.items()},
                          options.prompt, options.negative_prompt)
-    for line in usage.lines():
+    for line in usage.lines() if found or usage.unknown else ():  # no embeddings, nothing odd: no note
         say(line)
     hashes = {t: h for t in usage.used if t in loaded and loaded[t].files
               and (h := embedding_hash(loaded[t].files[0]))}
