@@ -103,3 +103,15 @@ def test_out_that_is_a_file_is_one_line_before_any_model_load(tmp_path, capsys):
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"error: --out {target}: is a file; give a folder")
     assert target.read_bytes() == b"keep me"
+
+
+def test_scan_lists_equal_copies_apart_from_duplicates(tmp_path):
+    from tistudio.embedding.formats.scan import scan_embeddings
+
+    save_embedding(_emb("mystyle"), tmp_path / "mystyle.pt", "a1111-pt")
+    save_embedding(_emb("mystyle"), tmp_path / "mystyle.safetensors", "safetensors")
+    save_embedding(_emb("MyStyle", 0.1, 3), tmp_path / "more" / "MyStyle.pt", "a1111-pt")  # other shape
+    result = scan_embeddings(tmp_path)
+    assert list(result.embeddings) == ["mystyle"]
+    assert result.copies == {"mystyle": [tmp_path / "mystyle.safetensors"]}
+    assert result.duplicates == {"mystyle": [tmp_path / "mystyle.pt", tmp_path / "more" / "MyStyle.pt"]}

@@ -124,9 +124,9 @@ def generate(model: str | Components, options, embeddings_dir: str | Path | None
     from .hypernetwork.apply import check_fits as hypernetwork_fits, parse_tags, resolve
 
     say = say or (lambda text: None)
-    out_dir = check_out_dir(out_dir)  # before loading a multi-GB model
     prompt, tags = parse_tags(options.prompt)
-    networks = resolve(hypernetworks_dir, tags)  # likewise: a missing file must not wait for the model
+    networks = resolve(hypernetworks_dir, tags)  # a missing file is refused before anything is made
+    out_dir = check_out_dir(out_dir)  # before loading a multi-GB model
     options = replace(options, seed=resolve_seed(options.seed))  # the seed the names and infotext record
     c = load_model(model) if isinstance(model, str) else model
     for hn, _ in networks:
@@ -136,7 +136,7 @@ def generate(model: str | Components, options, embeddings_dir: str | Path | None
     # The prompt without its <hypernet:...> tags: they name no embedding, so they are not reported.
     usage = prompt_usage(c.tokenizer, {t: int(v[0].shape[0]) for t, v in found.items()},
                          prompt, options.negative_prompt)
-    for line in usage.lines():
+    for line in usage.lines() if found or usage.unknown else ():  # no embeddings, nothing odd: no note
         say(line)
     hashes = {t: h for t in usage.used if t in loaded and loaded[t].files
               and (h := embedding_hash(loaded[t].files[0]))}

@@ -32,8 +32,8 @@ def run(args) -> int:
 
     from .. import api
     from ..embedding.create import check_vectors
-    from ..embedding.usage import vocabulary_warning, vocabulary_word
     from ..embedding.names import validate_name
+    from ..embedding.usage import vocabulary_warning, vocabulary_word
     from ..errors import TIStudioError
 
     validate_name(args.name)  # the cheap checks before loading a multi-GB model

@@ -31,10 +31,12 @@ def run(args) -> int:
     from .. import api
     from ..generate.files import check_out_dir
     from ..generate.sample import GenerateOptions
+    from ..hypernetwork.apply import parse_tags, tagged_files
 
     options = GenerateOptions(prompt=args.prompt, negative_prompt=args.negative_prompt, sampler=args.sampler,
                               steps=args.steps, cfg=args.cfg, seed=args.seed, width=args.width,
                               height=args.height, n=args.n)
+    tagged_files(args.hypernetworks, parse_tags(args.prompt)[1])  # a missing one: refused before anything is made
     check_out_dir(args.out)  # before loading a multi-GB model
     c = api.load_model(args.model, family=args.family, prediction=args.prediction)
     for path in api.generate(c, options, args.embeddings, args.out, args.clip_skip, say=print,

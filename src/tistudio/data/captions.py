@@ -57,7 +57,8 @@ def undecodable_message(sidecars: list[Path], encoding: str = "utf-8", fix: str 
     """One line naming every caption file that is not `encoding` text, and the two ways out."""
     folder = sidecars[0].parent
     names = ", ".join(p.name if p.parent == folder else str(p) for p in sidecars)
-    return f"{len(sidecars)} caption file(s) in {folder} are not {encoding} text: {names}; re-save them as UTF-8, or {fix}"
+    return (f"{len(sidecars)} caption file(s) in {folder} are not {encoding} text: {names}; re-save them "
+            f"as UTF-8, or {fix}")
 
 
 def name_in_text(name: str, text: str) -> bool:

@@ -9,6 +9,7 @@ import random
 import re
 from pathlib import Path
 
+from ..atomic import as_user_error
 from ..errors import TIStudioError
 
 RANDOM_SEED = -1
@@ -18,11 +19,17 @@ _NUMBERED = re.compile(r"^(\d+)-")
 
 
 def check_out_dir(out_dir: str | Path) -> Path:
-    """The output folder, refused before any model is loaded when it cannot be one."""
+    """The output folder, made now: one that cannot be (a file, an unwritable place) is refused
+    before any model is loaded or image generated."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TIStudioError(f"--out {out_dir}: is a file; give a folder (created if missing), e.g. "
                             f"--out {out.parent / 'outputs'}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise as_user_error(exc, out) or TIStudioError(
+            f"--out {out_dir}: cannot create it ({exc.strerror or exc}); choose another folder") from None
     return out
 
 

@@ -131,21 +131,23 @@ def find_files(folder: str | Path) -> dict[str, Path]:
     return found
 
 
-def resolve(folder: str | Path | None, tags: Sequence[tuple[str, float]]) -> list[tuple[Hypernetwork, float]]:
-    """Load the hypernetworks the prompt's tags name (each file once) from `folder`."""
+def tagged_files(folder: str | Path | None, tags: Sequence[tuple[str, float]]) -> dict[str, Path]:
+    """{name: file} for the hypernetworks the prompt's tags name, found in `folder` without reading
+    them, so a missing one is refused before anything loads or is written."""
     if not tags:
-        return []
+        return {}
     if not folder:
         raise TIStudioError(f"the prompt uses <hypernet:{tags[0][0]}>: pass --hypernetworks DIR, the folder "
                             "holding its .pt file")
     files = find_files(folder)
-    loaded: dict[str, Hypernetwork] = {}
-    out = []
-    for name, strength in tags:
+    for name, _ in tags:
         if name not in files:
             known = ", ".join(sorted(files)) or "none"
             raise TIStudioError(f"<hypernet:{name}>: no {name}.pt under {folder} (found: {known})")
-        if name not in loaded:
-            loaded[name] = load(files[name])
-        out.append((loaded[name], strength))
-    return out
+    return {name: files[name] for name, _ in tags}
+
+
+def resolve(folder: str | Path | None, tags: Sequence[tuple[str, float]]) -> list[tuple[Hypernetwork, float]]:
+    """Load the hypernetworks the prompt's tags name (each file once) from `folder`."""
+    loaded = {name: load(path) for name, path in tagged_files(folder, tags).items()}
+    return [(loaded[name], strength) for name, strength in tags]

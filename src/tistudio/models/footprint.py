@@ -19,8 +19,10 @@ UNET_SAVED = 4    # first-level UNet activations kept per sample for the backwar
 
 
 def floor_bytes(c: Components, width: int, height: int, images: int, training: bool,
-                dtype_bytes: int = 4) -> int:
-    """Bytes that `images` images at width x height need at least (see the module docstring)."""
+                dtype_bytes: int = 2) -> int:
+    """Bytes that `images` images at width x height need at least (see the module docstring). The
+    VAE counts in fp32 (it encodes the latent cache in fp32), the UNet in `dtype_bytes` (default 2:
+    the narrowest precision it runs in, so the figure stays a floor)."""
     pixels = width * height * images
     vae = pixels * 4 * (3 + VAE_LIVE * c.vae.config.block_out_channels[0])
     latent = pixels // c.vae_factor ** 2

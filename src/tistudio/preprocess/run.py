@@ -1,6 +1,7 @@
 """The preprocess driver: a SRC folder of images -> a DST folder of target-sized PNGs named
 `{index:05}-{sub}-{stem}.png`, with `.txt` captions and `_att.png` loss-weight maps beside them.
-SRC is only ever read; every output is written atomically; unusable files are listed, not fatal."""
+SRC is only ever read; every output is written atomically; unusable files are listed, not fatal
+(unless none is usable: then it is an error, as are captions that cannot be decoded)."""
 from __future__ import annotations
 
 import os

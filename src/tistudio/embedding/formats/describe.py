@@ -9,6 +9,7 @@ from ...models.family import FAMILIES
 from ...models.tiny import TEXT_WIDTH
 from .registry import Loaded
 
+TOY_TEXT_WIDTH = 48  # tistudio.toy.model.ToyArch.text_width (the toy world sits above this layer)
 _CLIP_VOCAB = 49408  # rows after this are embeddings added by a loader, not vocabulary
 
 
@@ -17,6 +18,8 @@ def guess_family(widths: tuple[int, ...]) -> str:
         if widths == tuple(e.width for e in spec.encoders):
             return name
     tiny = next((name for name, w in TEXT_WIDTH.items() if w == widths), None)
+    if widths == (TOY_TEXT_WIDTH,):
+        return f"sd1 (toy model) or {tiny} (tiny test model)" if tiny else "sd1 (toy model)"
     return f"{tiny} (tiny test model)" if tiny else "unknown"
 
 
