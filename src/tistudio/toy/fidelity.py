@@ -66,8 +66,9 @@ class FidelitySettings:
 
 # A hypernetwork has no trigger: it learns from the captions ("a star on a black background", the
 # colour never named) that stars look teal, and is scored on the same init-word prompts as the
-# baseline, with and without it on the UNet. Its rate and template (docs/hypernetworks.md).
-HYPERNETWORK_DEFAULTS = dict(lr="0.002:1000, 0.0005", template="hypernetwork")
+# baseline, with and without it on the UNet. Its rate, length and template, measured in
+# docs/hypernetworks.md: it needs twice TI's steps.
+HYPERNETWORK_DEFAULTS = dict(lr="0.002:2000, 0.0005", steps=4000, template="hypernetwork")
 
 
 def for_method(method: str) -> FidelitySettings:
