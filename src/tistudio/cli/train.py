@@ -174,8 +174,8 @@ def run(args) -> int:
     cfg = build_config(args)
     if cfg.num_processes > 1 and not launched():
         return launch(_own_argv(), cfg.num_processes)
+    from ..api import train
     from ..events import Message, StopToken
-    from ..train.run import train
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     stop = StopToken()

@@ -21,8 +21,11 @@ import numpy as np
 import torch
 
 from ..atomic import write_text, write_with
+from ..embedding.create import create_file, create_pair_files
 from ..errors import TIStudioError
+from ..models.load import load_model
 from ..runs.folder import RunFolder
+from ..train.run import train
 from .concepts import Concept
 from .scenes import FRAMES
 
@@ -182,7 +185,6 @@ def run_fidelity(concept: Concept, settings: FidelitySettings, out: str | Path, 
 
 def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, progress: bool,
          log: Callable[[str], None], grid_columns: int) -> FidelityResult:
-    from .. import api
     from ..config import DreamArtistConfig, ModelConfig, TrainConfig
     from ..embedding.formats import load_embedding
     from . import default_model_path
@@ -194,15 +196,15 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
     model = str(model or default_model_path())
     log(f"rendering {s.images} images of {concept.spec!r} into {out / 'data'}")
     render_concept(concept, s.images, out / "data", size=32, seed=s.seed)
-    c = api.load_model(model)
+    c = load_model(model)
     emb_dir = out / "embeddings"
     log(f"creating {NAME!r} ({s.method}) from the init word {concept.init_word!r}")
     if s.method == "ti":
-        embedding = api.create_embedding(c, NAME, concept.init_word, s.vectors, emb_dir, overwrite=True)
+        embedding = create_file(c, NAME, concept.init_word, s.vectors, emb_dir, overwrite=True)
         negative = None
     else:
-        embedding, negative = api.create_dreamartist_pair(c, NAME, concept.init_word, s.vectors, "",
-                                                          s.neg_vectors, emb_dir, overwrite=True)
+        embedding, negative = create_pair_files(c, NAME, concept.init_word, s.vectors, "", s.neg_vectors,
+                                                emb_dir, overwrite=True)
     cfg = TrainConfig(model=ModelConfig(model), embedding=str(embedding), data=str(out / "data"),
                       method=s.method, log_dir=str(out / "runs"), template=s.template, lr=s.lr,
                       batch_size=s.batch_size, steps=s.steps, width=32, height=32, seed=s.seed,
@@ -211,7 +213,7 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
                       threads=s.threads, dreamartist=DreamArtistConfig(cfg=s.dreamartist_cfg))
     log(f"training {s.steps} steps (lr {s.lr}, {s.vectors} vector(s), template {s.template})")
     t0 = time.perf_counter()
-    result = api.train(cfg, components=c, progress=progress)
+    result = train(cfg, components=c, progress=progress)
     train_s = time.perf_counter() - t0
 
     vectors = {NAME: load_embedding(embedding).vectors}

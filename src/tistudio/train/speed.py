@@ -28,10 +28,8 @@ from dataclasses import asdict, dataclass
 
 from ..errors import TIStudioError
 
-PROFILES = ("low-memory", "balanced", "fast")
 CPU_KINDS = ("amx", "avx512-bf16", "avx512", "avx2", "other")
 NATIVE_BF16_CPUS = ("amx", "avx512-bf16")
-ATTENTION = ("sdpa", "xformers", "classic")
 LARGE_UNET = 100_000_000   # UNet parameters from which half precision and all threads pay on a CPU
 
 
