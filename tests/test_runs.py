@@ -299,3 +299,12 @@ def test_the_runs_listing_reads_a_numbered_folder(tiny_models, dataset, tmp_path
     assert main(["runs", str(tmp_path / "runs")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines[1:]] == [["tok", "2"], ["tok-2", "2"]]
+
+
+def test_the_readme_lists_the_resumable_options():
+    from tistudio.cli.train import option_name
+    from tistudio.config import RESUMABLE
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    resume = " ".join(readme[readme.index("**Resume.**"):].split("\n\n")[0].split())
+    assert [f for f in sorted(RESUMABLE) if f"`{option_name(f)}`" not in resume and "preview_" not in f] == []
