@@ -218,6 +218,8 @@ def test_resume_refuses_options_that_shape_training_and_lists_them(tiny_models, 
     out, err = capsys.readouterr()
     assert code == 2 and "info: --resume: --steps 9 (was 6)" in out and "--save-every 3 (was 2)" in out
     assert "--lr" not in out and NO_MODEL in err
+    assert main(cli_train("--resume", folder, "--config", tmp_path / "x.toml")) == 2
+    assert "--config " in capsys.readouterr().err
 
 
 def test_resumable_options_are_one_list_in_the_config_layer():
