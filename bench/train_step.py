@@ -1,4 +1,4 @@
-"""First benchmark (issue 2 item 10): seconds per step and peak memory of one training step for the
+"""First benchmark: seconds per step and peak memory of one training step for the
 tiny model and the full SD1.5 architecture (random weights) at 256², with the recommended settings
 and plain fp32. Table on screen, JSON in bench/results/. The full suite is bench/run.py.
 

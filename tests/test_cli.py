@@ -33,11 +33,11 @@ def test_create_train_generate(tiny_model_dirs, dataset, tmp_path):
                  "--embeddings", tmp_path / "emb", "--steps", 2, "--width", 64, "--height", 64, "--n", 2,
                  "--seed", 7, "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
-    first = Image.open(tmp_path / "out" / "00000007.png")
+    first = Image.open(tmp_path / "out" / "00000-7.png")
     params = first.info["parameters"]
     assert params.startswith("a picture in mystyle\nNegative prompt: blurry\nSteps: 2")
     assert "Seed: 7" in params and "Size: 64x64" in params
-    assert "Seed: 8" in Image.open(tmp_path / "out" / "00000008.png").info["parameters"]
+    assert "Seed: 8" in Image.open(tmp_path / "out" / "00001-8.png").info["parameters"]
 
 
 def test_resume_from_run_folder_and_toml_config(tiny_model_dirs, dataset, tmp_path):

@@ -1,4 +1,5 @@
 """The step -> batch plan: a pure function of (seed, step), epochs and epoch_step as documented."""
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -19,7 +20,7 @@ def test_epoch_order_is_a_deterministic_permutation():
 def test_epoch_order_is_stable_across_processes():
     code = "from tistudio.data.batches import epoch_order; print(epoch_order(20, 2, 5))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert outs == {f"{epoch_order(20, 2, 5)}\n"}
 
 

@@ -1,4 +1,4 @@
-"""Captions from sidecar files and file names (A1111 rules, REFERENCE.md §2)."""
+"""Captions from sidecar files and file names (A1111 rules)."""
 from pathlib import Path
 
 import pytest
@@ -8,7 +8,7 @@ from tistudio.errors import TIStudioError
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("000001-1-a man in suit.png", "a man in suit"),   # the seed's example
+    ("000001-1-a man in suit.png", "a man in suit"),   # the guide's example
     ("00001-0-a man in suit.png", "a man in suit"),
     ("portrait of a cat.jpg", "portrait of a cat"),
     ("--12 x y.webp", "x y"),                           # leading digits and dashes, then spaces

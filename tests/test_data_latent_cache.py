@@ -48,8 +48,7 @@ def expected_mean(path: Path, flip: bool = False) -> torch.Tensor:
 
 def build(tmp_path, mode, flip=False, batch_size=2, seed=0, n=3, vae=None):
     return LatentCache.build(records(tmp_path, n), vae or FakeVAE(), width=W, height=H, mode=mode,
-                             flip=flip, batch_size=batch_size,
-                             generator=torch.Generator().manual_seed(seed), progress=False)
+                             flip=flip, batch_size=batch_size, seed=seed, progress=False)
 
 
 def test_deterministic_mode_returns_the_mean_and_flips_are_exact(tmp_path: Path):
@@ -125,3 +124,13 @@ def test_pixels_are_reloaded_from_disk(tmp_path: Path):
 def test_progress_bar_reports_images(tmp_path: Path, capsys):
     LatentCache.build(records(tmp_path, 2), FakeVAE(), width=W, height=H, flip=True, progress=True)
     assert "caching latents" in capsys.readouterr().err
+
+
+def test_caching_reports_progress_events_with_an_eta(tmp_path: Path):
+    from tistudio.events import Caching
+
+    events = []
+    LatentCache.build(records(tmp_path, 3), FakeVAE(), width=W, height=H, flip=True, batch_size=1,
+                      progress=False, callback=events.append)
+    assert events and all(isinstance(e, Caching) and e.total == 6 for e in events)
+    assert events[-1].done == 6 and events[-1].eta_seconds == 0.0 and events[-1].seconds_per_image >= 0

@@ -60,31 +60,32 @@ def test_bad_dropout_is_refused():
 
 def test_sampler_draws_a_line_per_sample_even_without_shuffle_or_dropout():
     lines = load_template("subject_filewords")
-    sampler = PromptSampler(lines, random.Random(1))
-    prompts = [sampler.sample("zed", "red hat") for _ in range(60)]
+    sampler = PromptSampler(lines, 1)
+    prompts = [sampler.sample("zed", "red hat", position) for position in range(60)]
     assert len({p.line_index for p in prompts}) > 8  # A1111 defect 3: one line per image forever
     for p in prompts:
         assert p.text == fill(lines[p.line_index], "zed", "red hat") and p.filewords == "red hat"
-    again = PromptSampler(lines, random.Random(1)).batch("zed", ["red hat"] * 60)
+    again = PromptSampler(lines, 1).batch("zed", ["red hat"] * 60, 0)
     assert again == prompts
 
 
-def test_sampler_resumes_exactly_from_saved_rng_state():
-    rng = random.Random(5)
-    sampler = PromptSampler(load_template("style_filewords"), rng, shuffle_tags=True, tag_dropout=0.2)
-    sampler.batch("zed", [CAPTION] * 3)
-    state = rng.getstate()
-    rest = sampler.batch("zed", [CAPTION] * 5)
-    restored = random.Random()
-    restored.setstate(state)
-    resumed = PromptSampler(load_template("style_filewords"), restored, shuffle_tags=True, tag_dropout=0.2)
-    assert resumed.batch("zed", [CAPTION] * 5) == rest
+def test_a_prompt_depends_only_on_seed_and_stream_position():
+    """Batch 4, four micro-batches of 1, or a fresh sampler after a resume: the same prompts."""
+    def sampler(seed=5):
+        return PromptSampler(load_template("style_filewords"), seed, shuffle_tags=True, tag_dropout=0.2)
+
+    whole = sampler().batch("zed", [CAPTION] * 8, 0)
+    pieces = [p for first in range(0, 8, 2) for p in sampler().batch("zed", [CAPTION] * 2, first)]
+    assert pieces == whole
+    assert sampler().batch("zed", [CAPTION] * 5, 3) == whole[3:]   # resumed at position 3
+    assert len({p.text for p in whole}) > 1
+    assert sampler(6).batch("zed", [CAPTION] * 8, 0) != whole
 
 
 def test_dreamartist_negative_uses_the_same_line_of_the_plain_template():
-    sampler = PromptSampler(load_template("style_filewords"), random.Random(2), shuffle_tags=True)
+    sampler = PromptSampler(load_template("style_filewords"), 2, shuffle_tags=True)
     plain = plain_counterpart("style_filewords")
-    p = sampler.sample("zed", CAPTION)
+    p = sampler.sample("zed", CAPTION, 0)
     negative = fill(plain[p.line_index], "zed-neg", p.filewords)
     assert negative == plain[p.line_index].replace("[name]", "zed-neg")
     assert "zed" in p.text and all(tag in p.text for tag in TAGS)

@@ -143,7 +143,9 @@ def test_reconstruction_term_respects_the_timestep_limit_and_alpha_weight(tiny_m
         limited = objective(rec_max_timestep=500).reconstruction(mb, pred)
         alpha = objective(rec_timestep_weight="alpha").reconstruction(mb, pred)
     assert (full > 0).all()
-    assert limited[0] == full[0] and limited[1] == 0  # t=800 is above the limit: not decoded
+    # t=800 is above the limit: not decoded. Sample 0 is decoded alone there, in a batch of 2 in
+    # `full`, and oneDNN's kernels may round a batch of 1 differently: equal to float tolerance.
+    assert torch.allclose(limited[0], full[0], rtol=1e-5, atol=1e-7) and limited[1] == 0
     abar = c.scheduler.alphas_cumprod[torch.tensor([100, 800])].float()
     assert torch.allclose(alpha, full * abar)
     loss = objective(rec_weight=2.0).loss(mb)

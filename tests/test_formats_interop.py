@@ -58,6 +58,16 @@ def test_sd1_sd2_outputs_load_in_diffusers(pipelines, tmp_path, family, fmt, nam
     assert pipe.tokenizer.tokenize(prompt)[1:4] == ["mytok", "mytok_1", "mytok_2"]
 
 
+@pytest.mark.parametrize("name", ["learned_embeds.bin", "learned_embeds.safetensors"])
+def test_one_vector_diffusers_file_loads_in_diffusers(pipelines, tmp_path, name):
+    """One vector is written 1-D (as InvokeAI's probe needs); diffusers reads that form too."""
+    emb = Embedding("mytok", (torch.randn(1, 32),), step=5)
+    path = save_embedding(emb, tmp_path / name, "diffusers")
+    pipe = pipelines("sd1")
+    pipe.load_textual_inversion(str(path))
+    assert torch.equal(rows(pipe, "mytok", 1), emb.vectors[0])
+
+
 def test_sdxl_outputs_load_in_diffusers_one_encoder_at_a_time(pipelines, tmp_path):
     emb = Embedding("xltok", (torch.randn(2, 32), torch.randn(2, 64)), step=5)
     # One file with clip_l + clip_g (A1111/ComfyUI layout), loaded as diffusers documents for SDXL.

@@ -1,4 +1,4 @@
-"""Every layout in REFERENCE.md §1 is read by content, and every writer writes the exact layout its
+"""Every layout in docs/formats.md is read by content, and every writer writes the exact layout its
 consumers expect."""
 from __future__ import annotations
 
@@ -91,6 +91,22 @@ def test_emp_params_with_out_extra(tmp_path):
     assert torch.equal(load_embedding(tmp_path / "x.safetensors").vectors[0], vec)
 
 
+def test_kohya_and_onetrainer_metadata_give_step_and_stored_name(tmp_path):
+    vec = torch.randn(2, 768)
+    save_file({"emb_params": vec}, str(tmp_path / "k.safetensors"),
+              metadata={"ss_steps": "1500", "ss_output_name": "kohyachar", "ss_sd_model_name": "v1-5.safetensors",
+                        "modelspec.title": "ignored-when-ss_output_name-exists"})
+    kohya = read_embedding(tmp_path / "k.safetensors")
+    assert kohya.embedding.step == 1500 and kohya.stored_name == "kohyachar"
+    assert kohya.embedding.sd_checkpoint_name == "v1-5.safetensors" and kohya.embedding.name == "k"
+    save_file({"emp_params": vec}, str(tmp_path / "ot.safetensors"),
+              metadata={"modelspec.title": "otchar", "modelspec.architecture": "stable-diffusion-v1/textual-inversion",
+                        "ot_branch": "master"})
+    onetrainer = read_embedding(tmp_path / "ot.safetensors")
+    assert onetrainer.stored_name == "otchar" and onetrainer.embedding.step == 0
+    assert onetrainer.embedding.meta["ot_branch"] == "master"  # shown by inspect, written back on convert
+
+
 def test_lora_with_one_bundled_embedding(tmp_path):
     vec = torch.randn(2, 768)
     save_file({"lora_unet_down.lora_up.weight": torch.randn(4, 4), "bundle_emb.mychar.string_to_param.*": vec},
@@ -163,6 +179,8 @@ def test_safetensors_writer_layout_and_metadata(tmp_path):
 def test_diffusers_writer_layouts(tmp_path):
     save_embedding(sd1(), tmp_path / "one.bin", "diffusers")
     assert list(torch.load(tmp_path / "one.bin", weights_only=True)) == ["thing"]
+    save_embedding(sd1(n=1), tmp_path / "single.bin", "diffusers")  # 1 vector: 1-D, as InvokeAI reads it
+    assert torch.load(tmp_path / "single.bin", weights_only=True)["thing"].shape == (768,)
     save_embedding(sd1(), tmp_path / "folder", "diffusers")
     assert set(load_file(str(tmp_path / "folder" / "learned_embeds.safetensors"))) == {"thing"}
     save_embedding(sdxl(), tmp_path / "xl", "diffusers")
@@ -185,7 +203,7 @@ def test_keystream_and_block_size_follow_the_reference():
 
 
 def _a1111_rule_decode(path):
-    """REFERENCE.md's decode steps, literally (trim, first/last black column, keystream XOR)."""
+    """A1111's documented decode steps, literally (trim, first/last black column, keystream XOR)."""
     arr = np.asarray(Image.open(path).convert("RGB"), np.uint8)
     lit = (arr > 0).all(2)
     rows, cols = np.flatnonzero(lit.any(1)), np.flatnonzero(lit.any(0))
@@ -215,7 +233,7 @@ def test_png_embedding_text_chunk_pixels_and_caption(tmp_path):
     # The caption darkened the preview's top rows and left its middle as it was.
     middle = pixels[32, width + 1 + 24]
     assert tuple(middle) == (180, 90, 40) and pixels[63, width + 1 + 24].sum() < middle.sum()
-    # An independent decoder following REFERENCE.md reads our pixels.
+    # An independent decoder following A1111's documented steps reads our pixels.
     decoded = _a1111_rule_decode(tmp_path / "e.png")
     assert decoded["name"] == "thing"
     assert torch.equal(torch.tensor(decoded["string_to_param"]["*"]["TORCHTENSOR"]), emb.vectors[0])
@@ -230,7 +248,11 @@ def test_png_embedding_survives_resave_without_chunk(tmp_path, fmt, kwargs):
     if fmt == "PNG":
         assert "sd-ti-embedding" not in Image.open(out).text
     loaded = read_embedding(out)
-    assert same(loaded.embedding, emb) and loaded.embedding.name == "xlthing"
+    # SDXL PNGs hold tensors only (A1111 needs that), so a re-saved one triggers on its file stem,
+    # as in A1111; the original, whose note chunk survives, still knows its stored name and step.
+    assert same(loaded.embedding, emb) and loaded.embedding.name == "resaved"
+    original = read_embedding(tmp_path / "e.png")
+    assert original.embedding.name == "e" and original.stored_name == "xlthing" and original.embedding.step == 7
 
 
 def test_png_pixels_found_with_black_border_and_black_preview(tmp_path):

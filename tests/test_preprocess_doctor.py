@@ -54,7 +54,7 @@ def test_findings(tmp_path):
     assert by_code["unreadable"].files == ("broken.png (empty file (0 bytes))",)
     assert by_code["orphan-captions"].files == ("orphan.txt",)
     assert by_code["orphan-attention-maps"].files == ("lonely_att.png",)
-    assert by_code["few-images"].message.startswith("9 images; the seed recommends 30")
+    assert by_code["few-images"].message.startswith("9 images; the guide recommends 30")
     assert by_code["smaller-than-training"].files == ("small.png",)
     assert by_code["aspect-differs"].level == "info" and by_code["aspect-differs"].files == ("wide.png",)
     assert by_code["exact-duplicates"].files == ("a.png = a_copy.png",)

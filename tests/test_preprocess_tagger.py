@@ -1,5 +1,5 @@
 """Booru taggers: tiny WD14-style and DeepDanbooru ONNX models exported here from torch modules whose
-scores are set by hand (the seed's example list), so every tagger option has an exact expected caption."""
+scores are set by hand (the guide's example list), so every tagger option has an exact expected caption."""
 from __future__ import annotations
 
 import math
@@ -15,7 +15,7 @@ from tistudio.errors import TIStudioError  # noqa: E402
 from tistudio.preprocess.caption.tagger import OnnxTagger  # noqa: E402
 from tistudio.preprocess.options import TaggerOptions  # noqa: E402
 
-# name, score (the seed's example, plus a kaomoji, a tag with brackets and an image-driven tag)
+# name, score (the guide's example, plus a kaomoji, a tag with brackets and an image-driven tag)
 SCORES = [("1girl", 0.9999), ("blush", 0.986), ("long_hair", 0.981), ("solo", 0.980),
           ("japanese_clothes", 0.918), ("^_^", 0.9), ("hat_(object)", 0.85), ("bangs", 0.798),
           ("wide_sleeves", 0.795), ("blunt_bangs", 0.731), ("long_sleeves", 0.637), ("monochrome", 0.628)]

@@ -75,7 +75,7 @@ def test_read_only_output_folder_is_one_clear_line(tiny_models, dataset, emb, tm
 
     monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
     with pytest.raises(TIStudioError, match="Read-only file system; the file system is read-only; choose a "
-                                            "writable folder") as err:
+                                            "folder on a writable disk") as err:
         train(config(emb, dataset, tmp_path), components=tiny_models["sd1"], progress=False)
     assert "\n" not in str(err.value) and "config.toml" in str(err.value)
 

@@ -151,7 +151,7 @@ def interrupt_chain(tiny_model_dirs, dataset, tmp_path, plan: list[str], steps: 
                                     "SIGINT": signal.SIGINT}[entry])
         code, out, err = child.wait()
         if entry in ("SIGTERM", "SIGINT"):
-            assert code == 0 and "interrupted at step" in out, (code, out, err[-2000:])
+            assert code == 130 and "interrupted at step" in out, (code, out, err[-2000:])
             stopped = int(out.split("interrupted at step ")[1].split(",")[0])
             assert saved_step(run) == stopped and load_embedding(kill_root / "out" / "final.pt").step == stopped
         else:

@@ -46,7 +46,7 @@ def make_images(folder: Path, n: int, size: int = 8) -> list[ImageRecord]:
 
 def build(records, vae, store, mode="deterministic", flip=False, seed=0):
     return LatentCache.build(records, vae, width=16, height=16, mode=mode, flip=flip, batch_size=3,
-                             generator=torch.Generator().manual_seed(seed), progress=False, store=store)
+                             seed=seed, progress=False, store=store)
 
 
 def mapped_files(tensor: torch.Tensor) -> list[str]:

@@ -14,9 +14,16 @@ from tistudio.train import speed
 CPU = torch.device("cpu")
 
 
+AVX2 = frozenset("fpu sse sse2 avx fma f16c avx2".split())
+AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"}
+AVX512_BF16 = AVX512 | {"avx512_bf16"}
+AMX = AVX512_BF16 | {"amx_tile", "amx_bf16", "amx_int8"}
+
+
 @pytest.fixture
 def amx(monkeypatch):
-    monkeypatch.setattr(speed, "native_half", lambda device: "bf16")
+    monkeypatch.setattr(speed, "cpu_features", lambda cpuinfo=None: AMX)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(speed, "physical_cores", lambda: 4)
 
 
@@ -90,8 +97,48 @@ def test_freed_memory_is_kept_during_training_and_returned_after():
 
 
 def test_cpu_without_native_half_keeps_fp32(monkeypatch):
-    monkeypatch.setattr(speed, "native_half", lambda device: None)
+    monkeypatch.setattr(speed, "cpu_features", lambda cpuinfo=None: AVX2)
     assert speed.resolve(TrainConfig(), CPU, 860_000_000).precision == "fp32"
+
+
+@pytest.mark.parametrize("features, kind, precision, vae", [
+    (AVX2, "avx2", "fp32", "fp32"),
+    (AVX512, "avx512", "fp32", "fp32"),          # oneDNN would take bf16 here, but emulates it
+    (AVX512_BF16, "avx512-bf16", "bf16", "bf16"),
+    (AMX, "amx", "bf16", "bf16"),
+    (frozenset({"sse2"}), "other", "fp32", "fp32"),
+])
+def test_balanced_chooses_from_the_detected_cpu_features(features, kind, precision, vae):
+    s = speed.resolve(TrainConfig(), CPU, 860_000_000, features=features)
+    assert (s.cpu, s.precision, s.vae_precision, s.encode_batch) == (kind, precision, vae, 1)
+    assert s.summary().startswith(f"--profile balanced on a CPU with {kind}: {precision} frozen weights, "
+                                  f"latents encoded in {vae}")
+    # An explicit --precision fp32 also keeps the latents exact; low-memory halves weights anyway.
+    assert speed.resolve(TrainConfig(precision="fp32"), CPU, 860_000_000, features=features).vae_precision == "fp32"
+    low = speed.resolve(TrainConfig(profile="low-memory"), CPU, 860_000_000, features=features)
+    assert (low.precision, low.vae_precision) == ("bf16", vae)
+
+
+def test_cpu_features_come_from_proc_cpuinfo_flags():
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\nbogomips\t: 1\n"
+    assert speed.cpu_features(text) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
+    assert speed.cpu_kind(speed.cpu_features(text)) == "avx512-bf16"
+    assert speed.cpu_kind(speed.cpu_features()) in speed.CPU_KINDS  # this machine, whatever it is
+
+
+def test_training_logs_what_the_profile_chose(tiny_models, dataset, tmp_path):
+    from tistudio import api
+    from tistudio.events import Message
+    from tistudio.train.session import prepare
+
+    emb = api.create_embedding(tiny_models["sd1"], "tok", "cat", 1, tmp_path / "emb")
+    events = []
+    prepare(TrainConfig(embedding=str(emb), data=str(dataset), steps=1, width=64, height=64,
+                        log_dir=str(tmp_path / "runs"), output=str(tmp_path / "out.pt")),
+            components=tiny_models["sd1"], callback=events.append, progress=False)
+    kind = speed.cpu_kind(speed.cpu_features())
+    assert any(isinstance(e, Message) and e.text.startswith(f"--profile balanced on a CPU with {kind}: fp32")
+               for e in events)
 
 
 @pytest.mark.parametrize("change, flag", [(dict(profile="turbo"), "--profile turbo"),

@@ -269,3 +269,60 @@ def test_runs_are_listed_with_best_step_and_exported(tmp_path, tiny_models):
     out = runs.export(run / "embeddings" / "tok-2.pt", "safetensors", tmp_path / "dl")
     assert out.name == "tok-2.safetensors"
     assert load_embedding(out).vectors[0].equal(load_embedding(run / "embeddings" / "tok-2.pt").vectors[0])
+
+
+def test_saved_embeddings_show_which_programs_load_them(tmp_path, tiny_models):
+    import torch
+
+    from tistudio.embedding.embedding import Embedding
+    from tistudio.embedding.formats import save_embedding, save_png_embedding
+    from tistudio.webui import runs
+
+    pt = save_embedding(Embedding("tok", (torch.randn(2, 768),)), tmp_path / "tok.pt")
+    text = runs.compat_summary(pt, lambda p: p.name if p.is_file() else "embeddings")
+    assert text == ("`tok.pt` loads in: A1111 ✓ `tok` · Forge ✓ `tok` · ComfyUI ✓ `embedding:tok` · kohya ✓ "
+                    "`tok (tokens tok, tok1…)` · InvokeAI ✓ `<tok>` · diffusers ✓ `tok`")
+    png = save_png_embedding(Embedding("tok-500", (torch.randn(2, 768),)), tmp_path / "tok-500.png")
+    lines = runs.compat_summary(png, lambda p: p.name if p.is_file() else "embeddings").splitlines()
+    assert lines[0].startswith("`tok-500.png` loads in: A1111 ✓ `tok-500` · Forge ✓ `tok-500` · ComfyUI ✗")
+    assert lines[1] == ("- ComfyUI (refused): it reads only .safetensors/.pt/.bin tensor files, never embeddings "
+                        "in images (not fixable in the image). Fix: `tistudio convert embeddings/tok-500.png "
+                        "embeddings/tok-500.safetensors`")
+    assert len(lines) == 5  # ComfyUI, kohya, InvokeAI, diffusers refuse it
+
+
+def test_create_tab_and_runs_tab_report_the_compat_summary(tmp_path, tiny_models, tiny_model_dirs):
+    from tistudio.webui import tab_create, tab_runs
+    from tistudio.webui.context import Context
+
+    model = tiny_model_dirs["sd1"]
+    holder = ModelHolder(loader=lambda *args, **kwargs: tiny_models["sd1"])
+    (tmp_path / "root").mkdir()
+    ctx = Context(PathGuard.at(tmp_path / "root", trusted=(model,)), JobRegistry(holder), str(model), tmp_path)
+    text = tab_create.create(ctx, str(model), None, "tok", "cat", 1, 0, "*", "embeddings", "a1111-pt", False)
+    assert "Created `embeddings/tok.pt`" in text
+    assert "`embeddings/tok.pt` loads in: A1111 ✓ `tok` · Forge ✓ `tok` · ComfyUI ✓ `embedding:tok`" in text
+    assert "- InvokeAI (refused): its probe knows widths 768/1024/1280, not 32" in text  # the tiny model's width
+    run = tmp_path / "root" / "runs" / "tok"
+    (run / "embeddings").mkdir(parents=True)
+    (tmp_path / "root" / "embeddings" / "tok.pt").rename(run / "embeddings" / "tok-2.pt")
+    shown = tab_runs.compat(ctx, "runs", "tok", "tok-2.pt")
+    assert shown.startswith("`runs/tok/embeddings/tok-2.pt` loads in: A1111 ✓ `tok-2`")
+    assert tab_runs.compat(ctx, "runs", "tok", None) == ""
+
+
+def test_train_status_lists_the_compat_summary_of_each_output(tmp_path):
+    import torch
+
+    from tistudio.embedding.embedding import Embedding
+    from tistudio.embedding.formats import save_embedding
+    from tistudio.webui.jobs import JobView
+    from tistudio.webui.tab_train import status_text
+
+    out = save_embedding(Embedding("tok", (torch.randn(1, 768),)), tmp_path / "tok.safetensors")
+    view = JobView(id=1, name="tok", status="finished", cfg=None, resume=None, points=(),
+                   last=Progress(3, 3, 0.1, 0.01, 0, 2, 0.5, 0.0), previews=(), saved=(), messages=(),
+                   finished=Finished(3, "completed", (str(out), str(tmp_path / "gone.pt"))), error=None,
+                   run_dir=str(tmp_path))
+    text = status_text(view)
+    assert f"`{out}` loads in: A1111 ✓ `tok`" in text and "gone.pt` loads in" not in text

@@ -1,4 +1,4 @@
-"""Peak memory and time of loading a full-size SD1.5 checkpoint the way training does (issue 7).
+"""Peak memory and time of loading a full-size SD1.5 checkpoint the way training does.
 
 Writes an SD1.5-sized model with random weights (nothing is downloaded) in the forms real downloads
 come in: a single .safetensors file in the original (LDM) layout in fp16 and in fp32, and a diffusers

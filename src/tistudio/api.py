@@ -17,11 +17,12 @@ def load_model(path: str, family: str | None = None, prediction: str | None = No
 def create_embedding(model: str | Components, name: str, init_text: str = "*", vectors: int = 1,
                      out_dir: str | Path = "embeddings", overwrite: bool = False, fmt: str = "a1111-pt") -> Path:
     """Write OUT_DIR/NAME.pt (or .safetensors) initialised from `init_text`."""
-    from .embedding.create import create_embedding as _create
+    from .embedding.create import check_vectors, create_embedding as _create
     from .embedding.embedding import validate_name
     from .embedding.formats import FORMATS, save_embedding
 
     validate_name(name)  # cheap checks first: no model load for a request that must fail
+    check_vectors(vectors)
     if fmt not in FORMATS:
         raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     path = Path(out_dir) / f"{name}{FORMATS[fmt][0]}"
@@ -37,11 +38,13 @@ def create_dreamartist_pair(model: str | Components, name: str, init_text: str =
     """Write DreamArtist's pair OUT_DIR/NAME and OUT_DIR/NAME-neg; the negative starts with Gaussian
     noise (std 1e-3) so its vectors differ from the positive's. Both paths are checked first, so a
     refusal never leaves half a pair."""
-    from .embedding.create import create_embedding as _create
+    from .embedding.create import check_vectors, create_embedding as _create
     from .embedding.embedding import validate_name
     from .embedding.formats import FORMATS, save_embedding
 
     neg_name = validate_name(f"{validate_name(name)}-neg")
+    check_vectors(vectors)
+    check_vectors(neg_vectors, "--neg-vectors")
     if fmt not in FORMATS:
         raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     paths = [Path(out_dir) / f"{n}{FORMATS[fmt][0]}" for n in (name, neg_name)]
@@ -61,8 +64,8 @@ def train(cfg, components: Components | None = None, callback=None, stop=None, p
     return _train(cfg, components, callback, stop, progress, resume)
 
 
-def load_embeddings_dir(folder: str | Path | None, widths: tuple[int, ...], warn=print) -> dict:
-    """{trigger: vectors} for every embedding under `folder` (recursive, as A1111 scans) that fits
+def scan_for_model(folder: str | Path | None, widths: tuple[int, ...], warn=print) -> dict:
+    """{trigger: Loaded} for every embedding under `folder` (recursive, as A1111 scans) that fits
     the model; duplicate triggers and files for other model sizes are reported through `warn`."""
     from .embedding.formats.scan import scan_embeddings
 
@@ -76,21 +79,47 @@ def load_embeddings_dir(folder: str | Path | None, widths: tuple[int, ...], warn
     found = {}
     for trigger, loaded in result.embeddings.items():
         if loaded.embedding.widths == tuple(widths):
-            found[trigger] = loaded.embedding.vectors
+            found[trigger] = loaded
         else:
             warn(f"warning: {trigger!r} has width {loaded.embedding.widths}, not the model's {tuple(widths)}; skipped")
     return found
 
 
 def generate(model: str | Components, options, embeddings_dir: str | Path | None = None,
-             out_dir: str | Path = "outputs", clip_skip: int = 1, vectors: dict | None = None) -> list[Path]:
+             out_dir: str | Path = "outputs", clip_skip: int = 1, vectors: dict | None = None,
+             say=None) -> list[Path]:
+    """Images as `OUT_DIR/NNNNN-SEED.png`, numbered on from what the folder holds (never overwriting).
+    `say` receives the notes a user needs: which embeddings the prompts used, words that look meant
+    for an embedding but match none, and scan warnings."""
+    from dataclasses import replace
+
+    from .embedding.usage import prompt_usage
+    from .generate.files import check_out_dir, embedding_hash, image_paths, resolve_seed
     from .generate.sample import generate as _generate, save_png
 
+    say = say or (lambda text: None)
+    out_dir = check_out_dir(out_dir)  # before loading a multi-GB model
+    options = replace(options, seed=resolve_seed(options.seed))  # the seed the names and infotext record
     c = load_model(model) if isinstance(model, str) else model
-    found = {**load_embeddings_dir(embeddings_dir, c.widths), **(vectors or {})}
-    images = _generate(c, options, found, clip_skip=clip_skip, progress=True)
-    out_dir = Path(out_dir)
-    paths = []
-    for i, image in enumerate(images):
-        paths.append(save_png(image, out_dir / f"{options.seed + i:08d}.png"))
-    return paths
+    loaded = scan_for_model(embeddings_dir, c.widths, say)
+    found = {**{t: entry.embedding.vectors for t, entry in loaded.items()}, **(vectors or {})}
+    usage = prompt_usage(c.tokenizer, {t: int(v[0].shape[0]) for t, v in found.items()},
+                         options.prompt, options.negative_prompt)
+    for line in usage.lines() if found or usage.unknown else ():  # no embeddings, nothing odd: no note
+        say(line)
+    hashes = {t: h for t in usage.used if t in loaded and loaded[t].files
+              and (h := embedding_hash(loaded[t].files[0]))}
+    images = _generate(c, options, found, clip_skip=clip_skip, progress=True, ti_hashes=hashes)
+    paths = image_paths(out_dir, [options.seed + i for i in range(len(images))])
+    return [save_png(image, path) for image, path in zip(images, paths)]
+
+
+def compat(path: str | Path, target: str | None = None) -> list:
+    """Whether each client (A1111, Forge, ComfyUI, kohya, InvokeAI, diffusers) loads the embedding at
+    `path`, used with a model of family `target` (default: the file's own): compat.Verdict list."""
+    from .embedding.compat import check
+    from .embedding.compat_facts import facts
+
+    if target is not None and target not in ("sd1", "sd2", "sdxl"):
+        raise TIStudioError(f"--on {target!r}: use sd1, sd2 or sdxl")
+    return check(facts(path), target)

@@ -17,12 +17,14 @@ from .errors import TIStudioError
 
 TMP_SUFFIX = ".tmp"
 # errno -> the fix to suggest. Anything else is a bug or an odd file system: re-raised unchanged.
+# Every command writes through here, so the fix names no command's flags: the target's path tells
+# the user which of their options chose that folder.
 _FIXES = {
-    errno.ENOSPC: "the disk is full; free space (old snapshots: --keep-last N) and --resume",
-    errno.EDQUOT: "the disk quota is used up; free space and --resume",
-    errno.EROFS: "the file system is read-only; choose a writable folder (e.g. --log-dir/--output)",
-    errno.EACCES: "no permission to write there; choose a writable folder (e.g. --log-dir/--output)",
-    errno.EPERM: "no permission to write there; choose a writable folder (e.g. --log-dir/--output)",
+    errno.ENOSPC: "the disk is full; free space and run again (a training run: `train --resume` continues it)",
+    errno.EDQUOT: "the disk quota is used up; free space and run again (a training run: `train --resume` continues it)",
+    errno.EROFS: "the file system is read-only; choose a folder on a writable disk",
+    errno.EACCES: "no permission to write there; choose a folder you can write to",
+    errno.EPERM: "no permission to write there; choose a folder you can write to",
 }
 
 
@@ -80,8 +82,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
         os.close(fd)
         tmp_path = Path(tmp)
-        os.chmod(tmp_path, _mode_for(target))
+        mode = _mode_for(target)
         yield tmp_path
+        # After the writer, not before: some libraries (safetensors' save_file) replace the file at
+        # tmp_path with their own 0600 temporary, which would otherwise become the target's mode.
+        os.chmod(tmp_path, mode)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)

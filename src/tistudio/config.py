@@ -3,6 +3,7 @@ and loadable from TOML. Only the standard library (and tomli_w for writing) is u
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from dataclasses import dataclass, fields
@@ -18,6 +19,7 @@ SAMPLERS = ("euler_a", "dpmpp_2m", "ddim", "euler")
 EMBEDDING_FORMATS = ("a1111-pt", "a1111-png", "safetensors", "diffusers")
 METHODS = ("ti", "dreamartist")
 LATENT_CACHES = ("auto", "memory", "disk")
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # whether one is present: train/session.pick_device
 
 
 def _check(ok: bool, message: str) -> None:
@@ -30,7 +32,7 @@ class ModelConfig:
     model: str = ""                   # diffusers folder or single .safetensors/.ckpt file
     family: str | None = None         # sd1 | sd2 | sdxl; detected when None
     prediction: str | None = None     # epsilon | v_prediction; detected when None
-    clip_skip: int = 1                # the seed suggests 2 for anime models
+    clip_skip: int = 1                # the guide suggests 2 for anime models
     config: str | None = None         # architecture configs for a single file (default: shipped)
 
     def __post_init__(self):
@@ -86,12 +88,12 @@ class TrainConfig:
     batch_size: int = 1
     grad_accum: int = 1
     steps: int = 3000                 # max optimizer steps
-    width: int | None = None          # default: the family's native resolution
+    width: int | None = None          # default: the model's own size (Components.resolution)
     height: int | None = None
     flip: bool = False
     seed: int = 0
     latent_sampling: str = "once"
-    vae_offload: bool = False         # the seed's "Move VAE to RAM": off the accelerator after caching
+    vae_offload: bool = False         # the guide's "Move VAE to RAM": off the accelerator after caching
     save_every: int = 500
     preview_every: int = 500
     preview_prompt: str = ""          # empty: a prompt from the dataset
@@ -128,7 +130,7 @@ class TrainConfig:
     eval_toy: str | None = None       # toy-world concept ("teal star"): classifier fidelity
     eval_samples: int = 4             # images generated per evaluation for --eval-clip/--eval-toy
     dreamartist: DreamArtistConfig = DreamArtistConfig()
-    ema: float = 0.0                  # EMA decay of the vectors (0 = off; the seed suggests 0.97)
+    ema: float = 0.0                  # EMA decay of the vectors (0 = off; the guide suggests 0.97)
     ema_replace_every: int = 0        # copy the EMA into the live vectors every N steps (reference)
     grayscale_copies: bool = False    # add a greyscale copy of every image (captioned "monochrome")
     keep_last: int = 0                # keep only the N latest snapshot steps in RUN/embeddings, 0 = all
@@ -174,6 +176,8 @@ def _check_speed(cfg: "TrainConfig") -> None:
     _check(cfg.attention in ATTENTION, f"--attention {cfg.attention}: use {'|'.join(ATTENTION)}")
     _check(cfg.threads >= 0, f"--threads {cfg.threads}: use 0 (automatic) or more")
     _check(cfg.num_processes >= 1, f"--num-processes {cfg.num_processes}: must be at least 1")
+    _check(isinstance(cfg.device, str) and bool(DEVICE_RE.match(cfg.device)),
+           f"--device {cfg.device}: use auto, cpu, cuda, cuda:N or mps")
 
 
 def _check_monitoring(cfg: "TrainConfig") -> None:
@@ -242,8 +246,41 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
+# Annotation word -> (accepted Python types, what to tell a person). bool is an int in Python, so
+# it is refused explicitly where a number is expected (`steps = true` is a mistake, not 1).
+_KINDS = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"),
+          "str": ((str,), "a quoted string"), "bool": ((bool,), "true or false")}
+
+
+def _typed(f: dataclasses.Field, value: Any, source: str) -> Any:
+    """`value` checked against the field's annotation (a string: annotations are postponed), so a
+    TOML `steps = "many"` is named with its fix instead of failing inside validation."""
+    words = [w.strip() for w in str(f.type).split("|")]
+    if any(w.startswith("tuple") for w in words):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise TIStudioError(f"{source}: {f.name} = {_toml_value(value)}: give a list of strings, e.g. "
+                            f"{f.name} = {_toml_value(list(f.default) if f.default else ['...'])}")
+    kinds = [_KINDS[w] for w in words if w in _KINDS]
+    if not kinds or (value is None and "None" in words):
+        return value  # nested sections and None are the dataclass's business
+    if "str" in words and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # lr = 0.01 or cfg = 3 in TOML: the grammar reads the same text
+    for types, _ in kinds:
+        if isinstance(value, types) and (bool in types or not isinstance(value, bool)):
+            return float(value) if float in types and not isinstance(value, float) else value
+    example = f.default if f.default is not None and not dataclasses.is_dataclass(f.default) else None
+    hint = f"; e.g. {f.name} = {_toml_value(example)}" if example is not None else ""
+    raise TIStudioError(f"{source}: {f.name} = {_toml_value(value)} is not {' or '.join(k[1] for k in kinds)}{hint}")
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (str, bool, list, tuple)) else repr(value)
+
+
 def from_dict(cls, data: dict, source: str = "config"):
-    """Build `cls` from a dict, naming any unknown key so typos are not silently ignored."""
+    """Build `cls` from a dict, naming any unknown key so typos are not silently ignored, and any
+    value of the wrong type with an example of the right one."""
     known = {f.name: f for f in fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -251,10 +288,12 @@ def from_dict(cls, data: dict, source: str = "config"):
         if key not in known:
             raise TIStudioError(f"{source}: unknown option {key!r}; known: {', '.join(sorted(known))}")
         sub = known[key].default
-        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
+        if dataclasses.is_dataclass(sub):
+            if not isinstance(value, dict):
+                raise TIStudioError(f"{source}: {key} must be a table ([{key}] with its own options)")
             value = from_dict(type(sub), value, source)
-        elif isinstance(value, list):
-            value = tuple(value)
+        else:
+            value = _typed(known[key], value, source)
         kwargs[key] = value
     try:
         return cls(**kwargs)

@@ -20,6 +20,15 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Caching:
+    """Latent caching before the first step: images (mirrors included) done of total."""
+    done: int
+    total: int
+    seconds_per_image: float
+    eta_seconds: float
+
+
+@dataclass(frozen=True)
 class Saved:
     step: int
     paths: tuple[str, ...]
@@ -44,7 +53,7 @@ class Finished:
     outputs: tuple[str, ...]
 
 
-Event = Union[Progress, Saved, Previewed, Message, Finished]
+Event = Union[Progress, Caching, Saved, Previewed, Message, Finished]
 Callback = Callable[[Event], None]
 
 

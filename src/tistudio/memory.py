@@ -28,6 +28,23 @@ def rss_gib() -> float:
     return _status_kib("VmRSS") / 2**20
 
 
+def available_bytes(device) -> int | None:
+    """Memory a new allocation can use now: the GPU's free memory for a CUDA device, else the host's
+    MemAvailable (Linux); None where neither can be read."""
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        import torch  # only asked about a CUDA device, where torch is loaded already
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def module_bytes(*modules, buffers: bool = True) -> int:
     """Bytes held by the modules' parameters (and buffers)."""
     return sum(t.numel() * t.element_size() for m in modules

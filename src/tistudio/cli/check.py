@@ -9,7 +9,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "check", help="report what in a training folder will hurt an embedding",
         description="Counts, sizes, aspect ratios, small images, exact/near duplicates, flipped copies, "
-                    "missing/orphan captions, the embedding name inside captions, and the seed's advice.")
+                    "missing/orphan captions, the embedding name inside captions, and the guide's advice.")
     p.add_argument("dataset", metavar="DATASET", help="folder of training images and .txt captions")
     p.add_argument("--width", type=int, default=512, help="training width")
     p.add_argument("--height", type=int, default=512, help="training height")

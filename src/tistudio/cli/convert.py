@@ -8,7 +8,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "convert", help="convert an embedding between formats",
         description="Read any embedding layout (A1111 .pt/PNG/WebP, .safetensors, .bin, diffusers folder) "
-                    "and write it in another. Vectors are copied bit for bit.")
+                    "and write it in another. Vectors are copied bit for bit. OUT may be IN: the file is "
+                    "rewritten in place in the layout every client loads (a repair; see inspect --compat).")
     p.add_argument("src", metavar="IN", help="embedding file or diffusers folder")
     p.add_argument("dest", metavar="OUT", help="output file (or folder for --to diffusers)")
     p.add_argument("--to", choices=FORMAT_NAMES, default=None,

@@ -3,11 +3,13 @@
 `--method dreamartist` creates the pair NAME and NAME-neg (`--neg-vectors`, `--neg-init-text`)."""
 from __future__ import annotations
 
+from ..embedding.names import NAME_RULE
+
 
 def register(sub) -> None:
     p = sub.add_parser("create", help="create a new embedding file from an init text",
                        description="Create DIR/NAME.pt whose vectors copy the init text's token embeddings.")
-    p.add_argument("name", help="the trigger word; also the file name")
+    p.add_argument("name", help=f"the trigger word, also the file name without extension ({NAME_RULE})")
     p.add_argument("--model", required=True, help="diffusers folder or .safetensors/.ckpt checkpoint")
     p.add_argument("--family", choices=["sd1", "sd2", "sdxl"], help="override the detected model family")
     p.add_argument("--init-text", default="*", help="words to start from, e.g. '1girl' or 'painting' "
@@ -29,21 +31,30 @@ def run(args) -> int:
     from pathlib import Path
 
     from .. import api
+    from ..embedding.create import check_vectors
+    from ..embedding.names import validate_name
+    from ..embedding.usage import vocabulary_warning, vocabulary_word
     from ..errors import TIStudioError
 
+    validate_name(args.name)  # the cheap checks before loading a multi-GB model
+    check_vectors(args.vectors if args.vectors is not None else 1)
+    if args.method == "dreamartist":
+        check_vectors(args.neg_vectors, "--neg-vectors")
     names = [args.name] + ([f"{args.name}-neg"] if args.method == "dreamartist" else [])
     for name in names:
         target = Path(args.out) / f"{name}{'.pt' if args.fmt == 'a1111-pt' else '.safetensors'}"
         if target.exists() and not args.overwrite:  # before loading a multi-GB model
             raise TIStudioError(f"{target} already exists; pass --overwrite to replace it or choose another name")
     c = api.load_model(args.model, family=args.family)
+    if vocabulary_word(c.tokenizer, args.name):
+        print(f"warning: {vocabulary_warning(args.name)}")
     if args.method == "dreamartist":
-        vectors = args.vectors or 3
+        vectors = 3 if args.vectors is None else args.vectors
         pos, neg = api.create_dreamartist_pair(c, args.name, args.init_text, vectors, args.neg_init_text,
                                                args.neg_vectors, args.out, args.overwrite, args.fmt)
         print(f"created {pos} ({vectors} vector(s)) and {neg} ({args.neg_vectors} vector(s)), {c.family.name}")
         return 0
-    args.vectors = args.vectors or 1
+    args.vectors = 1 if args.vectors is None else args.vectors
     path = api.create_embedding(c, args.name, args.init_text, args.vectors, args.out, args.overwrite, args.fmt)
     print(f"created {path} ({args.vectors} vector(s), {c.family.name}, init text {args.init_text!r})")
     return 0

@@ -15,23 +15,26 @@ def register(sub) -> None:
     p.add_argument("--sampler", default="euler_a", choices=["euler_a", "euler", "dpmpp_2m", "ddim"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image (-1: random); image i uses seed+i")
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--n", type=int, default=1, help="number of images")
     p.add_argument("--clip-skip", type=int, default=1)
-    p.add_argument("--out", default="outputs", help="output folder (default outputs/)")
+    p.add_argument("--out", default="outputs", help="output folder (default outputs/); images are named "
+                   "NNNNN-SEED.png, numbered on from the files already there, never overwritten")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from .. import api
+    from ..generate.files import check_out_dir
     from ..generate.sample import GenerateOptions
 
     options = GenerateOptions(prompt=args.prompt, negative_prompt=args.negative_prompt, sampler=args.sampler,
                               steps=args.steps, cfg=args.cfg, seed=args.seed, width=args.width,
                               height=args.height, n=args.n)
+    check_out_dir(args.out)  # before loading a multi-GB model
     c = api.load_model(args.model, family=args.family, prediction=args.prediction)
-    for path in api.generate(c, options, args.embeddings, args.out, args.clip_skip):
+    for path in api.generate(c, options, args.embeddings, args.out, args.clip_skip, say=print):
         print(f"wrote {path}")
     return 0

@@ -49,7 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
     return int(result or 0)
+
+
+def _reader_gone() -> int:
+    """The reader of our output went away (`tistudio inspect FILE | head -1`): stop quietly, as cat
+    does. stdout is pointed at /dev/null so the interpreter's final flush cannot fail again; the
+    status is the shell's for a process ended by SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests)
+        pass
+    return 128 + 13
 
 
 if __name__ == "__main__":

@@ -61,8 +61,12 @@ def register(subparsers) -> None:
     c.add_argument("--no-escape", action="store_true", help="leave ( ) [ ] unescaped")
     c.add_argument("--filter-tags", default="", help="comma-separated tags never written")
     c.add_argument("--include-scores", action="store_true", help="write tags as (tag:0.987)")
-    c.add_argument("--existing-captions", choices=["ignore", "copy", "prepend", "append"], default="ignore",
-                   help="what to do with SRC/<stem>.txt")
+    c.add_argument("--existing-captions", choices=["ignore", "copy", "prepend", "append"], default="copy",
+                   help="what to do with SRC/<stem>.txt: copy (default, as A1111: kept, captioners fill "
+                   "only images without one), prepend/append to the captioners' text, or ignore")
+    c.add_argument("--caption-encoding", default="utf-8", metavar="ENC",
+                   help="encoding of SRC's .txt captions, e.g. cp1252 or shift_jis (default utf-8); "
+                   "DST's captions are always written as UTF-8")
     c.add_argument("--caption-in-filename", action="store_true",
                    help="put the caption in the file name instead of a .txt")
     p.add_argument("--no-progress", action="store_true")
@@ -108,7 +112,7 @@ def build_options(args: argparse.Namespace):
             use_spaces=not args.underscores, escape_brackets=not args.no_escape,
             filter_tags=tuple(t.strip() for t in args.filter_tags.split(",") if t.strip()),
             include_scores=args.include_scores, kind=args.tagger_kind),
-        existing=args.existing_captions, in_filename=args.caption_in_filename)
+        existing=args.existing_captions, encoding=args.caption_encoding, in_filename=args.caption_in_filename)
     focal = FocalOptions(args.focal_face_weight, args.focal_entropy_weight, args.focal_edges_weight,
                          args.focal_debug) if args.focal_crop else None
     auto = AutoSizeOptions(args.auto_min_dim, args.auto_max_dim, args.auto_min_area, args.auto_max_area,

@@ -64,7 +64,8 @@ def run(args) -> int:
 
     root = Path(args.log_dir)
     if not root.is_dir():
-        raise TIStudioError(f"{root}: no such folder; pass the --log-dir of your training runs")
+        raise TIStudioError(f"LOG_DIR {root}: no such folder; give the folder your runs were written to "
+                            "(`tistudio runs DIR`, where DIR is train's --log-dir, default runs)")
     infos = [i for i in (run_info(d) for d in sorted(root.iterdir()) if d.is_dir()) if i]
     if not infos:
         print(f"no runs in {root} (a run folder holds loss.csv or summary.json)")

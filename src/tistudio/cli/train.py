@@ -11,6 +11,8 @@ import sys
 from ..config import RESUMABLE, TrainConfig
 from ..errors import TIStudioError
 
+INTERRUPTED = 130  # 128 + SIGINT, what main() returns for an aborted run too
+
 # flag -> (config field, type, help). Types: None = store_true, False = store_false.
 OPTIONS = {
     "--embedding": ("embedding", str, "embedding file to train (from `tistudio create`)"),
@@ -28,7 +30,7 @@ OPTIONS = {
     "--steps": ("steps", int, "the step to train up to, counted from the step the embedding already "
                 "stores (as in A1111): an embedding at step 1000 with --steps 3000 trains 2000 more "
                 "(default 3000)"),
-    "--width": ("width", int, "training width, multiple of 8 (default: the family's resolution)"),
+    "--width": ("width", int, "training width, multiple of 8 (default: the model's own size, from its config)"),
     "--height": ("height", int, "training height, multiple of 8"),
     "--flip": ("flip", None, "randomly mirror images (exact: mirrored latents are encoded too)"),
     "--seed": ("seed", int, "seed for data order, noise and prompts (default 0)"),
@@ -95,7 +97,7 @@ MODEL_OPTIONS = {
     "--prediction": ("prediction", str, "epsilon | v_prediction (default: detected)"),
     "--model-config": ("config", str, "diffusers folder whose configs describe a single-file model's "
                        "architecture (default: shipped configs for the detected family)"),
-    "--clip-skip": ("clip_skip", int, "1 = last layer (default); the seed suggests 2 for anime models"),
+    "--clip-skip": ("clip_skip", int, "1 = last layer (default); the guide suggests 2 for anime models"),
 }
 
 
@@ -202,7 +204,9 @@ def run(args) -> int:
     for path in result.outputs:
         print(f"saved {path}")
     print(f"run folder: {result.run_dir}")
-    return 0
+    # One Ctrl-C (or SIGTERM) saves and stops, a second aborts: both are interruptions, so both exit
+    # 130 as shells expect of Ctrl-C; a script tells "saved" from "aborted" by the files, not the status.
+    return INTERRUPTED if result.reason == "interrupted" else 0
 
 
 def _own_argv() -> list[str]:

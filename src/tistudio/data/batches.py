@@ -10,21 +10,21 @@ epoch = k*E // n, and epoch_step counts the steps since that epoch's first step 
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
+
+from ..rng import python_random
 
 
 def epoch_order(n_items: int, epoch: int, seed: int) -> list[int]:
     """A permutation of range(n_items), fixed by (seed, epoch)."""
-    # A str seed is hashed with SHA-512 by `random`, so this is stable across runs and Python builds.
     order = list(range(n_items))
-    random.Random(f"tistudio/order/{seed}/{epoch}").shuffle(order)
+    python_random(seed, "order", epoch).shuffle(order)
     return order
 
 
 def epoch_flips(n_items: int, epoch: int, seed: int) -> list[bool]:
     """flips[i]: whether item i is mirrored in this epoch (a fair coin per item per epoch)."""
-    rng = random.Random(f"tistudio/flip/{seed}/{epoch}")
+    rng = python_random(seed, "flip", epoch)
     return [rng.random() < 0.5 for _ in range(n_items)]
 
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import TIStudioError
-from .captions import caption_for
+from .captions import UndecodableCaption, caption_for, undecodable_message
 
 # Attention (loss-weight) maps sit beside their image; they are never training images themselves
 # (the DreamArtist reference trained on its own `_att_proc` files).
@@ -142,17 +142,26 @@ def load_weight_map(path: str | Path, width: int, height: int, factor: int = 8) 
 
 def make_records(images: list[Path], *, width: int, height: int, factor: int = 8,
                  regex: str | None = None, join: str = " ", weight_maps: bool = True) -> list[ImageRecord]:
-    """One record per image: its caption and, when `weight_maps`, its `_att` map if it has one."""
-    return [ImageRecord(p, caption_for(p, regex, join),
-                        load_weight_map(p, width, height, factor) if weight_maps else None)
-            for p in images]
+    """One record per image: its caption and, when `weight_maps`, its `_att` map if it has one.
+    Caption files that are not UTF-8 are all named in one error, so one fix pass is enough."""
+    records, undecodable = [], []
+    for p in images:
+        try:
+            caption = caption_for(p, regex, join)
+        except UndecodableCaption as exc:
+            undecodable.append(exc.path)
+            continue
+        records.append(ImageRecord(p, caption, load_weight_map(p, width, height, factor) if weight_maps else None))
+    if undecodable:
+        raise TIStudioError(undecodable_message(undecodable))
+    return records
 
 
 GRAYSCALE_TAG = "monochrome"
 
 
 def grayscale_copies(records: list[ImageRecord]) -> list[ImageRecord]:
-    """A greyscale copy of each record (the seed's "add a grayscale map of the training set"), its
+    """A greyscale copy of each record (the guide's "add a grayscale map of the training set"), its
     caption tagged "monochrome" so [filewords] prompts can tell the copies from the colour images."""
     return [replace(r, grayscale=True, caption=f"{r.caption}, {GRAYSCALE_TAG}" if r.caption else GRAYSCALE_TAG)
             for r in records]

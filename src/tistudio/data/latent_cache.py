@@ -1,11 +1,12 @@
 """VAE latents for every training image, encoded once before training so the VAE never runs per step
 (and can then be offloaded). Held on the CPU in fp32; the loop moves each batch to its device.
 
-Modes (REFERENCE.md §2 "Latent sampling"): `once` keeps one posterior sample drawn at build time,
+Modes (README, `--latent-sampling`): `once` keeps one posterior sample drawn at build time,
 `deterministic` the posterior mean, `random` mean and std for a fresh sample on every `get`. Only
 what the mode needs is kept. With `flip`, the mirrored image is encoded too, so a flipped sample is
 the true latent of the mirrored picture rather than a mirrored latent (the VAE is not equivariant).
-Latents are unscaled: the caller applies the VAE's scaling factor.
+Latents are unscaled: the caller applies the VAE's scaling factor. Encoding and the `once` draw
+are data/latent_encode.py's, shared with the disk store.
 
 With a `store` (data/latent_store.py) the latents live in a memory-mapped file instead of RAM, reused
 by later runs and resumes until an image or the VAE changes; the interface is the same.
@@ -13,33 +14,15 @@ by later runs and resumes until an image or the VAE changes; the interface is th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from ..errors import TIStudioError
+from ..events import Callback
 from .dataset import ImageRecord, check_size, load_image
-
-if TYPE_CHECKING:
-    from .latent_store import LatentStore
-
-# encode(pixels [B, 3, H, W] fp32 CPU in [-1, 1]) -> (mean, std), each [B, C, H/f, W/f], any device/dtype.
-# B is `batch_size` images, doubled with `flip` (originals, then their mirrors).
-EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-MODES = ("once", "deterministic", "random")
-
-
-def encode_views(chunk: Sequence[ImageRecord], encode: EncodeFn, width: int, height: int,
-                 flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) of `chunk`, each [b, views, C, h, w] fp32 CPU (views: the image, then its mirror)."""
-    pixels = torch.stack([load_image(r.path, width, height, r.grayscale) for r in chunk])
-    if flip:  # [b, 3, H, W] -> [2b, 3, H, W]: originals then their mirrors
-        pixels = torch.cat([pixels, pixels.flip(-1)])
-    mean, std = encode(pixels)
-    views = 2 if flip else 1
-    # [views*b, C, h, w] -> [b, views, C, h, w]
-    return tuple(x.detach().float().cpu().view(views, len(chunk), *x.shape[1:]).transpose(0, 1)
-                 for x in (mean, std))
+from .latent_encode import MODES, CachingProgress, EncodeFn, encode_all
+from .latent_store import LatentStore
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,11 +39,10 @@ class LatentCache:
 
     @classmethod
     def build(cls, records: Sequence[ImageRecord], encode: EncodeFn, *, width: int, height: int,
-              mode: str = "once", flip: bool = False, batch_size: int = 1,
-              generator: torch.Generator | None = None, progress: bool = True,
-              store: "LatentStore | None" = None) -> "LatentCache":
-        from tqdm import tqdm
-
+              mode: str = "once", flip: bool = False, batch_size: int = 1, seed: int = 0,
+              progress: bool = True, callback: Callback | None = None,
+              store: LatentStore | None = None) -> "LatentCache":
+        """`batch_size`: images per encoder call (speed only); `seed`: the run's, for `once` draws."""
         if mode not in MODES:
             raise TIStudioError(f"--latent-sampling {mode!r} is unknown; use one of {', '.join(MODES)}")
         if not records:
@@ -68,27 +50,21 @@ class LatentCache:
         check_size(width, height)
         if store is not None:
             mean, std = store.load_or_encode(records, encode, width=width, height=height, mode=mode,
-                                             flip=flip, batch_size=batch_size, generator=generator,
-                                             progress=progress, check=cls._check_weight_maps)
+                                             flip=flip, batch_size=batch_size, seed=seed, progress=progress,
+                                             callback=callback, check=cls._check_weight_maps)
             return cls(tuple(records), width, height, mode, flip, mean, std)
-        views, per_call = (2 if flip else 1), max(1, batch_size)
         means, stds = [], []
-        with tqdm(total=len(records) * views, desc="caching latents", unit="img", disable=not progress) as bar, \
-                torch.no_grad():
-            for start in range(0, len(records), per_call):
-                chunk = records[start:start + per_call]
-                mean, std = encode_views(chunk, encode, width, height, flip)
-                if start == 0:  # fail before encoding the rest of the dataset
-                    cls._check_weight_maps(records, mean.shape[-2:])
-                if mode == "once":  # drawn in the encoder's [views*b, ...] order, as always
-                    noise = torch.randn((views * len(chunk), *mean.shape[2:]), generator=generator)
-                    mean = mean + std * noise.view(views, len(chunk), *mean.shape[2:]).transpose(0, 1)
-                means.append(mean)
-                if mode == "random":
+        with CachingProgress(len(records) * (2 if flip else 1), progress, callback) as bar:
+            for chunk, values, std in encode_all(records, range(len(records)), encode, width=width,
+                                                 height=height, mode=mode, flip=flip, seed=seed,
+                                                 batch_size=batch_size, bar=bar):
+                if chunk[0] == 0:  # fail before encoding the rest of the dataset
+                    cls._check_weight_maps(records, values.shape[-2:])
+                means.append(values)
+                if std is not None:
                     stds.append(std)
-                bar.update(len(chunk) * views)
-        return cls(tuple(records), width, height, mode, flip, torch.cat(means).contiguous(),
-                   torch.cat(stds).contiguous() if stds else None)
+        return cls(tuple(records), width, height, mode, flip, torch.cat(means),
+                   torch.cat(stds) if stds else None)
 
     @staticmethod
     def _check_weight_maps(records: Sequence[ImageRecord], latent_hw: torch.Size) -> None:

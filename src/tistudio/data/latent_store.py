@@ -12,15 +12,16 @@ gives a different KEY, so its latents are never mixed with another's.
 Writes are crash-safe: arrays first (atomically, under a fresh ID), then the index that names them,
 then the old arrays are deleted; a kill at any point leaves a valid index or none.
 
-`once` mode draws each image's sample from a generator seeded by (the run's draw, the image), not from
-one running generator, so a re-encoded image gets the sample a full rebuild would give it.
+Encoding and the `once` draw are data/latent_encode.py's, shared with the in-memory cache: each
+image's sample has its own generator, so a re-encoded image gets the sample a full rebuild (or the
+in-memory cache) would give it.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import secrets
-import zlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,10 +30,12 @@ import torch
 
 from ..atomic import atomic_path, write_text, write_with
 from ..errors import TIStudioError
+from ..events import Callback
 from .dataset import ImageRecord
+from .latent_encode import CachingProgress, EncodeFn, encode_all
 
 AUTO_DISK_FROM = 1000   # `auto`: images (mirrors included) from which latents go to disk
-_VERSION = 1
+_VERSION = 2   # 2: `once` samples keyed per image by rng.py (1 drew them differently)
 
 
 def vae_fingerprint(vae: torch.nn.Module) -> str:
@@ -75,8 +78,8 @@ class LatentStore:
         self.reused = 0      # slots taken from the previous build (for tests and messages)
         self.encoded = 0
 
-    def _key(self, width: int, height: int, mode: str, flip: bool, draw: int) -> str:
-        text = json.dumps([_VERSION, self.vae_key, width, height, mode, flip, draw])
+    def _key(self, width: int, height: int, mode: str, flip: bool, seed: int) -> str:
+        text = json.dumps([_VERSION, self.vae_key, width, height, mode, flip, seed])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _index(self, key: str) -> dict | None:
@@ -90,15 +93,15 @@ class LatentStore:
         except (OSError, ValueError, KeyError, TypeError):
             return None  # no store yet, or one we cannot trust: encode afresh
 
-    def load_or_encode(self, records: Sequence[ImageRecord], encode, *, width: int, height: int, mode: str,
-                       flip: bool, batch_size: int, generator: torch.Generator | None, progress: bool,
-                       check: Callable) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def load_or_encode(self, records: Sequence[ImageRecord], encode: EncodeFn, *, width: int, height: int,
+                       mode: str, flip: bool, batch_size: int, seed: int, progress: bool,
+                       callback: Callback | None, check: Callable) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(values, std) as tensors over memory-mapped files; see LatentCache.build."""
-        draw = int(torch.randint(0, 2**62, (1,), generator=generator)) if mode == "once" else 0
-        key = self._key(width, height, mode, flip, draw)
+        # Only `once` values depend on the seed; the other modes' stores are shared across seeds.
+        key = self._key(width, height, mode, flip, seed if mode == "once" else 0)
         self.folder.mkdir(parents=True, exist_ok=True)
-        job = _Build(self, key, records, encode, width, height, mode, flip, max(1, batch_size), draw)
-        names, shape = job.run(self._index(key), progress, check)
+        job = _Build(self, key, records, encode, width, height, mode, flip, batch_size, seed)
+        names, shape = job.run(self._index(key), progress, callback, check)
         self.reused, self.encoded = job.reused, job.encoded
         index = {"version": _VERSION, "shape": list(shape), "arrays": names, "entries": job.entries}
         write_text(self.folder / f"latents-{key}.json", json.dumps(index))
@@ -108,13 +111,14 @@ class LatentStore:
         arrays = [torch.from_numpy(_memmap(self.folder / n, tuple(shape), "c")) for n in names]
         return arrays[0], (arrays[1] if mode == "random" else None)
 
+
 class _Build:
     """One build of a store: which slots are reused, encoding the rest, writing the arrays."""
 
-    def __init__(self, store: LatentStore, key, records, encode, width, height, mode, flip, per_call, draw):
+    def __init__(self, store: LatentStore, key, records, encode, width, height, mode, flip, batch_size, seed):
         self.store, self.key, self.records, self.encode = store, key, records, encode
-        self.width, self.height, self.mode, self.flip, self.per_call, self.draw = \
-            width, height, mode, flip, per_call, draw
+        self.width, self.height, self.mode, self.flip, self.batch_size, self.seed = \
+            width, height, mode, flip, batch_size, seed
         self.views = 2 if flip else 1
         self.entries: list[dict] = []
         self.reused = self.encoded = 0
@@ -135,9 +139,8 @@ class _Build:
             sources.append(i if same else None)
         return sources
 
-    def run(self, old: dict | None, progress: bool, check: Callable) -> tuple[list[str], tuple[int, ...]]:
-        from tqdm import tqdm
-
+    def run(self, old: dict | None, progress: bool, callback: Callback | None,
+            check: Callable) -> tuple[list[str], tuple[int, ...]]:
         self.entries = []
         sources = self._match(old)
         todo = [i for i, s in enumerate(sources) if s is None]
@@ -145,14 +148,16 @@ class _Build:
             check(self.records, tuple(old["shape"][-2:]))
             self.reused = len(sources)
             return list(old["arrays"]), tuple(old["shape"])
-        chunks = [todo[i:i + self.per_call] for i in range(0, len(todo), self.per_call)]
-        first = None
-        if chunks:  # the first encoded chunk tells the latent shape (and checks weight maps early)
-            first = self._encode(chunks[0])
-            check(self.records, first[0].shape[-2:])
-            shape = (len(self.records), self.views, *first[0].shape[2:])
+        bar = CachingProgress(len(self.records) * self.views, progress, callback)
+        chunks = encode_all(self.records, todo, self.encode, width=self.width, height=self.height,
+                            mode=self.mode, flip=self.flip, seed=self.seed, batch_size=self.batch_size, bar=bar)
+        first = next(chunks, None)
+        if first is not None:  # the first encoded chunk tells the latent shape (and checks weight maps early)
+            check(self.records, first[1].shape[-2:])
+            shape = (len(self.records), *first[1].shape[1:])
             if old is not None and tuple(old["shape"][1:]) != shape[1:]:
-                return self.run(None, progress, check)  # cannot happen with one VAE; be safe anyway
+                bar.close()
+                return self.run(None, progress, callback, check)  # cannot happen with one VAE; be safe anyway
         else:
             shape = (len(self.records), *old["shape"][1:])
             check(self.records, tuple(shape[-2:]))
@@ -161,7 +166,6 @@ class _Build:
         old_arrays = [_memmap(self.store.folder / n, tuple(old["shape"]), "r") for n in old["arrays"]] if old else []
         ident = secrets.token_hex(4)
         names = [f"latents-{self.key}-{ident}.f32", f"latents-{self.key}-{ident}.std.f32"][:n_arrays]
-        bar = tqdm(total=len(self.records) * self.views, desc="caching latents", unit="img", disable=not progress)
 
         def fill(tmp_paths: list[Path]) -> None:
             outs = [_memmap(p, shape, "w+") for p in tmp_paths]
@@ -169,36 +173,18 @@ class _Build:
                 if s is not None:
                     for out, src in zip(outs, old_arrays):
                         out[i] = src[s]
-            bar.update(self.reused * self.views)
-            for c, chunk in enumerate(chunks):
-                values = first if c == 0 else self._encode(chunk)
+            bar.update(self.reused * self.views, encoded=False)
+            for chunk, values, std in itertools.chain([first] if first is not None else [], chunks):
                 for j, i in enumerate(chunk):
                     self.entries[i]["sha256"] = _sha256(self.records[i].path)
-                    for out, v in zip(outs, values):
+                    for out, v in zip(outs, (values, std)):
                         out[i] = v[j].numpy()
-                bar.update(len(chunk) * self.views)
             for out in outs:
                 out.flush()
 
         with bar:
             self._write_arrays(names, fill)
         return names, shape
-
-    def _encode(self, chunk: list[int]) -> tuple[torch.Tensor, ...]:
-        from .latent_cache import encode_views
-
-        with torch.no_grad():
-            mean, std = encode_views([self.records[i] for i in chunk], self.encode, self.width, self.height,
-                                     self.flip)
-        if self.mode == "once":  # one generator per image: its sample does not depend on the others
-            noise = torch.stack([torch.randn(mean.shape[1:], generator=self._image_generator(self.records[i]))
-                                 for i in chunk])
-            return (mean + std * noise,)
-        return (mean, std) if self.mode == "random" else (mean,)
-
-    def _image_generator(self, record: ImageRecord) -> torch.Generator:
-        tag = zlib.crc32(f"{Path(record.path).name}|{record.grayscale}".encode())
-        return torch.Generator().manual_seed((self.draw * 0x9E3779B1 + tag) % (2**63 - 1))
 
     def _write_arrays(self, names: list[str], fill: Callable[[list[Path]], None]) -> None:
         """Fill every array under a temporary name, then move each into place atomically."""

@@ -1,12 +1,12 @@
 """Training prompts: a template line with `[filewords]` -> the caption's tags and `[name]` -> the
-embedding name (REFERENCE.md §2 "Prompt").
+embedding name (README, "Training").
 
 Tags are the caption split on ",", stripped; empty tags ("a,,b", a trailing comma) are dropped first.
 Tag dropout keeps each tag independently when `rng.random() >= p`, so p = 1 drops every tag: that is
 a legitimate "train without captions" setting, and we allow it rather than secretly keeping one tag.
 When no tag survives, `[filewords]` is removed together with one adjacent ", " so the prompt does
-not end in a dangling comma. All randomness comes from the `rng` passed in: the same seed and the
-same calls give the same prompts.
+not end in a dangling comma. All randomness comes from the `rng` passed in; the training sampler
+gives every sample of the stream its own (rng.py), so a prompt depends only on (seed, position).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..errors import TIStudioError
+from ..rng import python_random
 
 FILEWORDS = "[filewords]"
 NAME = "[name]"
@@ -60,22 +61,25 @@ class Prompt:
 
 class PromptSampler:
     """Draws a fresh template line for every sample of every step (A1111 defect 3: with shuffle and
-    dropout off, each image kept one template line for the whole run). Its only state is `rng`;
-    save `rng.getstate()` with a checkpoint for an exact resume."""
+    dropout off, each image kept one template line for the whole run). The sample at stream position
+    p (data/batches.py: step * batch_size * grad_accum + its place in the step) draws from its own
+    generator, so a prompt is the same whatever the batch size or accumulation, and a resumed run
+    needs no saved state to continue with the same prompts."""
 
-    def __init__(self, lines: Sequence[str], rng: random.Random, shuffle_tags: bool = False,
-                 tag_dropout: float = 0.0):
+    def __init__(self, lines: Sequence[str], seed: int, shuffle_tags: bool = False, tag_dropout: float = 0.0):
         if not lines:
             raise TIStudioError("the prompt template has no lines; add at least one line with [name]")
         self.lines = list(lines)
-        self.rng = rng
+        self.seed = seed
         self.shuffle_tags = shuffle_tags
         self.tag_dropout = tag_dropout
 
-    def sample(self, name: str, caption: str) -> Prompt:
-        index = self.rng.randrange(len(self.lines))
-        filewords = process_tags(caption, self.rng, self.shuffle_tags, self.tag_dropout)
+    def sample(self, name: str, caption: str, position: int) -> Prompt:
+        rng = python_random(self.seed, "prompt", position)
+        index = rng.randrange(len(self.lines))
+        filewords = process_tags(caption, rng, self.shuffle_tags, self.tag_dropout)
         return Prompt(index, filewords, fill(self.lines[index], name, filewords))
 
-    def batch(self, name: str, captions: Sequence[str]) -> list[Prompt]:
-        return [self.sample(name, caption) for caption in captions]
+    def batch(self, name: str, captions: Sequence[str], first_position: int) -> list[Prompt]:
+        """The prompts of the samples at stream positions first_position, first_position + 1, ..."""
+        return [self.sample(name, caption, first_position + j) for j, caption in enumerate(captions)]

@@ -5,10 +5,13 @@ text file. Blank lines are ignored; every other line is a candidate prompt, used
 """
 from __future__ import annotations
 
+import difflib
+import re
 from importlib import resources
 from pathlib import Path
 
 from ..errors import TIStudioError
+from .prompts import FILEWORDS, NAME
 from .text import read_text_capped
 
 TEMPLATE_LIMIT = 1024 * 1024
@@ -44,9 +47,26 @@ def _resolve(name_or_path: str | Path) -> tuple[str, str]:
         raise TIStudioError(f"template file {path} cannot be read ({exc}); save it as UTF-8 text") from None
 
 
+# A word in square brackets, e.g. [nmae]: a placeholder the user meant but mistyped. Only [name]
+# and [filewords] are replaced (prompts.fill); any other would reach CLIP as literal text.
+_TAG = re.compile(r"\[([A-Za-z_]+)\]")
+
+
+def _check_tags(label: str, lines: list[str]) -> None:
+    known = (NAME, FILEWORDS)
+    for number, line in enumerate(lines, 1):
+        for match in _TAG.finditer(line):
+            if match.group(0) not in known:
+                near = difflib.get_close_matches(match.group(0).lower(), known, n=1, cutoff=0.5)
+                hint = f"did you mean {near[0]}? " if near else ""
+                raise TIStudioError(f"{label} line {number}: unknown placeholder {match.group(0)}; {hint}"
+                                    f"templates know only {' and '.join(known)}")
+
+
 def load_template(name_or_path: str | Path) -> list[str]:
     label, text = _resolve(name_or_path)
     lines = _read_lines(text)
+    _check_tags(label, lines)
     # A1111 defect 8: a template without [name] trains nothing, then crashes much later.
     if not any("[name]" in line for line in lines):
         raise TIStudioError(f"{label} has no line containing [name], so the embedding would never be "

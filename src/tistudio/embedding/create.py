@@ -12,9 +12,14 @@ from .embedding import Embedding, validate_name
 MAX_VECTORS = 75  # one 75-token chunk
 
 
+def check_vectors(n_vectors: int, flag: str = "--vectors") -> int:
+    if isinstance(n_vectors, bool) or not isinstance(n_vectors, int) or not 1 <= n_vectors <= MAX_VECTORS:
+        raise TIStudioError(f"{flag} {n_vectors}: use 1 to {MAX_VECTORS} vectors per token")
+    return n_vectors
+
+
 def init_vectors(c: Components, init_text: str, n_vectors: int) -> tuple[torch.Tensor, ...]:
-    if not 1 <= n_vectors <= MAX_VECTORS:
-        raise TIStudioError(f"--vectors {n_vectors}: use 1 to {MAX_VECTORS} vectors per token")
+    check_vectors(n_vectors)
     ids = c.tokenizer(init_text, add_special_tokens=False, verbose=False).input_ids if init_text else []
     out = []
     for encoder in c.text_encoders:

@@ -1,23 +1,12 @@
 """An embedding: named vectors for one or two text encoders, plus where they came from."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..errors import TIStudioError
-
-# A trigger word must survive being a file name and a prompt word on every OS.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$")
-
-
-def validate_name(name: str) -> str:
-    if not _NAME_RE.match(name or "") or name.endswith((".", " ")) or ".." in name:
-        raise TIStudioError(
-            f"embedding name {name!r} is not allowed; use 1-64 letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit (no path separators)")
-    return name
+from .names import validate_name  # noqa: F401 - the name rule's home is names.py; re-exported for callers
 
 
 @dataclass

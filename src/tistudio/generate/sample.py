@@ -2,6 +2,7 @@
 negative prompt) handed to diffusers' pipelines as prompt embeddings, which bring the samplers."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -10,6 +11,8 @@ import torch
 from ..errors import TIStudioError
 from ..models.components import Components
 from ..models.conditioning import PromptEncoder
+from ..models.footprint import check_fits
+from .files import resolve_seed
 
 SAMPLER_CLASSES = {
     "euler_a": ("EulerAncestralDiscreteScheduler", "Euler a"),
@@ -39,6 +42,8 @@ class GenerateOptions:
                 raise TIStudioError(f"{opt} {v}: must be a positive multiple of 8")
         if self.steps < 1 or self.n < 1:
             raise TIStudioError("--steps and --n must be at least 1")
+        if self.seed < -1:
+            raise TIStudioError(f"--seed {self.seed}: use -1 (a random seed) or 0 or more")
 
 
 def _pipeline(c: Components, sampler: str):
@@ -56,8 +61,15 @@ def _pipeline(c: Components, sampler: str):
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
-def parameters_text(o: GenerateOptions, width: int, height: int, seed: int, c: Components) -> str:
-    """A1111's "parameters" text chunk, so other tools read our PNGs' settings."""
+def _infotext_value(text: str) -> str:
+    """A1111 quotes a value holding a separator as a JSON string, so readers split fields right."""
+    return json.dumps(text) if any(ch in text for ch in ",:\n") else text
+
+
+def parameters_text(o: GenerateOptions, width: int, height: int, seed: int, c: Components,
+                    ti_hashes: Mapping[str, str] | None = None) -> str:
+    """A1111's "parameters" text chunk, so other tools read our PNGs' settings. `ti_hashes`: the
+    embeddings the prompts used -> their files' short hashes (A1111's `TI hashes` field)."""
     lines = [o.prompt]
     if o.negative_prompt:
         lines.append(f"Negative prompt: {o.negative_prompt}")
@@ -66,6 +78,10 @@ def parameters_text(o: GenerateOptions, width: int, height: int, seed: int, c: C
     if c.short_hash:
         fields.append(f"Model hash: {c.short_hash}")
     fields.append(f"Model: {c.name}")
+    if ti_hashes:
+        # A1111 drops ':' and ',' from the names so the field still splits.
+        pairs = ", ".join(f"{name.replace(':', '').replace(',', '')}: {h}" for name, h in ti_hashes.items())
+        fields.append(f"TI hashes: {_infotext_value(pairs)}")
     lines.append(", ".join(fields))
     return "\n".join(lines)
 
@@ -73,11 +89,14 @@ def parameters_text(o: GenerateOptions, width: int, height: int, seed: int, c: C
 @torch.no_grad()
 def generate(c: Components, options: GenerateOptions, vectors: Mapping[str, Sequence[torch.Tensor]] | None = None,
              clip_skip: int = 1, progress: bool = False,
-             callback: Callable[[int, int], None] | None = None) -> list:
-    """Images (PIL, with `.info["parameters"]`) for seeds seed, seed+1, ... seed+n-1."""
+             callback: Callable[[int, int], None] | None = None,
+             ti_hashes: Mapping[str, str] | None = None) -> list:
+    """Images (PIL, with `.info["parameters"]`) for seeds seed, seed+1, ... seed+n-1 (resolve
+    `--seed -1` first: generate/files.py)."""
     o = options
-    width = o.width or c.family.resolution
-    height = o.height or c.family.resolution
+    width = o.width or c.resolution
+    height = o.height or c.resolution
+    check_fits(c, width, height, 1, c.unet.device, training=False)
     encoder = PromptEncoder(c, clip_skip)
     # One call for both prompts so they share a chunk count (the pipeline needs equal shapes).
     cond = encoder.encode([o.prompt, o.negative_prompt], vectors)
@@ -89,13 +108,14 @@ def generate(c: Components, options: GenerateOptions, vectors: Mapping[str, Sequ
         kwargs.update(pooled_prompt_embeds=cond.pooled[:1].to(dtype),
                       negative_pooled_prompt_embeds=cond.pooled[1:].to(dtype))
     images = []
+    first_seed = resolve_seed(o.seed)
     for i in range(o.n):
-        seed = o.seed + i
+        seed = first_seed + i
         gen = torch.Generator(device="cpu").manual_seed(seed)
         out = pipe(num_inference_steps=o.steps, guidance_scale=o.cfg, width=width, height=height,
                    generator=gen, output_type="pil", **kwargs)
         image = out.images[0]
-        image.info["parameters"] = parameters_text(o, width, height, seed, c)
+        image.info["parameters"] = parameters_text(o, width, height, seed, c, ti_hashes)
         images.append(image)
         if callback:
             callback(i + 1, o.n)

@@ -38,6 +38,16 @@ class Components:
     def vae_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @property
+    def resolution(self) -> int:
+        """The side the model was made for: its UNet's latent `sample_size` times the VAE factor
+        (64 x 8 = 512 for SD1.5, 96 x 8 = 768 for SD2 768-v, 4 x 4 = 32 for the toy model); the
+        family's resolution only when the config has none."""
+        size = getattr(self.unet.config, "sample_size", None)
+        if isinstance(size, (list, tuple)):  # diffusers also allows (height, width); take the longer
+            size = max(size)
+        return int(size) * self.vae_factor if isinstance(size, int) and size > 0 else self.family.resolution
+
     def freeze(self) -> "Components":
         """No weight gradients anywhere: only embedding vectors ever train."""
         for module in (*self.text_encoders, self.unet, self.vae):

@@ -45,7 +45,7 @@ def _rows_overridden(encoder, fixes: list[tuple[int, int, torch.Tensor]]):
 
 
 class PromptEncoder:
-    """Encodes prompts for one model. `clip_skip` 1 uses the last layer (SD1/SD2; the seed's
+    """Encodes prompts for one model. `clip_skip` 1 uses the last layer (SD1/SD2; the guide's
     advice is 2 for anime models); SDXL always starts from the penultimate layer, unnormalised."""
 
     def __init__(self, components: Components, clip_skip: int = 1):

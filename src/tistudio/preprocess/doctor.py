@@ -1,6 +1,6 @@
 """The dataset doctor (`tistudio check DATASET`): what in a training folder will hurt an embedding,
 as findings (error | warning | info). Only an error makes a dataset unusable; warnings carry the
-seed's advice (30+ images for a character, one consistent style, captions without the name).
+guide's advice (30+ images for a character, one consistent style, captions without the name).
 
 Near duplicates use a DCT perceptual hash (32x32 grey, top-left 8x8 coefficients against their
 median, 64 bits); a flipped copy is an image whose hash is near another's mirrored hash.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,13 +16,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.captions import CONVERT_FIX, name_in_text, read_caption, sidecar_path
 from ..errors import TIStudioError
 from .images import BadImage, load_picture
 from .options import DEFAULT_MAX_PIXELS
 from .run import ATTENTION_SUFFIXES
 
 HASH_SIDE = 32
-RECOMMENDED_IMAGES = 30  # the seed: "prepare 30 or more images of the target persona"
+RECOMMENDED_IMAGES = 30  # the guide: "prepare 30 or more images of the target persona"
 LISTED = 8  # file names shown per finding in the table (JSON lists them all)
 
 
@@ -46,6 +46,7 @@ class ImageFacts:
     grey: bool
     alpha: bool
     caption: str | None
+    caption_undecodable: bool = False   # the .txt is not UTF-8: train refuses it
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,20 @@ def _facts(path: Path, dct: np.ndarray, max_pixels: int) -> ImageFacts:
     small = picture.rgb.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BILINEAR)
     grey = np.asarray(small.convert("L"), np.float64)
     rgb = np.asarray(small, np.int16)
-    sidecar = path.with_suffix(".txt")
+    sidecar = sidecar_path(path)
+    caption, undecodable = None, False
+    if sidecar.is_file():
+        try:
+            caption = read_caption(sidecar)
+        except UnicodeDecodeError:
+            undecodable = True
     return ImageFacts(
         name=path.name, width=picture.size[0], height=picture.size[1],
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         phash=perceptual_hash(grey, dct), phash_mirrored=perceptual_hash(grey[:, ::-1], dct),
         grey=float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean()) < 2.0,
         alpha=picture.weight is not None,
-        caption=sidecar.read_text(encoding="utf-8", errors="replace") if sidecar.is_file() else None,
+        caption=caption, caption_undecodable=undecodable,
     )
 
 
@@ -167,7 +174,12 @@ def _file_findings(files: list[Path], image_stems: set[str], bad: list[tuple[str
 
 def _caption_findings(facts: list[ImageFacts], name: str | None) -> list[Finding]:
     out = []
-    missing = [f.name for f in facts if f.caption is None]
+    undecodable = [f.name for f in facts if f.caption_undecodable]
+    if undecodable:
+        out.append(Finding("error", "caption-encoding", f"{len(undecodable)} caption files are not UTF-8 text "
+                           f"and train refuses them; re-save them as UTF-8, or {CONVERT_FIX}",
+                           tuple(str(Path(n).with_suffix(".txt")) for n in undecodable)))
+    missing = [f.name for f in facts if f.caption is None and not f.caption_undecodable]
     if missing:
         out.append(Finding("warning", "uncaptioned", f"{len(missing)} images have no .txt caption; "
                            "[filewords] falls back to their file names", tuple(missing)))
@@ -175,8 +187,7 @@ def _caption_findings(facts: list[ImageFacts], name: str | None) -> list[Finding
     if empty:
         out.append(Finding("warning", "empty-captions", f"{len(empty)} caption files are empty", tuple(empty)))
     if name:
-        word = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
-        named = [f.name for f in facts if f.caption and word.search(f.caption)]
+        named = [f.name for f in facts if f.caption and name_in_text(name, f.caption)]
         if named:
             out.append(Finding("warning", "name-in-caption", f"{len(named)} captions contain the embedding "
                                f"name '{name}'; the template adds [name], remove it from captions", tuple(named)))
@@ -186,7 +197,7 @@ def _caption_findings(facts: list[ImageFacts], name: str | None) -> list[Finding
 def _image_findings(facts: list[ImageFacts], size: tuple[int, int], subject: str, near: int) -> list[Finding]:
     out = []
     if len(facts) < RECOMMENDED_IMAGES:
-        out.append(Finding("warning", "few-images", f"{len(facts)} images; the seed recommends "
+        out.append(Finding("warning", "few-images", f"{len(facts)} images; the guide recommends "
                            f"{RECOMMENDED_IMAGES} or more for a {subject}"))
     small = [f.name for f in facts if f.width < size[0] or f.height < size[1]]
     if small:
@@ -207,7 +218,7 @@ def _image_findings(facts: list[ImageFacts], size: tuple[int, int], subject: str
     greys = [f.name for f in facts if f.grey]
     if greys and len(greys) < len(facts):
         out.append(Finding("warning", "mixed-styles", f"{len(greys)} greyscale/monochrome and "
-                           f"{len(facts) - len(greys)} colour images; the seed asks for one consistent style",
+                           f"{len(facts) - len(greys)} colour images; the guide asks for one consistent style",
                            tuple(greys)))
     alpha = [f.name for f in facts if f.alpha]
     if alpha:

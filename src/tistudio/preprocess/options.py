@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.captions import check_encoding
 from ..errors import TIStudioError
 
 EXISTING_CAPTION_ACTIONS = ("ignore", "copy", "prepend", "append")
@@ -22,7 +23,7 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TaggerOptions:
-    """Booru tagger output, as the seed recommends: threshold 0.75, score order (tags early in the
+    """Booru tagger output, as the guide recommends: threshold 0.75, score order (tags early in the
     caption weigh more), spaces for underscores, brackets escaped so they stay literal in prompts."""
     threshold: float = 0.75
     sort_alphabetically: bool = False
@@ -57,13 +58,16 @@ class CaptionOptions:
     tags: Path | None = None
     blip_options: BlipOptions = field(default_factory=BlipOptions)
     tagger_options: TaggerOptions = field(default_factory=TaggerOptions)
-    existing: str = "ignore"
+    # A1111 keeps the user's own captions ("copy"): without them [filewords] would be empty.
+    existing: str = "copy"
+    encoding: str = "utf-8"           # of SRC's .txt captions; outputs are always UTF-8
     in_filename: bool = False
 
     def __post_init__(self):
         _check(self.existing in EXISTING_CAPTION_ACTIONS,
                f"--existing-captions {self.existing}: use one of {', '.join(EXISTING_CAPTION_ACTIONS)}")
         _check(self.tags is None or self.tagger is not None, "--tags needs --tagger MODEL.onnx as well")
+        check_encoding(self.encoding)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """The preprocess driver: a SRC folder of images -> a DST folder of target-sized PNGs named
 `{index:05}-{sub}-{stem}.png`, with `.txt` captions and `_att.png` loss-weight maps beside them.
-SRC is only ever read; every output is written atomically; unusable files are listed, not fatal."""
+SRC is only ever read; every output is written atomically; unusable files are listed, not fatal
+(unless none is usable: then it is an error, as are captions that cannot be decoded)."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import write_text
+from ..atomic import as_user_error, write_text
+from ..data.captions import read_caption, sidecar_path, undecodable_message
 from ..errors import TIStudioError
 from .caption import Captioner, join_caption, load_captioners, merge_existing
 from .images import (BadImage, Picture, attach_weight_map, cover_resize, crop_box, is_oversized,
@@ -64,7 +67,7 @@ def list_sources(src: Path) -> list[Path]:
 
 
 def caption_stem(caption: str, fallback: str) -> str:
-    """A caption made safe as a file name (the seed's "use caption as filename")."""
+    """A caption made safe as a file name (the guide's "use caption as filename")."""
     text = " ".join(UNSAFE_FILENAME.sub("", caption).split()).strip(" .")
     encoded = text.encode("utf-8")
     if len(encoded) > FILENAME_BYTES:
@@ -96,9 +99,36 @@ def plan_pieces(picture: Picture, options: PreprocessOptions, detector=None):
     return [cover_resize(picture, target)], None, target
 
 
-def _read_existing(path: Path) -> str | None:
-    sidecar = path.with_suffix(".txt")
-    return sidecar.read_text(encoding="utf-8", errors="replace") if sidecar.is_file() else None
+def read_existing(sources: list[Path], encoding: str) -> dict[Path, str]:
+    """SRC's own captions by image, read before any work so that every file that is not `encoding`
+    text is named in one error (never rewritten with U+FFFD)."""
+    found, undecodable = {}, []
+    for path in sources:
+        sidecar = sidecar_path(path)
+        if sidecar.is_file():
+            try:
+                found[path] = read_caption(sidecar, encoding)
+            except UnicodeDecodeError:
+                undecodable.append(sidecar)
+    if undecodable:
+        raise TIStudioError(undecodable_message(
+            undecodable, encoding, "pass --caption-encoding ENC (e.g. cp1252), the encoding they were written in"))
+    return found
+
+
+def _writable(dst: Path) -> None:
+    """Refuse a DST that cannot be written before any captioner loads or image is read."""
+    existing = next(p for p in (dst, *dst.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TIStudioError(f"DST {dst}: no permission to write in {existing}; choose a folder you can write to")
+
+
+def _make_dst(dst: Path) -> None:
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise as_user_error(exc, dst) or TIStudioError(
+            f"DST {dst}: cannot create it ({exc.strerror or exc}); choose another folder") from None
 
 
 def _load(path: Path, options: PreprocessOptions) -> Picture:
@@ -119,12 +149,16 @@ def preprocess(src: str | Path, dst: str | Path, options: PreprocessOptions = Pr
 
     src_path, dst_path = check_paths(src, dst)
     sources = list_sources(src_path)
+    _writable(dst_path)
+    existing = read_existing(sources, options.caption.encoding) if options.caption.existing != "ignore" else {}
     captioners: list[Captioner] = load_captioners(options.caption)
+    if not sources:
+        raise TIStudioError(f"SRC {src}: holds no images to preprocess; put PNG/JPEG/WebP images in it")
     if options.focal is not None and options.focal.face_weight > 0 and detector is None:
         from .focal import HaarFaceDetector
 
         detector = HaarFaceDetector()
-    dst_path.mkdir(parents=True, exist_ok=True)
+    _make_dst(dst_path)
     images, skipped = [], []
     captions = weight_maps = 0
     for index, path in enumerate(tqdm(sources, desc="preprocess", unit="image", disable=not progress)):
@@ -138,10 +172,9 @@ def preprocess(src: str | Path, dst: str | Path, options: PreprocessOptions = Pr
             from .focal import debug_image
 
             save_png(debug_image(picture.rgb, focus, target), dst_path / DEBUG_FOLDER / f"{index:05}-{path.stem}.png")
-        existing = _read_existing(path) if options.caption.existing != "ignore" else None
         sub = 0
         for piece in pieces:
-            caption = merge_existing(join_caption(*(c(piece.rgb) for c in captioners)), existing,
+            caption = merge_existing(join_caption(*(c(piece.rgb) for c in captioners)), existing.get(path),
                                      options.caption.existing)
             name = caption_stem(caption, path.stem) if options.caption.in_filename else path.stem
             for variant in [piece, mirror(piece)] if options.flip else [piece]:
@@ -154,4 +187,8 @@ def preprocess(src: str | Path, dst: str | Path, options: PreprocessOptions = Pr
                     write_text(base.with_name(base.name + ".txt"), caption)
                     captions += 1
                 sub += 1
+    if not images:  # nothing to train on: an error, not a success with an empty folder
+        first = skipped[0]
+        raise TIStudioError(f"SRC {src}: no usable image among {len(sources)} files (e.g. {first.path.name}: "
+                            f"{first.reason}); put PNG/JPEG/WebP images in it")
     return PreprocessReport(len(sources), tuple(images), captions, weight_maps, tuple(skipped))

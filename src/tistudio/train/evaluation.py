@@ -1,7 +1,8 @@
 """The loop hook that tells a user when to stop: at every --val-every step it measures the
 deterministic validation loss, vector health and any fidelity scores; keeps NAME-best.*; stops
 early after --early-stop evaluations without improvement; warns on overfitting (validation rising
-while the training average falls) and on runaway norms; applies --max-norm after every step; and
+while the training average falls) and on runaway norms (after every step when there is no
+validation, so with every run); applies --max-norm after every step; and
 keeps RUN/loss.png, RUN/tensorboard, RUN/evaluations.csv and RUN/summary.json current, so the run
 folder says when the embedding was best and why training stopped.
 
@@ -22,7 +23,7 @@ from ..embedding.formats import load_embedding, save_embedding
 from ..events import Message
 from ..runs.folder import best_beside, final_paths
 from . import fidelity
-from .health import WARN_RATIO, cap_norms, measure, summary, vocabulary_medians
+from .health import WARN_RATIO, cap_norms, max_ratio, measure, summary, vocabulary_medians
 from .monitor import Board, write_loss_plot
 from .validation import ValidationSet
 
@@ -75,6 +76,8 @@ class Evaluator:
         self.best = min(self.history, key=lambda ev: ev.val_loss, default=None)
         self.best_embeddings = self._read_best() if self.best else None
         self.norm_warned = False
+        # The latest max norm ratio (after every step without validation; summary.json).
+        self.last_ratio = self.history[-1].values.get("max_norm_ratio") if self.history else None
         self.pending_preview = None
         if self.validation is not None and not resumed:
             self.initial_val = self.validation.loss(s)
@@ -128,6 +131,9 @@ class Evaluator:
             self._log_preview(s)
             if cfg.preview_every and step % cfg.preview_every == 0:
                 self.pending_preview = step  # the loop writes it right after the hooks
+        if self.validation is None:  # vector health is watched with or without validation
+            self.last_ratio = max_ratio(s.objective, self.medians)
+            self._check_norms(s, step, self.last_ratio)
         if self.validation is not None and step % cfg.val_every == 0:
             self.evaluate(s, step)
         elif self.validation is None and self.writes and step % (cfg.save_every or PLOT_EVERY) == 0:
@@ -169,6 +175,7 @@ class Evaluator:
                            + ("(best)" if improved else f"(best {self.best.val_loss:.5f} at step {self.best.step})")
                            + f"; norms up to {values['max_norm_ratio']:.2f}x the vocabulary median, "
                            f"drift {values['mean_drift']:.3f}{scores}"))
+        self.last_ratio = values["max_norm_ratio"]
         self._check_norms(s, step, values["max_norm_ratio"])
         self._check_overfit(s)
         waited = sum(1 for h in self.history if h.step > self.best.step)
@@ -236,7 +243,8 @@ class Evaluator:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
         for h in self.history:
-            writer.writerow([h.step] + [f"{h.values[k]:.6g}" if math.isfinite(h.values.get(k, math.nan)) else ""
+            # repr: the shortest text that reads back as the same float, so a resume's best is exact.
+            writer.writerow([h.step] + [repr(float(h.values[k])) if math.isfinite(h.values.get(k, math.nan)) else ""
                                         for k in columns[1:]])
         write_text(self.run.evaluations, buf.getvalue())
 
@@ -277,7 +285,7 @@ class Evaluator:
             "val_every": self.cfg.val_every,
             "early_stop": self.cfg.early_stop,
             "overfitting_warnings": self.overfit_steps,
-            "max_norm_ratio": _num(self.history[-1].values.get("max_norm_ratio")) if self.history else None,
+            "max_norm_ratio": _num(self.last_ratio),
             "best_files": best_files,
             "seconds": round(self.seconds_before + time.time() - self.started, 1),
             "updated": time.strftime("%Y-%m-%d %H:%M:%S"),

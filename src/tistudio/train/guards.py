@@ -1,4 +1,4 @@
-"""Numerical guards for the training loop (documented in RELIABILITY.md and docs/reliability.md).
+"""Numerical guards for the training loop (documented in RELIABILITY.md).
 
 - A step whose loss or any gradient is not finite is skipped: no clipping, no optimizer step, the
   vectors and optimizer moments stay as they were. It is reported (a warning Message; loss.csv shows

@@ -53,6 +53,14 @@ def measure(objective, start: dict[str, tuple[torch.Tensor, ...]], medians: tupl
     return rows
 
 
+def max_ratio(objective, medians: tuple[float, ...]) -> float:
+    """The largest norm / vocabulary-median ratio over every trained vector: the cheap number the
+    always-on warning watches after every step (measure() adds drift, for evaluations)."""
+    with torch.no_grad():
+        return max(float(param.detach().float().norm(dim=1).max()) / medians[enc]
+                   for e in objective.embeddings for enc, param in enumerate(e.params))
+
+
 def summary(rows: list[VectorHealth]) -> dict[str, float]:
     drifts = [r.drift for r in rows if not math.isnan(r.drift)]
     return {

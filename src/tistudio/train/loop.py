@@ -11,6 +11,7 @@ import torch
 
 from ..data.batches import batch_at
 from ..events import Message, Progress, Saved
+from ..rng import torch_generator
 from ..models.denoiser import noisy_and_target, sample_timesteps
 from . import state as train_state
 from .ema import output_vectors
@@ -30,18 +31,14 @@ class TrainResult:
     run_dir: str = ""
 
 
-def _sample_generator(seed: int, position: int) -> torch.Generator:
-    """Noise, timestep and latent draw of one sample depend only on (seed, its place in the sample
-    stream), so batch 4 and 4 accumulated batches of 1 see the same randomness, and resume needs
-    no generator state."""
-    return torch.Generator().manual_seed((seed * 0x9E3779B1 + position) % (2**63 - 1))
-
-
 def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
     c = s.c
     latents, noise, t = [], [], []
     for j, (index, flip) in enumerate(zip(indices, flips)):
-        gen = _sample_generator(s.cfg.seed, first_position + j)
+        # Noise, timestep, latent draw and prompt of one sample depend only on (seed, its place in the
+        # sample stream), so batch 4 and 4 accumulated batches of 1 see the same randomness, and
+        # resume needs no generator state.
+        gen = torch_generator(s.cfg.seed, "sample", first_position + j)
         latent = s.cache.get([index], [flip], gen) * c.vae_scale
         latents.append(latent)
         noise.append(torch.randn(latent.shape, generator=gen))
@@ -49,7 +46,8 @@ def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
     latents, noise, t = torch.cat(latents), torch.cat(noise), torch.cat(t)
     noisy, target = noisy_and_target(c, latents, noise, t)
     weights = s.cache.weights(list(indices), list(flips))
-    prompts = s.prompts.batch(s.objective.embeddings[0].name, [s.cache.records[i].caption for i in indices])
+    prompts = s.prompts.batch(s.objective.embeddings[0].name, [s.cache.records[i].caption for i in indices],
+                              first_position)
     dev = s.device
     return MicroBatch(prompts=prompts, latents=latents.to(dev), noise=noise.to(dev), timesteps=t.to(dev),
                       noisy=noisy.to(dev), target=target.to(dev),
@@ -81,7 +79,7 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
     if not final:  # a stop's final save is no save point: an uninterrupted run would not remember it
         s.guard.remember(s)
     extra["guard"] = s.guard.state_dict()
-    state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, s.prompt_rng, extra)
+    state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, extra)
     # state.pt last: it is the commit point a resume starts from (RELIABILITY.md). A kill before it
     # leaves the previous state, and the resumed run rewrites these snapshots and CSV rows identically.
     s.run.flush_loss()

@@ -45,6 +45,8 @@ def write_preview(s, step: int) -> Path:
 
         s.run.image_embeddings.mkdir(parents=True, exist_ok=True)
         for e in s.objective.embeddings:
-            save_png_embedding(e.snapshot(step, vectors=shown[e.name]),
-                               s.run.image_embedding(step, e.name), image)
+            # A1111 triggers a PNG embedding by its stored name, so each snapshot stores its file
+            # stem NAME-STEP (as A1111's trainer does): a folder of them gives distinct triggers.
+            png = s.run.image_embedding(step, e.name)
+            save_png_embedding(e.snapshot(step, name=png.stem, vectors=shown[e.name]), png, image)
     return path

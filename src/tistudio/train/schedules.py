@@ -1,7 +1,7 @@
 """Pure functions of the step: the learning-rate schedule grammar of the A1111 Train tab.
 
 "0.1:500, 0.01:1000, 0.001" means 0.1 while step < 500, then 0.01 while step < 1000, then 0.001 to
-the end. A decimal end step is a fraction of max steps ("0.005:0.25" = the first 25%), as the seed
+the end. A decimal end step is a fraction of max steps ("0.005:0.25" = the first 25%), as the guide
 describes. A bare rate (or ":-1") runs to max steps and ends the list; when the schedule's last end
 step comes before max steps, training stops there (A1111 behaviour).
 """
@@ -29,7 +29,9 @@ class LRSchedule:
 
 
 def parse_lr(text: str, max_steps: int) -> LRSchedule:
-    entries: list[tuple[float, int]] = []
+    """Every entry is checked (number, order, a run-to-the-end entry last), also those past
+    max steps, so a schedule's mistake never hides behind a short --steps."""
+    parsed: list[tuple[float, int | None, str]] = []   # (rate, end step or None = to the end, text)
     parts = [p.strip() for p in str(text).split(",")]
     for i, part in enumerate(parts):
         if not part:
@@ -43,19 +45,25 @@ def parse_lr(text: str, max_steps: int) -> LRSchedule:
             raise TIStudioError(f"--lr entry {part!r}: the rate must be a positive number")
         end_s = end_s.strip()
         if not end_s or end_s == "-1":
-            entries.append((rate, max_steps))
             if i != len(parts) - 1:
                 raise TIStudioError(f"--lr entry {part!r} runs to the end, so it must be the last entry")
-            break
+            parsed.append((rate, None, part))
+            continue
         try:
             end_f = float(end_s)
         except ValueError:
             raise TIStudioError(f"--lr entry {part!r}: {end_s!r} is not a step number") from None
         # An end step with a decimal point is a fraction of max steps.
         end = round(end_f * max_steps) if "." in end_s or "e" in end_s.lower() else int(end_f)
-        if end <= 0 or (entries and end <= entries[-1][1]):
-            raise TIStudioError(f"--lr entry {part!r}: end steps must be positive and increasing")
-        entries.append((rate, min(end, max_steps)))
-        if end >= max_steps:
+        previous = next((e for _, e, _ in reversed(parsed) if e is not None), 0)
+        if end <= 0 or end <= previous:
+            raise TIStudioError(f"--lr entry {part!r}: end steps must be positive and increasing "
+                                f"(the entry before ends at {previous})" if previous else
+                                f"--lr entry {part!r}: end steps must be positive")
+        parsed.append((rate, end, part))
+    entries: list[tuple[float, int]] = []
+    for rate, end, _ in parsed:
+        entries.append((rate, max_steps if end is None else min(end, max_steps)))
+        if entries[-1][1] >= max_steps:
             break
     return LRSchedule(tuple(entries))

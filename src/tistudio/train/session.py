@@ -2,7 +2,6 @@
 optimizer, run folder, and (on resume) the saved state. Everything the loop needs, built once."""
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -13,6 +12,7 @@ from ..config import TrainConfig, changes, dump_toml, from_dict, load_toml, merg
 from ..atomic import as_user_error, check_writable, remove_stale, write_text
 from ..data.dataset import grayscale_copies, make_records, scan_images
 from ..data.latent_cache import LatentCache
+from ..data.latent_encode import vae_encoder
 from ..data.latent_store import store_for
 from ..data.prompts import PromptSampler
 from ..data.templates import load_template
@@ -21,10 +21,12 @@ from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
 from ..events import Callback, Message, StopToken
 from ..models.components import Components
+from ..models.footprint import check_fits
 from ..runs import identity
 from ..runs.folder import CONFIG_FILE, RunFolder, final_paths
 from ..runs.lock import RunLock
 from . import side_optim, state as train_state
+from .advice import start_warnings
 from .ema import EMA
 from .guards import NumericGuard
 from .objectives.select import build_objective, ema_decays
@@ -49,7 +51,6 @@ class Session:
     scaler: object | None
     schedule: LRSchedule
     run: TrainingFolder
-    prompt_rng: random.Random
     device: torch.device
     start_step: int
     width: int
@@ -68,9 +69,21 @@ class Session:
 
 
 def pick_device(name: str) -> torch.device:
+    """The --device (its spelling is checked in config.py), refused when this machine lacks it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            build = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise TIStudioError(f"--device {name}: {build}; use --device cpu (or auto)")
+        if (device.index or 0) >= count:
+            raise TIStudioError(f"--device {name}: only {count} CUDA device(s) here; use cuda:0 to "
+                                f"cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise TIStudioError(f"--device {name}: Apple's MPS is not available here; use --device cpu (or auto)")
+    return device
 
 
 def load_components(cfg: TrainConfig, device: torch.device | None = None, processes: int = 1) -> Components:
@@ -131,13 +144,6 @@ def _claim(cfg: TrainConfig, emb: Embedding, dist: Distributed, folder: str | No
     return run, lock
 
 
-def _encode_fn(c: Components, device: torch.device):
-    def encode(pixels: torch.Tensor):
-        dist = c.vae.encode(pixels.to(device, c.vae.dtype)).latent_dist
-        return dist.mean, dist.std
-    return encode
-
-
 def prepare(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
             stop: StopToken | None = None, progress: bool = True, resume: str | None = None) -> Session:
     callback = callback or (lambda event: None)
@@ -171,9 +177,10 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
 def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist) -> Session:
     c = components or load_components(cfg, device, dist.world)
     c.freeze()
-    width = cfg.width or c.family.resolution
-    height = cfg.height or c.family.resolution
+    width = cfg.width or c.resolution
+    height = cfg.height or c.resolution
     emb.check_fits(c.widths, cfg.embedding)
+    check_fits(c, width, height, cfg.batch_size * (2 if cfg.flip else 1), device, training=True)
     lines = load_template(cfg.template)
 
     images, skipped = scan_images(cfg.data)
@@ -182,6 +189,9 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     images, held_out = split_images(cfg, images)  # held-out validation images are never trained on
     records = make_records(images, width=width, height=height, factor=c.vae_factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
+    schedule = parse_lr(cfg.lr, cfg.steps)
+    for text in start_warnings(c, emb.name, [r.caption for r in records], schedule):
+        callback(Message("warning", text))
     if cfg.grayscale_copies:
         records += grayscale_copies(records)
 
@@ -192,12 +202,14 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
         module.to(device) if module.dtype == dtype else module.to(device, dtype)
     c.vae.to(device)  # the VAE encodes in fp32 for the cache, then may leave the device
     apply_speed(c, speed)
-    cache = LatentCache.build(records, _encode_fn(c, device), width=width, height=height,
-                              mode=cfg.latent_sampling, flip=cfg.flip, batch_size=cfg.batch_size,
-                              generator=torch.Generator().manual_seed(cfg.seed + 1), progress=progress,
+    callback(Message("info", speed.summary()))
+    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision])
+    cache = LatentCache.build(records, encode, width=width, height=height,
+                              mode=cfg.latent_sampling, flip=cfg.flip, batch_size=speed.encode_batch,
+                              seed=cfg.seed, progress=progress, callback=callback,
                               store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae))
-    val_cache = held_out_cache(cfg, held_out, _encode_fn(c, device), width=width, height=height,
-                               factor=c.vae_factor, progress=progress)
+    val_cache = held_out_cache(cfg, held_out, encode, width=width, height=height,
+                               factor=c.vae_factor, batch_size=speed.encode_batch, progress=progress)
     if cfg.vae_offload:
         c.vae.to("cpu")
 
@@ -206,7 +218,6 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
     optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
-    prompt_rng = random.Random(cfg.seed)
     start_step = emb.step
     if not resume:
         side_optim.restore(cfg.embedding, objective, optimizer, callback)
@@ -223,14 +234,14 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
             ema.load_state_dict(saved.get("extra", {}).get("ema", {}), f"--resume {resume}")
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
-        train_state.restore_rngs(saved, prompt_rng)
+        train_state.restore_rngs(saved)
         start_step = int(saved["step"])
         run.truncate_after(start_step)
         callback(Message("info", f"resumed {resume} at step {start_step}"))
     session = Session(cfg=cfg, c=c, objective=objective, cache=cache,
-                   prompts=PromptSampler(lines, prompt_rng, cfg.shuffle_tags, cfg.tag_dropout),
-                   optimizer=optimizer, scaler=scaler, schedule=parse_lr(cfg.lr, cfg.steps), run=run,
-                   prompt_rng=prompt_rng, device=device, start_step=start_step,
+                   prompts=PromptSampler(lines, cfg.seed, cfg.shuffle_tags, cfg.tag_dropout),
+                   optimizer=optimizer, scaler=scaler, schedule=schedule, run=run,
+                   device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
                    speed=speed, dist=dist)
     if resume:

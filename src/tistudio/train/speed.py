@@ -2,9 +2,14 @@
 flags resolve, per device and model size, into one SpeedSettings that prepare() applies to the
 frozen parts. Each default is the fastest setting measured correct here (docs/speed.md has the table).
 
-Why the rules look the way they do (measured on a 2-core Sapphire Rapids CPU, docs/speed.md):
-- bf16 frozen weights run on the CPU's AMX units: ~2x faster than fp32 on the SD1.5 UNet with the
-  same loss to ~1e-3; on a tiny model (< 100 M UNet parameters) the casts cost more than they save.
+Why the rules look the way they do (measured on 2-core Sapphire Rapids and Zen CPUs, docs/speed.md):
+- The CPU's kind is read from its ISA flags (cpu_kind): bf16 is native with AMX (Sapphire Rapids and
+  later) and with AVX-512 BF16 (Zen 4/5, Cooper Lake); elsewhere (AVX2, plain AVX-512) torch
+  emulates it and it is slower than fp32, so `balanced` keeps fp32 there.
+- bf16 frozen weights run on AMX: ~2x faster than fp32 on the SD1.5 UNet with the same loss to
+  ~1e-3; on a tiny model (< 100 M UNet parameters) the casts cost more than they save.
+- Latent caching (data/latent_encode.py) encodes in bf16 where bf16 is native and the frozen
+  weights are bf16 (~3x faster than fp32 on an AVX-512 BF16 Zen CPU), else in fp32.
 - Threads: every physical core, divided between data-parallel processes; with idle OpenMP threads
   sleeping (quiet_openmp) a second thread no longer slows small models down on a busy machine.
 - Gradient checkpointing saves activation memory at ~1.3x the compute: only `low-memory` turns it on.
@@ -24,6 +29,8 @@ from dataclasses import asdict, dataclass
 from ..errors import TIStudioError
 
 PROFILES = ("low-memory", "balanced", "fast")
+CPU_KINDS = ("amx", "avx512-bf16", "avx512", "avx2", "other")
+NATIVE_BF16_CPUS = ("amx", "avx512-bf16")
 ATTENTION = ("sdpa", "xformers", "classic")
 LARGE_UNET = 100_000_000   # UNet parameters from which half precision and all threads pay on a CPU
 
@@ -45,19 +52,65 @@ class SpeedSettings:
     attention: str          # sdpa | xformers | classic (unfused, for comparison only)
     threads: int            # CPU threads (0 on GPU: left alone)
     heap_reuse: bool = False  # CPU: keep freed memory for the next step (see reuse_freed_memory)
+    vae_precision: str = "fp32"  # dtype the VAE encodes the latent cache in
+    encode_batch: int = 1     # images per VAE call while caching latents
+    cpu: str = ""             # cpu_kind() on a CPU, "" on a GPU
 
     def describe(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        """One log line: what the profile chose and, on a CPU, for which kind of CPU."""
+        where = f"on a CPU with {self.cpu}" if self.cpu else "on the GPU"
+        extras = [name for name, on in (("gradient checkpointing", self.checkpointing),
+                                        ("channels-last", self.channels_last), ("torch.compile", self.compile)) if on]
+        threads = f", {self.threads} threads" if self.threads else ""
+        return (f"--profile {self.profile} {where}: {self.precision} frozen weights, latents encoded in "
+                f"{self.vae_precision} ({self.encode_batch} per call){threads}"
+                + "".join(f", {e}" for e in extras))
 
-def native_half(device) -> str | None:
-    """The half type this device computes natively, or None (then half only saves memory)."""
+
+def cpu_features(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's ISA flags: the `flags` line of /proc/cpuinfo (or of `cpuinfo`, for tests), else,
+    off Linux, what torch's own CPU checks report, spelled as Linux spells them."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    import torch
+
+    checks = {"avx2": "_is_avx2_supported", "avx512f": "_is_avx512_supported",
+              "avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported"}
+    found = {flag for flag, name in checks.items() if getattr(torch.cpu, name, lambda: False)()}
+    return frozenset(found | ({"amx_bf16"} if "amx_tile" in found else set()))
+
+
+def cpu_kind(features: frozenset[str]) -> str:
+    """amx | avx512-bf16 | avx512 | avx2 | other: the best matrix unit these ISA flags offer."""
+    if {"amx_tile", "amx_bf16"} <= features:
+        return "amx"
+    if "avx512f" in features:
+        return "avx512-bf16" if "avx512_bf16" in features else "avx512"
+    return "avx2" if "avx2" in features else "other"
+
+
+def native_half(device, features: frozenset[str] | None = None) -> str | None:
+    """The half type this device computes natively, or None (then half only saves memory). On a CPU
+    from its ISA flags: oneDNN accepts bf16 on any AVX-512 CPU, but without AVX-512 BF16 or AMX it
+    emulates it, slower than fp32."""
     import torch
 
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "bf16"
+    if device.type == "cpu":
+        kind = cpu_kind(cpu_features() if features is None else features)
+        return "bf16" if kind in NATIVE_BF16_CPUS else None
     return None
 
 
@@ -67,13 +120,17 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def resolve(cfg, device, unet_parameters: int, processes: int = 1) -> SpeedSettings:
+def resolve(cfg, device, unet_parameters: int, processes: int = 1,
+            features: frozenset[str] | None = None) -> SpeedSettings:
     """The profile's choices for this device and model, with every explicitly set option on top.
-    `processes` on this machine share its cores."""
+    `processes` on this machine share its cores; `features`: the CPU's ISA flags (default: this
+    machine's, cpu_features)."""
     profile = cfg.profile
     large = unet_parameters >= LARGE_UNET
-    half = native_half(device)
     gpu = device.type == "cuda"
+    if not gpu and features is None:
+        features = cpu_features()
+    half = native_half(device, features)
     if gpu or large:
         precision = half or ("bf16" if profile == "low-memory" else "fp32")
     else:
@@ -87,6 +144,12 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1) -> SpeedSetti
     # `fast` on a GPU compiles by default; --compile still asks for it anywhere.
     compile_unet = profile == "fast" and gpu
     threads = 0 if gpu else max(1, physical_cores() // processes)
+    # The VAE encodes in half only where that half is native and bf16 (the SD VAEs overflow fp16),
+    # and only when the run trains in it: --precision fp32 also gives fp32 latents.
+    vae_precision = "bf16" if precision == "bf16" and half == "bf16" else "fp32"
+    # Images per VAE call: a GPU is fed in batches (low-memory: one at a time); a CPU's cores are
+    # already busy with one 512² image, and a second only adds memory (docs/speed.md).
+    encode_batch = 1 if profile == "low-memory" or not gpu else 8
     pick = lambda given, default: default if given is None else given  # noqa: E731
     return SpeedSettings(
         profile=profile,
@@ -97,6 +160,9 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1) -> SpeedSetti
         attention=cfg.attention,  # SDPA picks flash / memory-efficient kernels itself
         threads=cfg.threads or threads,
         heap_reuse=pick(cfg.heap_reuse, not gpu),
+        vae_precision=vae_precision,
+        encode_batch=encode_batch,
+        cpu="" if gpu else cpu_kind(features),
     )
 
 

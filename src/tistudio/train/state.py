@@ -6,7 +6,6 @@ state.pt last, so whatever a kill leaves, a resume restarts from the last comple
 any newer snapshot identically (RELIABILITY.md)."""
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import torch
@@ -18,17 +17,16 @@ from ..runs.folder import CONFIG_FILE, STATE_FILE, RunFolder
 
 
 def capture(step: int, vectors: dict[str, tuple[torch.Tensor, ...]], optimizer, scaler,
-            prompt_rng: random.Random, extra: dict | None = None) -> dict:
-    """Per-sample noise is a pure function of the step (train/loop.py), so besides the prompt RNG only
-    torch's global RNG is kept, for any library code that draws from it."""
-    version, internal, gauss = prompt_rng.getstate()
+            extra: dict | None = None) -> dict:
+    """Every draw of the loop (noise, timesteps, latents, prompts) is a pure function of the seed and
+    the sample's position (rng.py), so only torch's global RNG is kept, for any library code that
+    draws from it."""
     return {
         "step": step,
         "vectors": {k: [v.detach().float().cpu().clone() for v in vs] for k, vs in vectors.items()},
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
         "torch_rng": torch.get_rng_state(),
-        "prompt_rng": [version, list(internal), gauss],
         "extra": extra or {},
     }
 
@@ -75,7 +73,5 @@ def _fallback(run: RunFolder) -> str:
     return f"no intact snapshot in {run.embeddings}; delete {run.state} to --resume from step 0"
 
 
-def restore_rngs(state: dict, prompt_rng: random.Random) -> None:
+def restore_rngs(state: dict) -> None:
     torch.set_rng_state(state["torch_rng"])
-    version, internal, gauss = state["prompt_rng"]
-    prompt_rng.setstate((version, tuple(internal), gauss))

@@ -12,7 +12,6 @@ themselves (then the number measures fit, not generalisation: the docs say so).
 from __future__ import annotations
 
 import hashlib
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ..data.latent_cache import LatentCache
 from ..data.prompts import Prompt, fill, process_tags
 from ..errors import TIStudioError
 from ..models.denoiser import noisy_and_target
+from ..rng import python_random, torch_generator
 from .objectives.base import MicroBatch
 
 
@@ -43,8 +43,7 @@ def split_images(cfg, images: list[Path]) -> tuple[list[Path], list[Path]]:
         train = [p for p in images if _digest(p) not in digests]
     elif cfg.val_split:
         k = max(1, round(len(images) * cfg.val_split))
-        # A str seed is hashed with SHA-512 by `random`: the same split on every run and machine.
-        chosen = set(random.Random(f"tistudio/val/{cfg.seed}").sample(range(len(images)), min(k, len(images))))
+        chosen = set(python_random(cfg.seed, "val-split").sample(range(len(images)), min(k, len(images))))
         held = [p for i, p in enumerate(images) if i in chosen]
         train = [p for i, p in enumerate(images) if i not in chosen]
     else:
@@ -56,14 +55,14 @@ def split_images(cfg, images: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def held_out_cache(cfg, held: list[Path], encode, *, width: int, height: int, factor: int,
-                   progress: bool = False) -> LatentCache | None:
+                   batch_size: int = 1, progress: bool = False) -> LatentCache | None:
     """Latents of the held-out images: posterior means (no sampling noise in a validation number)."""
     if not held:
         return None
     records = make_records(held, width=width, height=height, factor=factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
     return LatentCache.build(records, encode, width=width, height=height, mode="deterministic",
-                             batch_size=cfg.batch_size, progress=progress)
+                             batch_size=batch_size, progress=progress)
 
 
 def timestep_grid(k: int, num_train_timesteps: int) -> list[int]:
@@ -101,10 +100,10 @@ class ValidationSet:
         latents, noise, ts, prompts, indices = [], [], [], [], []
         for i in spread(len(cache), cfg.val_images):
             # One generator per image: a "random"-mode cache draws the same latent every time.
-            latent = cache.get([i], [False], torch.Generator().manual_seed(cfg.seed * 7919 + i)) * c.vae_scale
+            latent = cache.get([i], [False], torch_generator(cfg.seed, "val-latent", i)) * c.vae_scale
             filewords = process_tags(cache.records[i].caption, rng=None)
             for k, t in enumerate(grid):
-                gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + i * 101 + k) % (2**63 - 1))
+                gen = torch_generator(cfg.seed, "val-noise", i, k)
                 latents.append(latent)
                 noise.append(torch.randn(latent.shape, generator=gen))
                 ts.append(t)

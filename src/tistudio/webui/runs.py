@@ -110,3 +110,24 @@ def export(snapshot: Path, fmt: str, out_dir: Path) -> Path:
     emb = load_embedding(snapshot)
     target = out_dir / f"{snapshot.stem}{FORMATS[fmt][0]}"
     return save_embedding(emb, target, fmt)
+
+
+_MARKS = {"loads": "✓", "partly": "◐", "refused": "✗"}
+
+
+def compat_summary(path: Path, show=str) -> str:
+    """Markdown for a saved embedding: which programs load it under which trigger, and for the
+    others why not and the fix (`inspect --compat` as one line plus exceptions). `show` renders
+    paths as the page shows them."""
+    from .. import api
+
+    path = Path(path)
+    verdicts = api.compat(path)
+    head = " · ".join(f"{v.client} {_MARKS[v.status]}" + (f" `{v.trigger}`" if v.trigger else "") for v in verdicts)
+    lines = [f"`{show(path)}` loads in: {head}"]
+    for v in verdicts:
+        if v.status != "loads":
+            fix = f" Fix: `{v.fix.replace(str(path.parent), show(path.parent))}`" if v.fix else ""
+            lines.append(f"- {v.client} ({v.status}): {v.note}.{fix}")
+    return "\n".join(lines)
+

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import api
 from .context import Context, user_errors
+from .runs import compat_summary
 
 
 def create(ctx: Context, model, family, name, init_text, vectors, neg_vectors, neg_init_text, out_dir,
@@ -17,7 +18,8 @@ def create(ctx: Context, model, family, name, init_text, vectors, neg_vectors, n
     else:
         written = [api.create_embedding(c, name, init_text or "", int(vectors), out, bool(overwrite), fmt)]
     shown = ", ".join(f"`{ctx.guard.show(p)}`" for p in written)
-    return f"Created {shown} ({int(vectors)} vector(s), {c.family.name}, init text {init_text!r})."
+    compat = "\n\n".join(compat_summary(p, ctx.guard.show) for p in written)
+    return f"Created {shown} ({int(vectors)} vector(s), {c.family.name}, init text {init_text!r}).\n\n{compat}"
 
 
 def build(ctx: Context, model, family) -> None:

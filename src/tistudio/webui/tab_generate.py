@@ -22,12 +22,13 @@ def generate(ctx: Context, model, family, prompt, negative, emb_dir, sampler, st
     embeddings = ctx.guard.optional(emb_dir, "Embeddings folder", "dir")
     out = ctx.guard.resolve(out_dir, "Output folder")
     c = ctx.components(model, family)
-    paths = api.generate(c, options, embeddings, out, int(clip_skip))
+    notes: list[str] = []  # which embeddings the prompts used, unmatched <words>, scan warnings
+    paths = api.generate(c, options, embeddings, out, int(clip_skip), say=notes.append)
     from PIL import Image
 
     with Image.open(paths[0]) as first:
         info = first.info.get("parameters", "")
-    return [str(p) for p in paths], info
+    return [str(p) for p in paths], "\n\n".join([info, *(["\n".join(notes)] if notes else [])])
 
 
 def build(ctx: Context, model, family) -> None:

@@ -120,7 +120,7 @@ def build(ctx: Context) -> None:
             w["auto_step"] = gr.Number(label="Size step", value=64, precision=0)
     with gr.Accordion("Captions", open=False):
         with gr.Row():
-            w["existing"] = gr.Dropdown(["ignore", "copy", "prepend", "append"], value="ignore",
+            w["existing"] = gr.Dropdown(["ignore", "copy", "prepend", "append"], value="copy",
                                         label="Existing .txt captions")
             w["in_filename"] = gr.Checkbox(label="Caption in the file name instead of a .txt")
         with gr.Row():

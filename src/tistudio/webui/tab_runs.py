@@ -1,5 +1,5 @@
 """Runs tab: past runs under a log folder, their loss curves on one chart, config, previews, and any
-saved embedding downloadable in each format."""
+saved embedding downloadable in each format, with which programs will load it."""
 from __future__ import annotations
 
 import tempfile
@@ -40,6 +40,15 @@ def select(ctx: Context, log_dir, name):
                                                                          value=files[0] if files else None), pictures
 
 
+def compat(ctx: Context, log_dir, name, snapshot) -> str:
+    """Which programs will load the chosen saved embedding, shown beside it."""
+    if not (name and snapshot):
+        return ""
+    run = ctx.guard.resolve(log_dir, "Log folder") / name
+    source = ctx.guard.resolve(str(run / "embeddings" / snapshot), "Embedding", "file")
+    return run_files.compat_summary(source, ctx.guard.show)
+
+
 def download(ctx: Context, log_dir, name, snapshot, fmt):
     if not (name and snapshot):
         raise TIStudioError("Download: pick a run and one of its saved embeddings first")
@@ -65,8 +74,10 @@ def build(ctx: Context) -> None:
         snapshot = gr.Dropdown([], label="Saved embedding")
         fmt = gr.Dropdown(list(EXPORT_FORMATS), value="a1111-pt", label="Download as")
         export_button = gr.Button("Prepare download")
+    loads_in = gr.Markdown(elem_id="run-compat")
     file = gr.File(label="Download", interactive=False, elem_id="run-download")
 
     refresh_button.click(user_errors(lambda d: refresh(ctx, d)), log_dir, [table, curves, run])
     run.change(user_errors(lambda d, r: select(ctx, d, r)), [log_dir, run], [config, snapshot, pictures])
+    snapshot.change(user_errors(lambda d, r, s: compat(ctx, d, r, s)), [log_dir, run, snapshot], loads_in)
     export_button.click(user_errors(lambda d, r, s, f: download(ctx, d, r, s, f)), [log_dir, run, snapshot, fmt], file)

@@ -2,6 +2,8 @@
 polls the job registry every second, so a reopened page picks up a run that kept going."""
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 from ..errors import TIStudioError
@@ -38,7 +40,17 @@ def status_text(v: JobView | None) -> str:
             f"{speed} | ETA {_eta(p.eta_seconds) if v.status == 'running' else '0:00:00'}")
     if v.finished and v.finished.outputs:
         text += "\n\nSaved: " + ", ".join(f"`{o}`" for o in v.finished.outputs)
+        text += "".join(f"\n\n{_compat(o, os.stat(o).st_mtime_ns)}" for o in v.finished.outputs if os.path.isfile(o))
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _compat(path: str, mtime_ns: int) -> str:
+    """The page polls every second: judge each saved file once (per version of it)."""
+    try:
+        return run_files.compat_summary(Path(path))
+    except TIStudioError as exc:
+        return f"`{path}`: {exc}"
 
 
 def chart(v: JobView | None):

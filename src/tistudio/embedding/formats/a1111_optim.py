@@ -1,6 +1,6 @@
 """A1111's optimizer side file `<embedding>.pt.optim`: {"hash": checksum, "optimizer_state_dict"}.
 
-The checksum ties the state to the exact vectors it was saved with (REFERENCE.md §1): a state saved
+The checksum ties the state to the exact vectors it was saved with (docs/formats.md): a state saved
 for other vectors (the .pt was replaced or edited) is ignored rather than applied to the wrong run.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ...atomic import write_with
+from ... import pickle_zip
 from ...errors import TIStudioError
 from .a1111_pt import read_pickle
 
@@ -38,7 +38,7 @@ def checksum(vectors: Vectors) -> str:
 
 def save_optim(path: str | Path, vectors: Vectors, optimizer_state_dict: dict) -> Path:
     data = {"hash": checksum(vectors), "optimizer_state_dict": optimizer_state_dict}
-    return write_with(optim_path(path), lambda tmp: torch.save(data, tmp))
+    return pickle_zip.save(data, optim_path(path))
 
 
 def load_optim(path: str | Path, vectors: Vectors) -> dict | None:

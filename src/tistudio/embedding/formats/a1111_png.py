@@ -1,8 +1,9 @@
 """A1111 PNG embeddings: the `.pt` dict as base64 JSON in a `sd-ti-embedding` text chunk, plus the
-same JSON pixel-encoded around a captioned preview (REFERENCE.md §1). Reading prefers the chunk and
+same JSON pixel-encoded around a captioned preview (docs/formats.md). Reading prefers the chunk and
 falls back to the pixels (a re-save or a lossless WebP keeps only those)."""
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -13,11 +14,12 @@ from ...atomic import write_with
 from ...errors import TIStudioError
 from ..embedding import Embedding
 from . import png_caption, png_json, png_pixels
-from .a1111_pt import to_dict
+from .a1111_pt import note_of, to_dict
 from .limits import MAX_IMAGE_PIXELS, MAX_JSON_BYTES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_KEY = b"sd-ti-embedding"
+NOTE_KEY = b"tistudio-embedding-note"  # SDXL metadata (see a1111_pt.note_of); A1111 reads only TEXT_KEY
 MAX_IMAGE_FILE_BYTES = 256 << 20
 PLACEHOLDER_SIZE = 256
 
@@ -42,6 +44,9 @@ def save_png_embedding(emb: Embedding, path: str | Path, preview_image: Image.Im
     image = png_pixels.encode(payload, image, png_pixels.shades_of(emb.vectors[0][0].tolist()))
     info = PngImagePlugin.PngInfo()
     info.add_text(TEXT_KEY.decode(), png_json.to_b64(data))
+    note = note_of(emb)
+    if note:
+        info.add_text(NOTE_KEY.decode(), json.dumps(note, sort_keys=True))
     return write_with(path, lambda tmp: image.save(tmp, "PNG", pnginfo=info))
 
 
@@ -49,9 +54,9 @@ def save(emb: Embedding, path: str | Path) -> Path:
     return save_png_embedding(emb, path, None)
 
 
-def text_chunk(raw: bytes, where: str) -> str | None:
-    """The `sd-ti-embedding` value from a PNG's tEXt/zTXt/iTXt chunks, read without PIL's size
-    caps (a large SDXL embedding exceeds them) but with our own."""
+def text_chunk(raw: bytes, where: str, wanted: bytes = TEXT_KEY) -> str | None:
+    """The `wanted` key's value (default `sd-ti-embedding`) from a PNG's tEXt/zTXt/iTXt chunks, read
+    without PIL's size caps (a large SDXL embedding exceeds them) but with our own."""
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(raw):
         length, kind = struct.unpack(">I4s", raw[pos:pos + 8])
@@ -59,11 +64,11 @@ def text_chunk(raw: bytes, where: str) -> str | None:
         if len(body) < length or kind == b"IEND":
             break
         key, _, rest = body.partition(b"\0")
-        if key == TEXT_KEY and kind == b"tEXt":
+        if key == wanted and kind == b"tEXt":
             return rest.decode("latin-1")
-        if key == TEXT_KEY and kind == b"zTXt":
+        if key == wanted and kind == b"zTXt":
             return (png_json.inflate(rest[1:], where) or b"").decode("latin-1")
-        if key == TEXT_KEY and kind == b"iTXt" and len(rest) >= 2:
+        if key == wanted and kind == b"iTXt" and len(rest) >= 2:
             _lang, _, tail = rest[2:].partition(b"\0")
             _translated, _, text = tail.partition(b"\0")
             text = (png_json.inflate(text, where) or b"") if rest[0] else text
@@ -86,17 +91,19 @@ def _open_image(path: Path) -> Image.Image:
         raise TIStudioError(f"{path}: unreadable image ({str(exc)[:120]})") from None
 
 
-def read(path: Path) -> dict:
-    """The embedding dict hidden in an image (PNG chunk, else pixels; WebP: pixels)."""
+def read(path: Path) -> tuple[dict, dict[str, str]]:
+    """The embedding dict hidden in an image (PNG chunk, else pixels; WebP: pixels) and our note
+    chunk's metadata ({} when absent: A1111's files, re-saved images)."""
     if path.stat().st_size > MAX_IMAGE_FILE_BYTES:
         raise TIStudioError(f"{path}: image file is too large to be an embedding")
     raw = path.read_bytes()
     chunk_error = None
+    note = _note(raw, str(path)) if raw.startswith(PNG_SIGNATURE) else {}
     if raw.startswith(PNG_SIGNATURE):
         text = text_chunk(raw, str(path))
         if text:
             try:
-                return png_json.from_b64(text, str(path))
+                return png_json.from_b64(text, str(path)), note
             except TIStudioError as exc:  # a damaged chunk: the pixels may still be intact
                 chunk_error = exc
     found = png_pixels.decode(_open_image(path), str(path))
@@ -107,4 +114,14 @@ def read(path: Path) -> dict:
                             "data; lossy formats like JPEG destroy it)")
     if len(found) > MAX_JSON_BYTES:
         raise TIStudioError(f"{path}: embedding data is too large")
-    return png_json.loads(found, str(path))
+    return png_json.loads(found, str(path)), note
+
+
+def _note(raw: bytes, where: str) -> dict[str, str]:
+    """Metadata is a convenience: a damaged note is ignored rather than failing the embedding."""
+    text = text_chunk(raw, where, NOTE_KEY)
+    try:
+        note = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return {str(k): v for k, v in note.items() if isinstance(v, str)} if isinstance(note, dict) else {}

@@ -1,4 +1,4 @@
-"""A1111's `.pt`: a torch.save'd dict with string_to_param {"*": tensor[n, dim]} (REFERENCE.md §1).
+"""A1111's `.pt`: a torch.save'd dict with string_to_param {"*": tensor[n, dim]} (docs/formats.md).
 SDXL embeddings in the A1111 ecosystem use the clip_l/clip_g layout instead, which A1111 also reads
 from a `.pt`. Pickles are read with torch's weights-only unpickler: code in a file is never run."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ...atomic import write_with
+from ... import pickle_zip
 from ...errors import TIStudioError
 from ..embedding import Embedding
 from .limits import check_file_size
@@ -20,18 +20,29 @@ _OPCODE_RE = re.compile(r"Unsupported operand (\d+)")
 
 
 def to_dict(emb: Embedding) -> dict:
-    """The dict A1111 writes (also the JSON inside PNG embeddings)."""
+    """The dict A1111 reads (also the JSON inside PNG embeddings). SD1/SD2: string_to_param beside
+    the metadata, as A1111 writes it. SDXL: the two tensors only, because A1111 calls `.detach()` on
+    every value of a dict holding clip_l/clip_g (a string there breaks the load); its metadata
+    goes in `note_of` instead."""
     if len(emb.vectors) == 1:
-        params = {"string_to_param": {"*": emb.vectors[0]}, "string_to_token": {"*": 265}}
-    else:
-        params = {"clip_l": emb.vectors[0], "clip_g": emb.vectors[1]}
-    return {**params, "name": emb.name, "step": int(emb.step), "sd_checkpoint": emb.sd_checkpoint,
-            "sd_checkpoint_name": emb.sd_checkpoint_name}
+        return {"string_to_param": {"*": emb.vectors[0]}, "string_to_token": {"*": 265}, "name": emb.name,
+                "step": int(emb.step), "sd_checkpoint": emb.sd_checkpoint,
+                "sd_checkpoint_name": emb.sd_checkpoint_name}
+    return {"clip_l": emb.vectors[0], "clip_g": emb.vectors[1]}
+
+
+def note_of(emb: Embedding) -> dict[str, str]:
+    """The metadata `to_dict` leaves out (SDXL), as strings: kept beside the dict where every client
+    ignores it (a `.pt` archive's comment, a PNG text chunk of its own)."""
+    if len(emb.vectors) == 1:
+        return {}
+    return {"name": emb.name, "step": str(int(emb.step)), "sd_checkpoint": emb.sd_checkpoint or "",
+            "sd_checkpoint_name": emb.sd_checkpoint_name or ""}
 
 
 def save(emb: Embedding, path: str | Path) -> Path:
-    data = to_dict(emb.detached())
-    return write_with(path, lambda tmp: torch.save(data, tmp))
+    emb = emb.detached()
+    return pickle_zip.save(to_dict(emb), path, note=note_of(emb))
 
 
 def _reason(exc: Exception) -> str:

@@ -9,6 +9,7 @@ from ...models.family import FAMILIES
 from ...models.tiny import TEXT_WIDTH
 from .registry import Loaded
 
+TOY_TEXT_WIDTH = 48  # tistudio.toy.model.ToyArch.text_width (the toy world sits above this layer)
 _CLIP_VOCAB = 49408  # rows after this are embeddings added by a loader, not vocabulary
 
 
@@ -17,6 +18,8 @@ def guess_family(widths: tuple[int, ...]) -> str:
         if widths == tuple(e.width for e in spec.encoders):
             return name
     tiny = next((name for name, w in TEXT_WIDTH.items() if w == widths), None)
+    if widths == (TOY_TEXT_WIDTH,):
+        return f"sd1 (toy model) or {tiny} (tiny test model)" if tiny else "sd1 (toy model)"
     return f"{tiny} (tiny test model)" if tiny else "unknown"
 
 
@@ -33,7 +36,11 @@ def describe(loaded: Loaded, components=None, top_k: int = 5) -> dict:
     info = {
         "trigger": emb.name, "stored_name": loaded.stored_name, "token": loaded.token,
         "files": [str(f) for f in loaded.files], "container": loaded.container, "layout": loaded.layout,
-        "family": guess_family(emb.widths), "widths": list(emb.widths), "vectors": emb.n_vectors,
+        # The model says best, then what `create` recorded; widths alone cannot tell the toy model
+        # (SD1 form, width 48) from a tiny SD2 test model.
+        "family": (components.family.name if components is not None
+                   else emb.meta.get("family") or guess_family(emb.widths)),
+        "widths": list(emb.widths), "vectors": emb.n_vectors,
         "step": emb.step, "sd_checkpoint": emb.sd_checkpoint, "sd_checkpoint_name": emb.sd_checkpoint_name,
         "ignored_keys": loaded.ignored, "meta": dict(emb.meta),
         "norms": [[round(float(n), 4) for n in v.norm(dim=1)] for v in emb.vectors],

@@ -1,4 +1,4 @@
-"""The dictionary layouts every producer uses (REFERENCE.md §1), read into vectors + provenance.
+"""The dictionary layouts every producer uses (docs/formats.md), read into vectors + provenance.
 
 One function decides the layout for pickles, safetensors and PNG JSON alike, so a layout read in
 one container is read the same way in every other.

@@ -1,13 +1,13 @@
 """diffusers' textual-inversion layout: `{token: tensor[n, dim]}` in `learned_embeds.safetensors`
 (or `.bin`); SDXL as two such files in one folder, `learned_embeds.safetensors` for CLIP-L and
-`learned_embeds_2.safetensors` for CLIP-G, each loaded with its own encoder (REFERENCE.md §1)."""
+`learned_embeds_2.safetensors` for CLIP-G, each loaded with its own encoder (docs/formats.md)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from ...atomic import write_with
+from ... import pickle_zip
 from ...errors import TIStudioError
 from ..embedding import Embedding
 from .safetensors_fmt import metadata_of, save_tensors
@@ -17,9 +17,12 @@ SUFFIXES = (".safetensors", ".bin")
 
 
 def _write(tensor: torch.Tensor, token: str, meta: dict[str, str], path: Path) -> Path:
+    # One vector is stored 1-D [width], as the sd-concepts-library files are: InvokeAI's probe reads
+    # shape[0] of a {token: tensor} file as the width, so [1, width] would be refused there.
+    tensor = tensor[0] if tensor.shape[0] == 1 else tensor
     tensors = {token: tensor.contiguous()}
     if path.suffix == ".bin":
-        return write_with(path, lambda tmp: torch.save(tensors, tmp))
+        return pickle_zip.save(tensors, path)
     return save_tensors(tensors, meta, path)
 
 

@@ -1,5 +1,5 @@
 """The JSON inside A1111 PNG embeddings: the `.pt` dict with each tensor written as
-{"TORCHTENSOR": nested list of floats} (REFERENCE.md §1). float32 values survive exactly: Python
+{"TORCHTENSOR": nested list of floats} (docs/formats.md). float32 values survive exactly: Python
 writes the shortest text that reads back as the same double, which is the same float32."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A1111's pixel encoding of an embedding (REFERENCE.md §1): the zlib'd JSON split into nibbles,
+"""A1111's pixel encoding of an embedding (docs/formats.md): the zlib'd JSON split into nibbles,
 laid out as two RGB blocks either side of the preview, so it survives a lossless re-save that
 drops text chunks. Data lives in the low nibble, scrambled with an LCG keystream; the high nibble
 carries a decorative dot pattern only."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ... import pickle_zip
 from ...errors import TIStudioError
 from ..embedding import Embedding, validate_name
 from . import a1111_png, a1111_pt, diffusers_fmt, safetensors_fmt
@@ -19,6 +20,15 @@ FORMATS = {
 _BY_SUFFIX = {".pt": "a1111-pt", ".png": "a1111-png", ".safetensors": "safetensors", ".bin": "diffusers", "": "diffusers"}
 # Metadata keys that are fields of Embedding, not free-form meta.
 _OWN_KEYS = ("name", "step", "vectors", "sd_checkpoint", "sd_checkpoint_name")
+# Where each field is found in other trainers' safetensors metadata, ours first: kohya sd-scripts
+# writes ss_* training keys, kohya and OneTrainer both the ModelSpec `modelspec.title` (the output
+# name); the others (ot_*, modelspec.*) stay in meta for `inspect`.
+_META_KEYS = {
+    "name": ("name", "ss_output_name", "modelspec.title"),
+    "step": ("step", "ss_steps"),
+    "sd_checkpoint": ("sd_checkpoint",),  # kohya's ss_*_hash keys are other hashes, not this short one
+    "sd_checkpoint_name": ("sd_checkpoint_name", "ss_sd_model_name"),
+}
 _IMAGE_HEADS = (b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\0", b"MM\0*", b"\xff\x0a", b"\0\0\0\x0cJXL ")
 
 
@@ -58,8 +68,9 @@ def _read_dict(path: Path, container: str) -> tuple[Parsed, dict[str, str]]:
         data, meta = safetensors_fmt.read(path)
         return parse(data, str(path)), meta
     if container in ("png", "image"):
-        return parse(a1111_png.read(path), str(path)), {}
-    return parse(a1111_pt.read_pickle(path), str(path)), {}
+        data, note = a1111_png.read(path)
+        return parse(data, str(path)), note
+    return parse(a1111_pt.read_pickle(path), str(path)), pickle_zip.read_note(path)
 
 
 def _read_pair(path: Path, files: tuple[Path, ...]) -> Loaded:
@@ -73,13 +84,17 @@ def _read_pair(path: Path, files: tuple[Path, ...]) -> Loaded:
     return _build(first, meta, folder.name, "diffusers", files)
 
 
+def _first(meta: dict[str, str], keys: tuple[str, ...]) -> str | None:
+    return next((meta[k] for k in keys if meta.get(k)), None)
+
+
 def _build(parsed: Parsed, meta: dict[str, str], trigger: str, container: str, files: tuple[Path, ...]) -> Loaded:
-    step = parsed.step or _int(meta.get("step"))
+    step = parsed.step or _int(_first(meta, _META_KEYS["step"]))
     emb = Embedding(name=trigger, vectors=parsed.vectors, step=step,
-                    sd_checkpoint=parsed.sd_checkpoint or meta.get("sd_checkpoint") or None,
-                    sd_checkpoint_name=parsed.sd_checkpoint_name or meta.get("sd_checkpoint_name") or None,
+                    sd_checkpoint=parsed.sd_checkpoint or _first(meta, _META_KEYS["sd_checkpoint"]),
+                    sd_checkpoint_name=parsed.sd_checkpoint_name or _first(meta, _META_KEYS["sd_checkpoint_name"]),
                     meta={k: v for k, v in meta.items() if k not in _OWN_KEYS})
-    return Loaded(emb, container, parsed.layout, parsed.name or meta.get("name") or None, parsed.token,
+    return Loaded(emb, container, parsed.layout, parsed.name or _first(meta, _META_KEYS["name"]), parsed.token,
                   parsed.ignored, files)
 
 

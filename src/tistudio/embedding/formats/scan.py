@@ -1,7 +1,8 @@
 """Scan an embeddings folder recursively as A1111 does: every .pt/.bin/.safetensors and image file
 is an embedding whose trigger is its file stem (PNG/WebP: the name stored inside). Unlike A1111,
-two files with the same trigger are reported, not silently shadowed, and a diffusers SDXL folder
-(learned_embeds + learned_embeds_2) is one embedding named after the folder."""
+two files with the same trigger are reported, not silently shadowed (unless they hold the same
+vectors: `NAME.pt` + `NAME.safetensors`, as `train` writes by default, are one embedding), and a
+diffusers SDXL folder (learned_embeds + learned_embeds_2) is one embedding named after the folder."""
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ SUFFIXES = {".pt", ".bin", ".safetensors", ".png", ".webp", ".jxl", ".avif"}
 class ScanResult:
     embeddings: dict[str, Loaded] = field(default_factory=dict)     # trigger -> first file (path order)
     duplicates: dict[str, list[Path]] = field(default_factory=dict)  # trigger -> every file using it
+    copies: dict[str, list[Path]] = field(default_factory=dict)      # trigger -> other files, same vectors
     skipped: list[tuple[Path, str]] = field(default_factory=list)    # unreadable files and why
 
 
@@ -51,6 +53,11 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _same_vectors(a: Loaded, b: Loaded) -> bool:
+    va, vb = a.embedding.vectors, b.embedding.vectors
+    return len(va) == len(vb) and all(x.shape == y.shape and bool((x == y).all()) for x, y in zip(va, vb))
+
+
 def scan_embeddings(root: str | Path) -> ScanResult:
     root = Path(root)
     if not root.is_dir():
@@ -68,6 +75,9 @@ def scan_embeddings(root: str | Path) -> ScanResult:
         key = trigger.lower()
         if key in first_of:
             kept, kept_path = first_of[key]
+            if _same_vectors(result.embeddings[kept], loaded):
+                result.copies.setdefault(kept, []).append(path)
+                continue
             result.duplicates.setdefault(kept, [kept_path]).append(path)
             log.warning("trigger %r is used by %s and %s; the first is used", kept, kept_path, path)
             continue
