@@ -287,7 +287,7 @@ def test_an_unwritable_output_is_found_before_training(tiny_models, dataset, emb
     assert not (tmp_path / "runs").exists()
     if os.path.isdir("/sys/kernel"):  # refuses new files even to root
         cfg = quick_config(emb, dataset, tmp_path, output="/sys/kernel/tistudio-out/cat.pt", model=NO_MODEL_CFG)
-        with pytest.raises(TIStudioError, match="cannot write /sys/kernel/tistudio-out/cat.pt: .*choose a writable"):
+        with pytest.raises(TIStudioError, match=r"^cannot write /sys/kernel/tistudio-out/cat.pt: [^\\]+; "):
             train(cfg, progress=False)
         assert not (tmp_path / "runs").exists()
 
