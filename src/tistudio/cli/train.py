@@ -158,6 +158,10 @@ def build_config(args) -> TrainConfig:
 
     given = overrides_from(args)
     if args.resume:
+        if args.config:
+            raise TIStudioError(f"--config {args.config} with --resume: a resumed run keeps its own "
+                                f"{args.resume}/config.toml; drop --config (flags may still change "
+                                "what --resume allows)")
         cfg, changed = config_for_resume(args.resume, given, label=option_name)
         for name, old, new in changed:
             print(f"info: --resume: {option_name(name)} {show(new)} (was {show(old)})", flush=True)

@@ -150,7 +150,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     stop = stop or StopToken()
     folder = resume
     if resume and train_state.resume_point(resume) is None:  # killed before its first save
-        callback(Message("info", f"--resume {resume}: no state.pt yet; starting from the beginning (step 0) in that folder"))
+        callback(Message("info", f"--resume {resume}: no state.pt yet; starting from the beginning (step 0) "
+                                 "in that folder"))
         resume = None
     # Cheap checks first (the embedding, a resume's state, the steps left, the output's folder), so a
     # run that cannot start says so before the model loads, and one with nothing to do writes nothing.
