@@ -10,12 +10,24 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def gemm_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
+def gemm_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0, device: str = "cpu") -> float:
     """Best FLOP/s of an n×n×n matmul over a few seconds (the ceiling any training step can reach),
-    timed in CPU seconds per thread so that other jobs on a shared machine do not lower it."""
+    timed in CPU seconds per thread so that other jobs on a shared machine do not lower it; on a
+    GPU, in wall seconds of a synchronised batch of products."""
     import torch
 
     dtype = getattr(torch, dtype_name)
+    if device != "cpu":
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        best, end = 0.0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(20):
+                torch.mm(a, b)
+            torch.cuda.synchronize()
+            best = max(best, 20 * 2 * n**3 / (time.perf_counter() - t))
+        return best
     threads = torch.get_num_threads()
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.mm(a, b)  # warm-up: kernel selection, page faults
