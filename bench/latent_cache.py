@@ -90,13 +90,14 @@ def main() -> int:
             vae.encode(torch.zeros(1, 3, args.size, args.size))  # warm-up for the plain loop
             std = float(vae.encode(torch.zeros(1, 3, args.size, args.size)).latent_dist.std.median())
         variants = [("plain vae.encode loop, fp32", lambda: plain_loop(vae, records, args.size))]
-        variants.append((f"ours (balanced: {chosen.vae_precision}, batch {chosen.encode_batch})",
-                         ours(vae, records, args.size, chosen.vae_precision, chosen.encode_batch)))
-        alternatives = [("fp32", 1, False), ("fp32", 1, True), ("fp32", 2, False)]
+        mine = (chosen.vae_precision, chosen.encode_batch, chosen.vae_channels_last)
+        variants.append((f"ours (balanced: {mine[0]}, batch {mine[1]}{', channels-last' if mine[2] else ''})",
+                         ours(vae, records, args.size, *mine)))
+        alternatives = [("fp32", 1, False), ("fp32", 1, True), ("fp32", 2, True)]
         if speed.native_half(torch.device("cpu"), features) == "bf16":
-            alternatives += [("bf16", 1, False), ("bf16", 1, True), ("bf16", 2, False)]
+            alternatives += [("bf16", 1, False), ("bf16", 1, True), ("bf16", 2, True)]
         for precision, batch, cl in alternatives:
-            if (precision, batch, cl) != (chosen.vae_precision, chosen.encode_batch, False):
+            if (precision, batch, cl) != mine:
                 variants.append((f"ours {precision}, batch {batch}{', channels-last' if cl else ''}",
                                  ours(vae, records, args.size, precision, batch, cl)))
         rows, reference = [], None
