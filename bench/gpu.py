@@ -10,7 +10,7 @@ the children, so nothing is downloaded).
 
 Per case: s/step (median after warm-up), samples/s, GPU memory (torch's max_memory_allocated),
 peak RSS, FLOPs per step (torch's flop counter) and MFU: achieved FLOP/s over the GPU's measured
-bf16 matmul peak (on a CPU, the per-thread-CPU-second peak, as bench/run.py reports it)."""
+bf16 matmul peak (the tiny smoke run counts no FLOPs: it only proves the path works)."""
 from __future__ import annotations
 
 import argparse
