@@ -260,7 +260,7 @@ def main() -> int:
         runner = run_example if name in EXAMPLE_MODES else run_ours
         rows.append({"name": name, **runner(name, args.size, args.steps)})
     print(table(rows, reference))
-    path = save("diffusers-baseline", {"machine": {**machine(), "cpu_kind": speed.cpu_kind(speed.cpu_features())},
+    path = save("diffusers-baseline", {"machine": machine(),
                                        "size": args.size, "steps": args.steps, "images": IMAGES,
                                        "reference": reference, "results": rows})
     print(f"saved {path}")

@@ -119,7 +119,7 @@ def main() -> int:
               f"{r['max_abs_diff']:10.2e}")
     print(f"(latent means up to {base['max_abs_reference']:.2f}; posterior median std {std:.2f}; "
           f"speed-up by CPU seconds; load average {Path('/proc/loadavg').read_text().split()[0]})")
-    path = save("latent-cache", {"machine": {**machine(), "cpu_kind": kind}, "size": args.size,
+    path = save("latent-cache", {"machine": machine(), "size": args.size,
                                  "images": args.images, "chosen": chosen.describe(), "posterior_std": std,
                                  "load_average": Path("/proc/loadavg").read_text().split()[:3], "results": rows})
     print(f"saved {path}")

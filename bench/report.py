@@ -44,7 +44,10 @@ def machine() -> dict:
 
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    from tistudio.train.speed import cpu_features, cpu_kind
+
+    return {"cpu": platform.processor() or platform.machine(), "cpu_kind": cpu_kind(cpu_features()),
+            "cores": os.cpu_count(),
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
@@ -62,7 +65,7 @@ def gpu_gb(r: dict) -> str:
 
 def table(rows: list[dict], peaks: dict | None = None) -> str:
     head = f"{'case':44} {'s/step':>8} {'cpu s':>7} {'samples/s':>9} {'peak GB':>8} {'step GB':>8} {'GFLOP/step':>10} " \
-           f"{'GFLOP/s':>8} {'of peak':>7} {'GPU GB':>7}"
+           f"{'GFLOP/s':>8} {'of peak':>7} {'GPU GB':>7} {'1st step s':>10}"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r or "skipped" in r:
@@ -78,7 +81,7 @@ def table(rows: list[dict], peaks: dict | None = None) -> str:
                      f"{r['peak_rss_gb']:8.2f} {fmt(r.get('train_peak_gb'), '8.2f'):>8} "
                      f"{fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '10.1f'):>10} "
                      f"{fmt(achieved and achieved / 1e9, '8.1f'):>8} {fmt(share, '7.0%'):>7} "
-                     f"{gpu_gb(r):>7}")
+                     f"{gpu_gb(r):>7} {fmt(r.get('first_step_seconds'), '10.0f'):>10}")
     return "\n".join(lines)
 
 
