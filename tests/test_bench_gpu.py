@@ -35,7 +35,7 @@ def test_the_script_parses_and_dry_runs_the_gpu_cases():
 
 @pytest.mark.slow
 def test_a_tiny_smoke_run_on_the_cpu_prints_a_table_and_writes_json():
-    out = gpu_sh("--device", "cpu", "--tiny", "--only", "ti b1", timeout=600)
+    out = gpu_sh("--device", "cpu", "--tiny", "--only", "sd1-512 ti b1", "--only", "low-memory", timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "sd1-512 ti b1 (tiny)" in out.stdout and "sdxl-1024 ti low-memory b1 (tiny)" in out.stdout
     saved = Path(out.stdout.strip().splitlines()[-1].split()[1])
