@@ -203,7 +203,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     c.vae.to(device)  # the VAE encodes in fp32 for the cache, then may leave the device
     apply_speed(c, speed)
     callback(Message("info", speed.summary()))
-    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision])
+    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
     cache = LatentCache.build(records, encode, width=width, height=height,
                               mode=cfg.latent_sampling, flip=cfg.flip, batch_size=speed.encode_batch,
                               seed=cfg.seed, progress=progress, callback=callback,
