@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test test-slow bench bench-all clean
+.PHONY: demo lint test test-slow bench bench-all clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(PY) -m tistudio.demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench tools
+
+test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

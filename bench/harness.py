@@ -142,7 +142,8 @@ def _weight_bytes(c) -> int:
 @contextlib.contextmanager
 def session_for(case: dict):
     """A prepared training session for `case` (model, a small dataset, an embedding) in a temporary
-    folder, and the seconds it took to build the model; None when the model is absent here."""
+    folder, and {"build_seconds", "prepare_seconds"}: building the model, then everything before the
+    first step (latent caching included); None when the model is absent here."""
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -155,14 +156,15 @@ def session_for(case: dict):
 
     options = dict(case.get("options", {}))
     size, steps, warmup = case["size"], case.get("steps", 3), case.get("warmup", 1)
-    # Build full-size models directly in the precision the settings will pick, as a loader would.
+    # Build full-size models directly in the precision the settings will pick on the run's device,
+    # as a loader would.
     full_size = case["model"] in ("sd1", "sdxl")
-    precision = speed.resolve(TrainConfig(**options), torch.device("cpu"),
-                              speed.LARGE_UNET if full_size else 0).precision
+    device = torch.device("cuda" if options.get("device") == "cuda" else "cpu")
+    precision = speed.resolve(TrainConfig(**options), device, speed.LARGE_UNET if full_size else 0).precision
     built = time.perf_counter()
     c = build(case["model"], getattr(torch, DTYPES[precision]))
     if c is None:
-        yield None, 0.0
+        yield None, {}
         return
     built = time.perf_counter() - built
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,7 +177,9 @@ def session_for(case: dict):
                           save_every=0, preview_every=0, log_dir=str(tmp / "runs"), lr="0.005",
                           template="style", output=str(tmp / "out.pt"), batch_size=case.get("batch", 1),
                           method=case.get("method", "ti"), seed=0, **options)
-        yield prepare(cfg, components=c, progress=False), built
+        prepared = time.perf_counter()
+        session = prepare(cfg, components=c, progress=False)
+        yield session, {"build_seconds": built, "prepare_seconds": time.perf_counter() - prepared}
 
 
 def measure(case: dict) -> dict:
@@ -185,7 +189,7 @@ def measure(case: dict) -> dict:
     from tistudio.train.loop import run_loop
 
     warmup = case.get("warmup", 1)
-    with session_for(case) as (session, built):
+    with session_for(case) as (session, timings):
         if session is None:
             return {"skipped": f"{case['model']} model not available here"}
         cfg = session.cfg
@@ -221,7 +225,9 @@ def measure(case: dict) -> dict:
         "gpu_estimate_gb": (weights + tensors) / 2**30 if tensors is not None else None,
         "gpu_allocated_gb": gpu_allocated,  # measured, on a GPU only
         "achieved_flops": flops / per_step if flops else None,
-        "build_seconds": built,
+        **timings,
+        # Loading stands for building here (random weights); the first step includes its warm-up.
+        "first_step_seconds": timings["build_seconds"] + timings["prepare_seconds"] + timer.times[0],
         "threads": torch.get_num_threads(),
         "settings": speed.describe() if hasattr(speed, "describe") else {},
     }

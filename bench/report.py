@@ -10,12 +10,24 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def gemm_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
+def gemm_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0, device: str = "cpu") -> float:
     """Best FLOP/s of an n×n×n matmul over a few seconds (the ceiling any training step can reach),
-    timed in CPU seconds per thread so that other jobs on a shared machine do not lower it."""
+    timed in CPU seconds per thread so that other jobs on a shared machine do not lower it; on a
+    GPU, in wall seconds of a synchronised batch of products."""
     import torch
 
     dtype = getattr(torch, dtype_name)
+    if device != "cpu":
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        best, end = 0.0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(20):
+                torch.mm(a, b)
+            torch.cuda.synchronize()
+            best = max(best, 20 * 2 * n**3 / (time.perf_counter() - t))
+        return best
     threads = torch.get_num_threads()
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.mm(a, b)  # warm-up: kernel selection, page faults
@@ -32,7 +44,10 @@ def machine() -> dict:
 
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    from tistudio.train.speed import cpu_features, cpu_kind
+
+    return {"cpu": platform.processor() or platform.machine(), "cpu_kind": cpu_kind(cpu_features()),
+            "cores": os.cpu_count(),
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
@@ -50,7 +65,7 @@ def gpu_gb(r: dict) -> str:
 
 def table(rows: list[dict], peaks: dict | None = None) -> str:
     head = f"{'case':44} {'s/step':>8} {'cpu s':>7} {'samples/s':>9} {'peak GB':>8} {'step GB':>8} {'GFLOP/step':>10} " \
-           f"{'GFLOP/s':>8} {'of peak':>7} {'GPU GB':>7}"
+           f"{'GFLOP/s':>8} {'of peak':>7} {'GPU GB':>7} {'1st step s':>10}"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r or "skipped" in r:
@@ -66,7 +81,7 @@ def table(rows: list[dict], peaks: dict | None = None) -> str:
                      f"{r['peak_rss_gb']:8.2f} {fmt(r.get('train_peak_gb'), '8.2f'):>8} "
                      f"{fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '10.1f'):>10} "
                      f"{fmt(achieved and achieved / 1e9, '8.1f'):>8} {fmt(share, '7.0%'):>7} "
-                     f"{gpu_gb(r):>7}")
+                     f"{gpu_gb(r):>7} {fmt(r.get('first_step_seconds'), '10.0f'):>10}")
     return "\n".join(lines)
 
 

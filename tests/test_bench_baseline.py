@@ -31,3 +31,15 @@ def test_example_step_changes_only_the_new_row(weight_dtype):
     assert step.optimizer.state[step.embedding]["exp_avg"].shape == (49409, 32)
     assert step.te.dtype == torch.float32
     assert c.unet.dtype == c.vae.dtype == weight_dtype
+
+
+@pytest.mark.parametrize("flags, mode", [
+    ({"avx2", "fma"}, "example fp32"),
+    ({"avx2", "avx512f", "avx512bw", "avx512vl"}, "example fp32"),   # bf16 emulated there
+    ({"avx2", "avx512f", "avx512_bf16"}, "example bf16"),
+    ({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "example bf16"),
+])
+def test_the_example_is_compared_in_its_best_mode_for_the_cpu_kind(flags, mode):
+    from diffusers_baseline import best_example_mode
+
+    assert best_example_mode(frozenset(flags)) == mode

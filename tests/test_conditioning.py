@@ -1,7 +1,7 @@
 """Prompt encoding: injection positions, chunking past 75 tokens, several embeddings, SDXL pooling."""
 import torch
 
-from tistudio.embedding.inject import CHUNK, TriggerMatcher
+from tistudio.models.triggers import CHUNK, TriggerMatcher
 from tistudio.models.conditioning import PromptEncoder
 
 

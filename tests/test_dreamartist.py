@@ -13,7 +13,7 @@ from tistudio.embedding.create import create_embedding
 from tistudio.errors import TIStudioError
 from tistudio.models.conditioning import PromptEncoder
 from tistudio.models.denoiser import noisy_and_target, predict
-from tistudio.train.cfg_schedule import parse_cfg
+from tistudio.cfg_schedule import parse_cfg
 from tistudio.train.ema import EMA
 from tistudio.train.objectives.base import MicroBatch, TrainableEmbedding
 from tistudio.train.objectives.dreamartist import DreamArtistObjective

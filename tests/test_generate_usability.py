@@ -4,7 +4,6 @@ import hashlib
 import json
 import re
 
-import pytest
 import torch
 from PIL import Image
 

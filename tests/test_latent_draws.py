@@ -88,3 +88,23 @@ def test_rng_keys_name_independent_reproducible_draws():
     a = torch.randn(4, generator=torch_generator(0, "x", "cat.png"))
     assert torch.equal(a, torch.randn(4, generator=torch_generator(0, "x", "cat.png")))
     assert python_random(0, "order", 1).random() == python_random(0, "order", 1).random()
+
+
+def test_the_vae_encoder_matches_the_vae_and_leaves_it_alone(tiny_models):
+    from tistudio.data.latent_encode import vae_encoder
+
+    vae = tiny_models["sd1"].vae
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    pixels = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        dist = vae.encode(pixels).latent_dist
+    mean, std = vae_encoder(vae, torch.device("cpu"))(pixels)
+    assert torch.equal(mean, dist.mean) and torch.equal(std, dist.std)
+    nhwc = vae_encoder(vae, torch.device("cpu"), channels_last=True)(pixels)[0]
+    assert torch.allclose(nhwc, dist.mean, atol=1e-5)
+    half, half_std = vae_encoder(vae, torch.device("cpu"), torch.bfloat16, channels_last=True)(pixels)
+    assert half.dtype == half_std.dtype == torch.float32  # the posterior is taken in fp32
+    assert torch.allclose(half, dist.mean, atol=0.05)
+    after = vae.state_dict()
+    assert vae.dtype == torch.float32 and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.is_contiguous() for p in vae.parameters())

@@ -92,8 +92,9 @@ def test_clip_and_toy_fidelity_scores_are_logged_at_each_evaluation(tiny_models,
     c = tiny_models["sd1"]
     emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
     clip = tiny_clip(tmp_path / "clip")
-    train(config(emb, dataset, tmp_path, steps=2, val_every=2, eval_clip=str(clip), eval_toy="red square",
-                 eval_samples=2, preview_steps=1), components=c, progress=False)
+    # Through the API, which loads the toy world's scorer (training itself never imports it).
+    api.train(config(emb, dataset, tmp_path, steps=2, val_every=2, eval_clip=str(clip), eval_toy="red square",
+                     eval_samples=2, preview_steps=1), components=c, progress=False)
     evals = list(csv.DictReader(open(tmp_path / "runs" / "tok" / "evaluations.csv")))
     assert len(evals) == 1
     for key in ("clip_image", "clip_text"):

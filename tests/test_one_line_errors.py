@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-from PIL import Image
 
 from tistudio import api
 from tistudio.cli.main import main

@@ -140,7 +140,7 @@ def pixel_files(draw):
 @st.composite
 def safetensors_files(draw):
     header = {}
-    for i in range(draw(st.integers(0, 4))):
+    for _ in range(draw(st.integers(0, 4))):
         header[draw(st.one_of(KEYS, st.text(max_size=8)))] = {
             "dtype": draw(st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F64", "XX", 7])),
             "shape": draw(st.lists(st.integers(-2, 2**40), max_size=3)),

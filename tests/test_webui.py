@@ -356,3 +356,24 @@ def test_train_status_lists_the_compat_summary_of_each_output(tmp_path):
                    run_dir=str(tmp_path))
     text = status_text(view)
     assert f"`{out}` loads in: A1111 ✓ `tok`" in text and "gone.pt` loads in" not in text
+
+
+def test_the_train_status_shows_latent_caching_with_its_eta(tmp_path):
+    from tistudio.events import Caching
+    from tistudio.webui.tab_train import status_text
+
+    release = threading.Event()
+
+    def caching(cfg, callback=None, **kw):
+        from tistudio.train.loop import TrainResult
+
+        callback(Caching(3, 8, 2.0, 10.0))
+        release.wait(10)
+        return TrainResult(0, "completed", [], 0.0, "")
+
+    jobs = JobRegistry(ModelHolder(loader=lambda path, **kw: FakeModel()), train=caching)
+    job = jobs.start(TrainConfig(embedding=str(tmp_path / "tok.pt"), steps=1))
+    wait_for(lambda: job.view().caching is not None)
+    assert "caching latents: **3/8** images | ETA 0:00:10" in status_text(job.view())
+    release.set()
+    wait_for(lambda: job.view().status == "finished")

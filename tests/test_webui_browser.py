@@ -72,7 +72,7 @@ def uploads(folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     paths = []
-    for i, (name, rgb) in enumerate([("red", (220, 30, 30)), ("blue", (30, 30, 220)), ("green", (30, 200, 30))]):
+    for name, rgb in [("red", (220, 30, 30)), ("blue", (30, 30, 220)), ("green", (30, 200, 30))]:
         arr = (rng.random((96, 80, 3)) * 60).astype(np.uint8)
         arr[24:72, 20:60] = rgb
         paths.append(folder / f"a {name} square.png")

@@ -49,7 +49,7 @@ def write_safetensors(tensors: dict, path: Path, dtype=None) -> None:
     raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as fh:
         fh.write(len(raw).to_bytes(8, "little") + raw)
-        for key, value in tensors.items():
+        for value in tensors.values():
             if dtype is not None and value.is_floating_point():
                 value = value.to(dtype)
             fh.write(value.contiguous().view(-1).view(torch.uint8).numpy().tobytes())

@@ -17,48 +17,23 @@ def load_model(path: str, family: str | None = None, prediction: str | None = No
 def create_embedding(model: str | Components, name: str, init_text: str = "*", vectors: int = 1,
                      out_dir: str | Path = "embeddings", overwrite: bool = False, fmt: str = "a1111-pt") -> Path:
     """Write OUT_DIR/NAME.pt (or .safetensors) initialised from `init_text`."""
-    from .embedding.create import check_vectors, create_embedding as _create
-    from .embedding.embedding import validate_name
-    from .embedding.formats import FORMATS, save_embedding
+    from .embedding.create import create_file
 
-    validate_name(name)  # cheap checks first: no model load for a request that must fail
-    check_vectors(vectors)
-    if fmt not in FORMATS:
-        raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
-    path = Path(out_dir) / f"{name}{FORMATS[fmt][0]}"
-    if path.exists() and not overwrite:
-        raise TIStudioError(f"{path} already exists; pass --overwrite to replace it or choose another name")
-    c = load_model(model) if isinstance(model, str) else model
-    return save_embedding(_create(c, name, init_text, vectors), path, fmt)
+    return create_file(model, name, init_text, vectors, out_dir, overwrite, fmt)
 
 
 def create_dreamartist_pair(model: str | Components, name: str, init_text: str = "*", vectors: int = 3,
                             neg_init_text: str = "*", neg_vectors: int = 6, out_dir: str | Path = "embeddings",
                             overwrite: bool = False, fmt: str = "a1111-pt") -> tuple[Path, Path]:
-    """Write DreamArtist's pair OUT_DIR/NAME and OUT_DIR/NAME-neg; the negative starts with Gaussian
-    noise (std 1e-3) so its vectors differ from the positive's. Both paths are checked first, so a
-    refusal never leaves half a pair."""
-    from .embedding.create import check_vectors, create_embedding as _create
-    from .embedding.embedding import validate_name
-    from .embedding.formats import FORMATS, save_embedding
+    """Write DreamArtist's pair OUT_DIR/NAME and OUT_DIR/NAME-neg (embedding/create.py)."""
+    from .embedding.create import create_pair_files
 
-    neg_name = validate_name(f"{validate_name(name)}-neg")
-    check_vectors(vectors)
-    check_vectors(neg_vectors, "--neg-vectors")
-    if fmt not in FORMATS:
-        raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
-    paths = [Path(out_dir) / f"{n}{FORMATS[fmt][0]}" for n in (name, neg_name)]
-    for path in paths:
-        if path.exists() and not overwrite:
-            raise TIStudioError(f"{path} already exists; pass --overwrite to replace it or choose another name")
-    c = load_model(model) if isinstance(model, str) else model
-    pos = _create(c, name, init_text, vectors)
-    neg = _create(c, neg_name, neg_init_text, neg_vectors, noise_std=1e-3)
-    return save_embedding(pos, paths[0], fmt), save_embedding(neg, paths[1], fmt)
+    return create_pair_files(model, name, init_text, vectors, neg_init_text, neg_vectors, out_dir, overwrite, fmt)
 
 
 def train(cfg, components: Components | None = None, callback=None, stop=None, progress: bool = True,
           resume: str | None = None):
+    from .toy import scorer  # noqa: F401  registers --eval-toy's scorer; waits for torch like the rest
     from .train.run import train as _train
 
     return _train(cfg, components, callback, stop, progress, resume)
@@ -66,26 +41,10 @@ def train(cfg, components: Components | None = None, callback=None, stop=None, p
 
 def create_hypernetwork(model: str | Components, name: str, modules=None, structure=None,
                         out_dir: str | Path = "hypernetworks", overwrite: bool = False, seed: int = 0) -> Path:
-    """Write OUT_DIR/NAME.pt: a new hypernetwork in A1111's format. `modules` (context widths)
-    defaults to every width the model's attention layers read (SD1: 768, 320, 640, 1280)."""
-    from .embedding.embedding import validate_name
-    from .hypernetwork import format as hn_format
-    from .hypernetwork.apply import attention_widths
-    from .hypernetwork.model import Structure, create
+    """Write OUT_DIR/NAME.pt: a new hypernetwork in A1111's format (hypernetwork/create.py)."""
+    from .hypernetwork.create import create_file
 
-    path = Path(out_dir) / f"{validate_name(name)}.pt"
-    if path.exists() and not overwrite:
-        raise TIStudioError(f"{path} already exists; pass --overwrite to replace it or choose another name")
-    structure = structure or Structure()
-    c = load_model(model) if isinstance(model, str) else model
-    widths = attention_widths(c.unet)
-    modules = tuple(modules) if modules else widths
-    unknown = [w for w in modules if w not in widths]
-    if unknown:
-        raise TIStudioError(f"--modules {','.join(map(str, unknown))}: this model's attention layers read "
-                            f"widths {','.join(map(str, widths))}; choose among those")
-    hn = create(name, modules, structure, seed, c.short_hash, c.name)
-    return hn_format.save(hn, path)
+    return create_file(model, name, modules, structure, out_dir, overwrite, seed)
 
 
 def scan_for_model(folder: str | Path | None, widths: tuple[int, ...], warn=print) -> dict:

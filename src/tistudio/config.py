@@ -10,8 +10,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .cfg_schedule import parse_cfg
 from .errors import TIStudioError
 
+PROFILES = ("low-memory", "balanced", "fast")   # what each chooses: train/speed.py
+ATTENTION = ("sdpa", "xformers", "classic")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LATENT_SAMPLING = ("once", "deterministic", "random")
 CLIP_GRAD_MODES = ("none", "norm", "value")
@@ -57,9 +60,7 @@ class DreamArtistConfig:
     ema_neg: float | None = None      # EMA decay of the negative; None = the same as --ema
 
     def __post_init__(self):
-        from .train.cfg_schedule import parse_cfg  # stdlib-only module: a grammar, never eval
-
-        parse_cfg(self.cfg)
+        parse_cfg(self.cfg)  # a grammar, never eval
         _check(self.neg_lr_weight >= 0, f"--neg-lr-weight {self.neg_lr_weight}: use 0 or more")
         _check(self.rec_weight >= 0, f"--rec-weight {self.rec_weight}: use 0 or more")
         _check(0 <= self.rec_max_timestep <= 999, f"--rec-max-timestep {self.rec_max_timestep}: use 0 to 999")
@@ -193,8 +194,6 @@ def _check_hypernetwork(cfg: "TrainConfig") -> None:
 
 
 def _check_speed(cfg: "TrainConfig") -> None:
-    from .train.speed import ATTENTION, PROFILES  # stdlib-only at import time
-
     _check(cfg.profile in PROFILES, f"--profile {cfg.profile}: use {'|'.join(PROFILES)}")
     _check(cfg.attention in ATTENTION, f"--attention {cfg.attention}: use {'|'.join(ATTENTION)}")
     _check(cfg.threads >= 0, f"--threads {cfg.threads}: use 0 (automatic) or more")

@@ -175,6 +175,10 @@ def build_config(args) -> TrainConfig:
 
     given = overrides_from(args)
     if args.resume:
+        if args.config:
+            raise TIStudioError(f"--config {args.config} with --resume: a resumed run keeps its own "
+                                f"{args.resume}/config.toml; drop --config (flags may still change "
+                                "what --resume allows)")
         cfg, changed = config_for_resume(args.resume, given, label=option_name)
         for name, old, new in changed:
             print(f"info: --resume: {option_name(name)} {show(new)} (was {show(old)})", flush=True)
@@ -191,8 +195,8 @@ def run(args) -> int:
     cfg = build_config(args)
     if cfg.num_processes > 1 and not launched():
         return launch(_own_argv(), cfg.num_processes)
+    from ..api import train
     from ..events import Message, StopToken
-    from ..train.run import train
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     stop = StopToken()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
+from tqdm import tqdm
 
 from ..events import Callback, Caching
 from ..rng import torch_generator
@@ -32,6 +33,7 @@ def vae_encoder(vae, device: torch.device, dtype: torch.dtype = torch.float32,
     attention (SDPA) in its mid-block. It works on a copy of the encoder half (the VAE's own weights,
     used for previews, keep their precision and layout); the posterior's mean and std are taken in
     fp32 from the encoder's moments, as the VAE itself would."""
+    # diffusers takes seconds to import; only a real VAE needs it (the cache's tests use fakes).
     from diffusers.models.attention_processor import AttnProcessor2_0
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
@@ -83,8 +85,6 @@ class CachingProgress:
     UI's callback, at most one event a second (and the last one always)."""
 
     def __init__(self, total: int, progress: bool, callback: Callback | None):
-        from tqdm import tqdm  # a console dependency, only needed while caching
-
         self.total, self.done, self.callback = total, 0, callback
         self.bar = tqdm(total=total, desc="caching latents", unit="img", disable=not progress, dynamic_ncols=True)
         self.started = self.last_event = time.perf_counter()

@@ -3,11 +3,15 @@ tokens (k tokens); vector i copies token ⌊i·k/n⌋ (stretching when k < n, dr
 k > n); an empty init text gives zeros."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..errors import TIStudioError
 from ..models.components import Components
+from ..models.load import load_model
 from .embedding import Embedding, validate_name
+from .formats import FORMATS, save_embedding
 
 MAX_VECTORS = 75  # one 75-token chunk
 
@@ -45,3 +49,40 @@ def create_embedding(c: Components, name: str, init_text: str = "*", n_vectors: 
     return Embedding(name=name, vectors=vectors, step=0, sd_checkpoint=c.short_hash,
                      sd_checkpoint_name=c.name,
                      meta={"family": c.family.name, "init_text": init_text})
+
+
+def _free_paths(out_dir: str | Path, names: list[str], fmt: str, overwrite: bool) -> list[Path]:
+    if fmt not in FORMATS:
+        raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    paths = [Path(out_dir) / f"{n}{FORMATS[fmt][0]}" for n in names]
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise TIStudioError(f"{path} already exists; pass --overwrite to replace it or choose another name")
+    return paths
+
+
+def create_file(model: str | Components, name: str, init_text: str = "*", vectors: int = 1,
+                out_dir: str | Path = "embeddings", overwrite: bool = False, fmt: str = "a1111-pt") -> Path:
+    """Write OUT_DIR/NAME.pt (or .safetensors) initialised from `init_text`. Every cheap check comes
+    before the model loads, so a request that must fail never waits for one."""
+    validate_name(name)
+    check_vectors(vectors)
+    path, = _free_paths(out_dir, [name], fmt, overwrite)
+    c = load_model(model) if isinstance(model, str) else model
+    return save_embedding(create_embedding(c, name, init_text, vectors), path, fmt)
+
+
+def create_pair_files(model: str | Components, name: str, init_text: str = "*", vectors: int = 3,
+                      neg_init_text: str = "*", neg_vectors: int = 6, out_dir: str | Path = "embeddings",
+                      overwrite: bool = False, fmt: str = "a1111-pt") -> tuple[Path, Path]:
+    """Write DreamArtist's pair OUT_DIR/NAME and OUT_DIR/NAME-neg; the negative starts with Gaussian
+    noise (std 1e-3) so its vectors differ from the positive's. Both paths are checked first, so a
+    refusal never leaves half a pair."""
+    neg_name = validate_name(f"{validate_name(name)}-neg")
+    check_vectors(vectors)
+    check_vectors(neg_vectors, "--neg-vectors")
+    paths = _free_paths(out_dir, [name, neg_name], fmt, overwrite)
+    c = load_model(model) if isinstance(model, str) else model
+    pos = create_embedding(c, name, init_text, vectors)
+    neg = create_embedding(c, neg_name, neg_init_text, neg_vectors, noise_std=1e-3)
+    return save_embedding(pos, paths[0], fmt), save_embedding(neg, paths[1], fmt)

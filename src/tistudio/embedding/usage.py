@@ -7,7 +7,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from .inject import TriggerMatcher
+from ..models.triggers import TriggerMatcher
 
 _BRACKETED = re.compile(r"<[^<>\s]+>")
 _WORD = re.compile(r"[\w.\-]+")

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..embedding.inject import CHUNK, Chunk, TriggerMatcher
+from .triggers import CHUNK, Chunk, TriggerMatcher
 from .components import Components
 
 

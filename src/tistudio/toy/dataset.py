@@ -19,7 +19,7 @@ def render_concept(concept: Concept, n: int, out: str | Path, size: int = 32, se
     for i in range(n):
         scene = concept.scene(rng)
         path = out / f"{i:04d}.png"
-        write_with(path, lambda tmp: render(scene, size).save(tmp, format="PNG"))
+        write_with(path, lambda tmp, scene=scene: render(scene, size).save(tmp, format="PNG"))
         write_text(path.with_suffix(".txt"), scene.caption("a {}", with_colour=False, with_background=True))
         paths.append(path)
     return paths

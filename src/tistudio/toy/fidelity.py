@@ -21,8 +21,11 @@ import numpy as np
 import torch
 
 from ..atomic import write_text, write_with
+from ..embedding.create import create_file, create_pair_files
 from ..errors import TIStudioError
+from ..models.load import load_model
 from ..runs.folder import RunFolder
+from ..train.run import train
 from .concepts import Concept
 from .scenes import FRAMES
 
@@ -195,7 +198,6 @@ def run_fidelity(concept: Concept, settings: FidelitySettings, out: str | Path, 
 
 def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, progress: bool,
          log: Callable[[str], None], grid_columns: int) -> FidelityResult:
-    from .. import api
     from ..config import DreamArtistConfig, ModelConfig, TrainConfig
     from ..embedding.formats import load_embedding
     from . import default_model_path
@@ -206,17 +208,17 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
     model = str(model or default_model_path())
     log(f"rendering {s.images} images of {concept.spec!r} into {out / 'data'}")
     render_concept(concept, s.images, out / "data", size=32, seed=s.seed)
-    c = api.load_model(model)
+    c = load_model(model)
     if s.method == "hypernetwork":
         return _run_hypernetwork(concept, s, out, model, c, progress, log, grid_columns, started)
     emb_dir = out / "embeddings"
     log(f"creating {NAME!r} ({s.method}) from the init word {concept.init_word!r}")
     if s.method == "ti":
-        embedding = api.create_embedding(c, NAME, concept.init_word, s.vectors, emb_dir, overwrite=True)
+        embedding = create_file(c, NAME, concept.init_word, s.vectors, emb_dir, overwrite=True)
         negative = None
     else:
-        embedding, negative = api.create_dreamartist_pair(c, NAME, concept.init_word, s.vectors, "",
-                                                          s.neg_vectors, emb_dir, overwrite=True)
+        embedding, negative = create_pair_files(c, NAME, concept.init_word, s.vectors, "", s.neg_vectors,
+                                                emb_dir, overwrite=True)
     cfg = TrainConfig(model=ModelConfig(model), embedding=str(embedding), data=str(out / "data"),
                       method=s.method, log_dir=str(out / "runs"), template=s.template, lr=s.lr,
                       batch_size=s.batch_size, steps=s.steps, width=32, height=32, seed=s.seed,
@@ -225,7 +227,7 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
                       threads=s.threads, dreamartist=DreamArtistConfig(cfg=s.dreamartist_cfg))
     log(f"training {s.steps} steps (lr {s.lr}, {s.vectors} vector(s), template {s.template})")
     t0 = time.perf_counter()
-    result = api.train(cfg, components=c, progress=progress)
+    result = train(cfg, components=c, progress=progress)
     train_s = time.perf_counter() - t0
 
     vectors = {NAME: load_embedding(embedding).vectors}
@@ -268,13 +270,13 @@ def _report(concept: Concept, s: FidelitySettings, out: Path, result, train_s: f
 
 def _run_hypernetwork(concept: Concept, s: FidelitySettings, out: Path, model: str, c, progress: bool,
                       log: Callable[[str], None], grid_columns: int, started: float) -> FidelityResult:
-    from .. import api
     from ..config import ModelConfig, TrainConfig
     from ..hypernetwork import format as hn_format
     from ..hypernetwork.apply import applied
+    from ..hypernetwork.create import create_file as create_hypernetwork
 
     log(f"creating the hypernetwork {NAME!r} (A1111 defaults: 1, 2, 1, linear, N(0, 0.01))")
-    path = api.create_hypernetwork(c, NAME, out_dir=out / "hypernetworks", overwrite=True, seed=s.seed)
+    path = create_hypernetwork(c, NAME, out_dir=out / "hypernetworks", overwrite=True, seed=s.seed)
     cfg = TrainConfig(model=ModelConfig(model), method="hypernetwork", hypernetwork=str(path),
                       data=str(out / "data"), log_dir=str(out / "runs"), template=s.template, lr=s.lr,
                       batch_size=s.batch_size, steps=s.steps, width=32, height=32, seed=s.seed,
@@ -283,7 +285,7 @@ def _run_hypernetwork(concept: Concept, s: FidelitySettings, out: Path, model: s
                       preview_prompt=f"a photo of a {concept.init_word}", threads=s.threads)
     log(f"training {s.steps} steps (lr {s.lr}, template {s.template})")
     t0 = time.perf_counter()
-    result = api.train(cfg, components=c, progress=progress)
+    result = train(cfg, components=c, progress=progress)
     train_s = time.perf_counter() - t0
     log(f"drawing {s.samples} images of {concept.init_word!r} with the hypernetwork and {s.samples} without")
     opts = dict(steps=s.sampler_steps, guidance=s.guidance, progress=progress, seed=SAMPLE_SEED + s.seed)

@@ -8,7 +8,8 @@
 - Toy world (--eval-toy "COLOUR SHAPE"): the share of images, drawn as `tistudio bench fidelity`
   draws them (toy caption frames around NAME, DDIM at CFG 5), that the toy world's rule-based
   classifier reads as that colour and shape. Meaningful on the toy model (its
-  world is known); on any other model it measures nothing useful.
+  world is known); on any other model it measures nothing useful. It lives in toy/scorer.py and
+  registers itself (`register`), so training never imports the toy world.
 
 Images use the preview settings (--preview-steps, --preview-cfg, --preview-sampler, --preview-seed
 + i), so scores at different steps compare.
@@ -16,6 +17,7 @@ Images use the preview settings (--preview-steps, --preview-cfg, --preview-sampl
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -45,33 +47,6 @@ def generate_for_eval(s, prompts: list[str]) -> list:
     finally:
         s.c.vae.to(vae_device)
     return images
-
-
-class ToyScorer:
-    def __init__(self, s, spec: str):
-        from ..toy.concepts import parse_concept
-
-        self.concept = parse_concept(spec)
-
-    def __call__(self, s) -> dict[str, float]:
-        from ..toy.classifier import accuracy
-        from ..toy.fidelity import draw, sample_prompts
-
-        # The fidelity benchmark's own prompts and sampler (batched DDIM, fixed noise per image), so
-        # the numbers logged here and `tistudio bench fidelity` mean the same thing.
-        n = s.cfg.eval_samples
-        name = s.objective.embeddings[0].name
-        negative = getattr(s.objective, "negative", None)
-        negatives = [negative.name if negative is not None else ""] * n
-        vectors = {k: tuple(v.detach() for v in vs) for k, vs in s.objective.vectors().items()}
-        vae_device = next(s.c.vae.parameters()).device
-        s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decodes
-        try:
-            images = draw(s.c, sample_prompts(name, n), negatives, vectors, steps=s.cfg.preview_steps)
-        finally:
-            s.c.vae.to(vae_device)
-        acc = accuracy(images, [(self.concept.colour, self.concept.shape)] * n)
-        return {"toy_colour": acc["colour"], "toy_shape": acc["shape"], "toy_fidelity": acc["both"]}
 
 
 class ClipScorer:
@@ -142,11 +117,25 @@ class ClipScorer:
                 "clip_text": float((edited * texts).sum(dim=-1).mean())}
 
 
+# Scorers defined above this layer (the toy world's classifier) register themselves here:
+# config field -> factory(session, field value). Training never imports them.
+REGISTERED: dict[str, Callable] = {}
+
+
+def register(field: str, factory: Callable) -> None:
+    REGISTERED[field] = factory
+
+
 def scorers(s) -> list:
     """The fidelity scorers this run asked for (callables s -> {score name: value})."""
     out = []
     if s.cfg.eval_clip:
         out.append(ClipScorer(s, s.cfg.eval_clip))
-    if s.cfg.eval_toy:
-        out.append(ToyScorer(s, s.cfg.eval_toy))
+    for field in ("eval_toy",):
+        value = getattr(s.cfg, field)
+        if value and field not in REGISTERED:
+            raise TIStudioError(f"--{field.replace('_', '-')}: its scorer is not loaded; train through "
+                                "tistudio.api.train (or import tistudio.toy.scorer first)")
+        if value:
+            out.append(REGISTERED[field](s, value))
     return out

@@ -165,7 +165,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     stop = stop or StopToken()
     folder = resume
     if resume and train_state.resume_point(resume) is None:  # killed before its first save
-        callback(Message("info", f"--resume {resume}: no state.pt yet; starting from the beginning (step 0) in that folder"))
+        callback(Message("info", f"--resume {resume}: no state.pt yet; starting from the beginning (step 0) "
+                                 "in that folder"))
         resume = None
     # Cheap checks first (the embedding, a resume's state, the steps left, the output's folder), so a
     # run that cannot start says so before the model loads, and one with nothing to do writes nothing.
@@ -222,7 +223,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     c.vae.to(device)  # the VAE encodes in fp32 for the cache, then may leave the device
     apply_speed(c, speed)
     callback(Message("info", speed.summary()))
-    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision])
+    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
     cache = LatentCache.build(records, encode, width=width, height=height,
                               mode=cfg.latent_sampling, flip=cfg.flip, batch_size=speed.encode_batch,
                               seed=cfg.seed, progress=progress, callback=callback,

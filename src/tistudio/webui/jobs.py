@@ -12,7 +12,7 @@ from typing import Callable
 from .. import api
 from ..config import TrainConfig
 from ..errors import TIStudioError
-from ..events import Event, Finished, Message, Previewed, Progress, Saved, StopToken
+from ..events import Caching, Event, Finished, Message, Previewed, Progress, Saved, StopToken
 from ..runs.folder import RunFolder
 from ..runs.identity import folder_for
 
@@ -64,11 +64,13 @@ class JobView:
     error: str | None
     run_dir: str
     stopping: bool = False
+    caching: Caching | None = None     # latent caching before the first step
 
     @property
     def version(self) -> tuple:
         """Changes whenever something on the page would change."""
-        return (self.id, self.status, len(self.points), len(self.previews), len(self.messages))
+        return (self.id, self.status, len(self.points), len(self.previews), len(self.messages),
+                self.caching.done if self.caching else 0)
 
 
 @dataclass
@@ -87,6 +89,7 @@ class TrainingJob:
     messages: list = field(default_factory=list)
     finished: Finished | None = None
     error: str | None = None
+    caching: Caching | None = None
     started: float = field(default_factory=time.time)
     thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -105,12 +108,14 @@ class TrainingJob:
                 self.messages.append(event)
             elif isinstance(event, Finished):
                 self.finished = event
+            elif isinstance(event, Caching):
+                self.caching = event
 
     def view(self) -> JobView:
         with self._lock:
             return JobView(self.id, self.name, self.status, self.cfg, self.resume, tuple(self.points),
                            self.last, tuple(self.previews), tuple(self.saved), tuple(self.messages),
-                           self.finished, self.error, self.run_dir, self.stop.stopped)
+                           self.finished, self.error, self.run_dir, self.stop.stopped, self.caching)
 
 
 class JobRegistry:

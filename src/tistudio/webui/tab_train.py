@@ -29,6 +29,9 @@ def status_text(v: JobView | None) -> str:
         return head + f"failed: {v.error}"
     if v.last is None:
         state = "preparing (loading the model, caching latents)..." if v.status == "running" else v.status
+        if v.status == "running" and v.caching is not None:
+            c = v.caching
+            state = f"caching latents: **{c.done}/{c.total}** images | ETA {_eta(c.eta_seconds)}"
         return head + state
     p = v.last
     if v.status == "running":

@@ -26,7 +26,7 @@ from ...data.prompts import fill
 from ...models.components import Components
 from ...models.conditioning import PromptEncoder
 from ...models.denoiser import per_sample_mse, predict, predicted_x0
-from ..cfg_schedule import parse_cfg
+from ...cfg_schedule import parse_cfg
 from .base import MicroBatch, TrainableEmbedding
 
 # pixels(index, flip) -> [3, H, W] in [-1, 1] (data.latent_cache.LatentCache.pixels)

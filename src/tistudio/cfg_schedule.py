@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..errors import TIStudioError
+from .errors import TIStudioError
 
 CURVES = ("ln", "cos", "cos2")
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
