@@ -117,17 +117,19 @@ def check_steps_left(cfg: TrainConfig, name: str, start_step: int, resume: str |
 
 
 def _claim(cfg: TrainConfig, emb: Embedding, dist: Distributed, folder: str | None,
-           callback: Callback) -> tuple[TrainingFolder, RunLock | None]:
+           callback: Callback) -> tuple[TrainingFolder, RunLock | None, list[Path]]:
     """The run folder, locked, with its identity and config.toml written: `folder` (a resume's),
     else LOG_DIR/NAME, or NAME-2 … when LOG_DIR/NAME is another embedding's run (runs/identity.py).
-    config.toml comes first of all files, so a run killed at any later moment can be resumed."""
+    config.toml comes first of all files, so a run killed at any later moment can be resumed.
+    Also returns the folders made here (outermost first), for _unclaim."""
     if not dist.is_main:  # the others write a scratch copy (train/distributed.py)
-        return TrainingFolder(dist.run_root(Path(cfg.log_dir) / emb.name), emb.name), None
+        return TrainingFolder(dist.run_root(Path(cfg.log_dir) / emb.name), emb.name), None, []
     root = Path(folder) if folder else identity.choose(cfg.log_dir, emb.name, cfg.embedding)
     if root != Path(cfg.log_dir) / emb.name and not folder:
         owner = identity.read(RunFolder(Path(cfg.log_dir) / emb.name, emb.name)) or {}
         callback(Message("info", f"{Path(cfg.log_dir) / emb.name} is the run of another embedding named "
                                  f"{emb.name} ({owner.get('embedding', 'unknown file')}); this run goes to {root}"))
+    made = [p for p in (*reversed(root.parents), root) if not p.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # read-only or full disk: one line, not a traceback
@@ -141,7 +143,27 @@ def _claim(cfg: TrainConfig, emb: Embedding, dist: Distributed, folder: str | No
     except BaseException:
         lock.release()
         raise
-    return run, lock
+    return run, lock, made
+
+
+def _unclaim(run: TrainingFolder, lock: RunLock | None, made: list[Path]) -> None:
+    """Set-up failed before any training (a model that will not load, a size that cannot fit): the
+    folder is free again, and one this run made holds nothing of it, so a refused run leaves no
+    trace. An existing run's folder keeps everything."""
+    if lock is not None:
+        lock.release()
+    if not made:
+        return
+    for path in (run.config, run.identity, run.lock):
+        path.unlink(missing_ok=True)
+    for sub in run.root.iterdir():  # the empty embeddings/, images/ … the folder object made
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
+    for folder in reversed(made):
+        try:
+            folder.rmdir()  # only when empty: anything else written there stays
+        except OSError:
+            break
 
 
 def prepare(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
@@ -163,10 +185,13 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     device = pick_device(cfg.device)
     dist = Distributed.from_env(cfg.batch_size, device.type)
     device = dist.device(device)
-    run, lock = _claim(cfg, emb, dist, folder, callback)
+    run, lock, made = _claim(cfg, emb, dist, folder, callback)
     try:
         session = _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist)
-    except BaseException:  # the folder is free again for the next try
+    except Exception:  # refused before training: the folder is free again, and a new one is gone
+        _unclaim(run, lock, made)
+        raise
+    except BaseException:  # interrupted while loading or caching: config.toml stays for --resume
         if lock is not None:
             lock.release()
         raise
