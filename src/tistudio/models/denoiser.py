@@ -50,6 +50,25 @@ def per_sample_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     return err.mean(dim=(1, 2, 3))
 
 
+def per_sample_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                    kind: str = "mse", delta: float = 0.1) -> torch.Tensor:
+    """Per-sample loss [B] of the given kind, weighted and averaged as per_sample_mse: "mse" e²;
+    "l1" |e|; "huber" e²/(2δ) where |e| < δ and |e| − δ/2 beyond (PyTorch's smooth-L1 with beta δ):
+    quadratic for small errors, L1-like for outliers, with the tails' gradient independent of δ."""
+    if kind == "mse":
+        return per_sample_mse(pred, target, weight)
+    target = target.float()
+    if kind == "l1":
+        err = F.l1_loss(pred, target, reduction="none")
+    elif kind == "huber":
+        err = F.smooth_l1_loss(pred, target, reduction="none", beta=delta)
+    else:
+        raise ValueError(f"unknown loss {kind!r}")
+    if weight is not None:
+        err = err * weight
+    return err.mean(dim=(1, 2, 3))
+
+
 def predicted_x0(c: Components, noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x̂0 from the model output: eps-models x̂0 = (x_t − √(1−ᾱ)·ε)/√ᾱ; v-models x̂0 = √ᾱ·x_t − √(1−ᾱ)·v."""
     alpha = c.scheduler.alphas_cumprod.to(noisy.device)[t].view(-1, 1, 1, 1).float()
