@@ -331,3 +331,48 @@ def test_cli_bad_recipe_value_is_one_line(tmp_path, capsys):
                  "--timestep-range", "900:100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --timestep-range '900:100': write lo:hi with 0 <= lo < hi <= 1000, e.g. 200:800"]
+
+
+# -- create --init ----------------------------------------------------------------------------------
+from tistudio.embedding.create import init_vectors  # noqa: E402
+from tistudio.models.conditioning import PromptEncoder  # noqa: E402
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_cross_init_is_the_text_encoder_output_at_the_init_words(tiny_models, family):
+    c = tiny_models[family]
+    ids = c.tokenizer("red cat", add_special_tokens=False).input_ids
+    assert len(ids) == 2
+    context = PromptEncoder(c).encode(["red cat"]).context[0].detach()
+    vectors = init_vectors(c, "red cat", 3, "cross")
+    start = 0
+    for v, width in zip(vectors, c.widths):  # SDXL: CLIP-L's part of the context, then CLIP-G's
+        own = context[:, start:start + width]
+        assert v.shape == (3, width)
+        assert torch.equal(v, own[[1, 1, 2]])  # vector i <- token ⌊i·2/3⌋, after BOS
+        start += width
+    words = init_vectors(c, "red cat", 3)
+    assert not torch.allclose(vectors[0], words[0])
+
+
+def test_other_inits_and_their_errors(tiny_models):
+    c = tiny_models["sd1"]
+    assert torch.equal(init_vectors(c, "cat", 2, "zeros")[0], torch.zeros(2, c.widths[0]))
+    rnd = init_vectors(c, "", 4, "random", seed=3)[0]
+    median = float(c.text_encoders[0].get_input_embeddings().weight.norm(dim=1).median())
+    assert rnd.norm(dim=1).tolist() == pytest.approx([median] * 4, rel=1e-5)
+    assert torch.equal(rnd, init_vectors(c, "", 4, "random", seed=3)[0])
+    assert not torch.equal(rnd, init_vectors(c, "", 4, "random", seed=4)[0])
+    with pytest.raises(TIStudioError, match=r"^--init cross encodes the init text: give words with --init-text"):
+        init_vectors(c, "", 1, "cross")
+    with pytest.raises(TIStudioError, match=r"^--init middle: use words\|cross\|zeros\|random"):
+        init_vectors(c, "cat", 1, "middle")
+
+
+def test_cli_create_init_cross(tiny_model_dirs, tiny_models, tmp_path, capsys):
+    from tistudio.cli.main import main
+
+    assert main(["create", "tok", "--model", str(tiny_model_dirs["sd1"]), "--init", "cross", "--init-text", "cat",
+                 "--vectors", "2", "--out", str(tmp_path)]) == 0
+    emb = load_embedding(tmp_path / "tok.pt")
+    assert torch.allclose(emb.vectors[0], init_vectors(tiny_models["sd1"], "cat", 2, "cross")[0], atol=1e-5)

@@ -15,8 +15,10 @@ def load_model(path: str, family: str | None = None, prediction: str | None = No
 
 
 def create_embedding(model: str | Components, name: str, init_text: str = "*", vectors: int = 1,
-                     out_dir: str | Path = "embeddings", overwrite: bool = False, fmt: str = "a1111-pt") -> Path:
-    """Write OUT_DIR/NAME.pt (or .safetensors) initialised from `init_text`."""
+                     out_dir: str | Path = "embeddings", overwrite: bool = False, fmt: str = "a1111-pt",
+                     init: str = "words") -> Path:
+    """Write OUT_DIR/NAME.pt (or .safetensors) initialised from `init_text` (`init`: words | cross |
+    zeros | random, embedding/create.py)."""
     from .embedding.create import check_vectors, create_embedding as _create
     from .embedding.embedding import validate_name
     from .embedding.formats import FORMATS, save_embedding
@@ -29,12 +31,12 @@ def create_embedding(model: str | Components, name: str, init_text: str = "*", v
     if path.exists() and not overwrite:
         raise TIStudioError(f"{path} already exists; pass --overwrite to replace it or choose another name")
     c = load_model(model) if isinstance(model, str) else model
-    return save_embedding(_create(c, name, init_text, vectors), path, fmt)
+    return save_embedding(_create(c, name, init_text, vectors, init=init), path, fmt)
 
 
 def create_dreamartist_pair(model: str | Components, name: str, init_text: str = "*", vectors: int = 3,
                             neg_init_text: str = "*", neg_vectors: int = 6, out_dir: str | Path = "embeddings",
-                            overwrite: bool = False, fmt: str = "a1111-pt") -> tuple[Path, Path]:
+                            overwrite: bool = False, fmt: str = "a1111-pt", init: str = "words") -> tuple[Path, Path]:
     """Write DreamArtist's pair OUT_DIR/NAME and OUT_DIR/NAME-neg; the negative starts with Gaussian
     noise (std 1e-3) so its vectors differ from the positive's. Both paths are checked first, so a
     refusal never leaves half a pair."""
@@ -52,7 +54,7 @@ def create_dreamartist_pair(model: str | Components, name: str, init_text: str =
         if path.exists() and not overwrite:
             raise TIStudioError(f"{path} already exists; pass --overwrite to replace it or choose another name")
     c = load_model(model) if isinstance(model, str) else model
-    pos = _create(c, name, init_text, vectors)
+    pos = _create(c, name, init_text, vectors, init=init)  # the negative keeps A1111's start
     neg = _create(c, neg_name, neg_init_text, neg_vectors, noise_std=1e-3)
     return save_embedding(pos, paths[0], fmt), save_embedding(neg, paths[1], fmt)
 
