@@ -117,7 +117,7 @@ def test_init_reg_is_lambda_times_mean_squared_distance(tiny_models):
     assert r.regularizer(_Objective([emb])).item() == 0.0
     with torch.no_grad():
         emb.params[0].add_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
-    assert float(r.regularizer(_Objective([emb]))) == pytest.approx(0.5 * (1 + 4) / 2)
+    assert r.regularizer(_Objective([emb])).item() == pytest.approx(0.5 * (1 + 4) / 2)
 
 
 def test_norm_preserve_and_fixed_direction(tiny_models):
@@ -277,7 +277,7 @@ def _final(root):
 def test_ti_resumes_exactly_with_the_recipe(tiny_models, dataset, tmp_path):
     c = tiny_models["sd1"]
     path = api.create_embedding(c, "tok", "cat", 2, tmp_path / "emb")
-    kw = dict(recipe=MIX, lr="0.01", batch_size=2)
+    kw = dict(recipe=MIX, lr="0.01")
     train(quick_config(path, dataset, tmp_path / "a", steps=4, **kw), components=c, progress=False)
     _stopped_and_resumed(quick_config(path, dataset, tmp_path / "b", steps=4, **kw), c, tmp_path / "b")
     a, b = _final(tmp_path / "a"), _final(tmp_path / "b")
