@@ -37,6 +37,7 @@ OPTIONS = {
     "norm-preserve": ({"norm": "preserve"}, {}),
     "fixed-direction": ({"norm": "fixed-direction"}, {}),
     "init-reg": ({"init_reg": 0.01}, {}),
+    "init-reg-1e-4": ({"init_reg": 1e-4}, {}),  # learned vectors move far: 0.01 holds them at the init
     "cross-init": ({}, {"init": "cross"}),
     "zero-terminal-snr": ({"zero_terminal_snr": True}, {}),
 }

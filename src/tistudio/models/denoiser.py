@@ -10,10 +10,6 @@ from .components import Components
 from .conditioning import Conditioning
 
 
-def sample_timesteps(n: int, generator: torch.Generator, num_train_timesteps: int = 1000) -> torch.Tensor:
-    return torch.randint(0, num_train_timesteps, (n,), generator=generator)
-
-
 def noisy_and_target(c: Components, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
     noisy = c.scheduler.add_noise(latents, noise, t)
     target = noise if c.prediction == "epsilon" else c.scheduler.get_velocity(latents, noise, t)

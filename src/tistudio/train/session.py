@@ -191,8 +191,8 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     images, held_out = split_images(cfg, images)  # held-out validation images are never trained on
     records = make_records(images, width=width, height=height, factor=c.vae_factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
-    r = cfg.recipe
-    schedule = build_schedule(cfg.lr, cfg.steps, r.lr_scheduler, r.warmup_steps, r.lr_cycles)
+    rc = cfg.recipe
+    schedule = build_schedule(cfg.lr, cfg.steps, rc.lr_scheduler, rc.warmup_steps, rc.lr_cycles)
     for text in start_warnings(c, emb.name, [r.caption for r in records], schedule):
         callback(Message("warning", text))
     if cfg.grayscale_copies:
@@ -218,13 +218,13 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
 
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
-    optimizer = build_optimizer(r.optimizer, groups, device)
+    optimizer = build_optimizer(rc.optimizer, groups, device)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     start_step = emb.step
     if not resume:
         side_optim.restore(cfg.embedding, objective, optimizer, callback)
-    recipe = Recipe.build(r, c, objective, fresh=not resume)
-    if r.zero_terminal_snr and c.prediction == "epsilon":
+    recipe = Recipe.build(rc, c, objective, fresh=not resume)
+    if rc.zero_terminal_snr and c.prediction == "epsilon":
         callback(Message("warning", "--zero-terminal-snr on an epsilon model: at t=T the noise is the whole input, "
                                     "so that step teaches nothing; it is meant for v-prediction models"))
     decays = ema_decays(cfg, objective)
