@@ -1,17 +1,28 @@
 """The training recipe (train/recipe.py, docs/recipe.md): what each option computes, as numbers."""
+import csv
 import math
+import tomllib
 
 import pytest
 import torch
 
-from tistudio.config import RecipeConfig, TrainConfig
+from tistudio import api
+from tistudio.config import RecipeConfig, TrainConfig, dump_toml, from_dict
+from tistudio.embedding.create import init_vectors
+from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
+from tistudio.models.conditioning import PromptEncoder
 from tistudio.models.denoiser import per_sample_loss, per_sample_mse
 from tistudio.models.tiny import _scheduler
+from tistudio.train.loop import run_loop
 from tistudio.train.optimizers import build_optimizer
 from tistudio.train.recipe import (Recipe, SNR_FLOOR, draw_timesteps, snr, timestep_weight,
                                    zero_terminal_scheduler)
+from tistudio.train.run import train
 from tistudio.train.schedules import ShapedSchedule, build_schedule, parse_lr
+from tistudio.train.session import prepare
+
+from run_config import quick_config
 
 
 def test_losses_per_pixel_match_their_formulas():
@@ -219,15 +230,7 @@ def test_missing_optimizer_package_and_8bit_on_cpu_are_one_line(monkeypatch):
 
 
 # -- on the loop, with tiny models -------------------------------------------------------------------
-import csv  # noqa: E402
 
-from tistudio import api  # noqa: E402
-from tistudio.embedding.formats import load_embedding  # noqa: E402
-from tistudio.train.loop import run_loop  # noqa: E402
-from tistudio.train.run import train  # noqa: E402
-from tistudio.train.session import prepare  # noqa: E402
-
-from run_config import quick_config  # noqa: E402
 
 MIX = RecipeConfig(loss="huber", loss_weighting="min-snr", noise_offset=0.05, timestep_sampling="logit-normal",
                    timestep_range="100:900", optimizer="adafactor", lr_scheduler="cosine", warmup_steps=2,
@@ -322,6 +325,8 @@ def test_cli_flags_and_toml_fill_the_recipe_section(tmp_path):
             r.warmup_steps, r.lr_scheduler) == ("huber", 2.0, "min-snr", "lion", "0:500", "preserve", True, 10,
                                                 "cosine")
     assert option_name("recipe.init_reg") == "--init-reg"
+    cfg = build_config(args)
+    assert from_dict(TrainConfig, tomllib.loads(dump_toml(cfg))) == cfg  # config.toml keeps the section
 
 
 def test_cli_bad_recipe_value_is_one_line(tmp_path, capsys):
@@ -334,8 +339,6 @@ def test_cli_bad_recipe_value_is_one_line(tmp_path, capsys):
 
 
 # -- create --init ----------------------------------------------------------------------------------
-from tistudio.embedding.create import init_vectors  # noqa: E402
-from tistudio.models.conditioning import PromptEncoder  # noqa: E402
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])

@@ -103,7 +103,7 @@ class RecipeConfig:
     timestep_range: str = "0:1000"    # half-open range of training timesteps
     timestep_sampling: str = "uniform"  # uniform | logit-normal (SD3's: sigmoid of N(0,1)) over the range
     optimizer: str = "adamw"          # adamw | adafactor | prodigy | lion | adamw8bit
-    lr_scheduler: str = "step-grammar"  # step-grammar (--lr's A1111 grammar) | constant | cosine | cosine-restarts | linear
+    lr_scheduler: str = "step-grammar"  # step-grammar (--lr's grammar) | constant | cosine | cosine-restarts | linear
     lr_cycles: int = 3                # cosine-restarts: number of cosine cycles
     warmup_steps: int = 0             # linear warm-up from 0 over this many steps, on any scheduler
     norm: str = "none"                # none | preserve (rescale to the vocabulary median) | fixed-direction (DTI)

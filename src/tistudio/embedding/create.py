@@ -73,4 +73,5 @@ def create_embedding(c: Components, name: str, init_text: str = "*", n_vectors: 
         vectors = tuple(v + noise_std * torch.randn(v.shape, generator=gen) for v in vectors)
     return Embedding(name=name, vectors=vectors, step=0, sd_checkpoint=c.short_hash,
                      sd_checkpoint_name=c.name,
-                     meta={"family": c.family.name, "init_text": init_text, **({"init": init} if init != "words" else {})})
+                     meta={"family": c.family.name, "init_text": init_text,
+                           **({"init": init} if init != "words" else {})})

@@ -28,7 +28,8 @@ P2_K, P2_GAMMA = 1.0, 1.0  # Choi et al. 2022 (P2 weighting): 1/(k + SNR)^γ wit
 def zero_terminal_scheduler(scheduler):
     """A copy of the training scheduler with betas rescaled so ᾱ_T = 0 (Lin et al. 2023, "Common
     Diffusion Noise Schedules and Sample Steps are Flawed"); the model's own object is not touched."""
-    return type(scheduler).from_config(scheduler.config, rescale_betas_zero_snr=True)  # a keyword: a dict key loses to the stored False
+    # A keyword, not a key in the config dict: the stored config's False would win over the key.
+    return type(scheduler).from_config(scheduler.config, rescale_betas_zero_snr=True)
 
 
 def snr(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
