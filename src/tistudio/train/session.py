@@ -31,7 +31,9 @@ from .ema import EMA
 from .guards import NumericGuard
 from .objectives.select import build_objective, ema_decays
 from .outputs import TrainingFolder
-from .schedules import LRSchedule, parse_lr
+from .optimizers import build_optimizer
+from .recipe import Recipe
+from .schedules import LRSchedule, ShapedSchedule, build_schedule
 from .evaluation import hooks_for
 from .validation import held_out_cache, split_images
 from .distributed import Distributed
@@ -49,7 +51,7 @@ class Session:
     prompts: PromptSampler
     optimizer: torch.optim.Optimizer
     scaler: object | None
-    schedule: LRSchedule
+    schedule: LRSchedule | ShapedSchedule
     run: TrainingFolder
     device: torch.device
     start_step: int
@@ -66,6 +68,7 @@ class Session:
     dist: Distributed = field(default_factory=Distributed)   # this process's share (train/distributed.py)
     guard: NumericGuard = field(default_factory=NumericGuard)   # non-finite steps (train/guards.py)
     lock: RunLock | None = None   # held on the run folder until train() ends (runs/lock.py)
+    recipe: Recipe | None = None   # timesteps, noise, loss weights, norm control (train/recipe.py)
 
 
 def pick_device(name: str) -> torch.device:
@@ -214,7 +217,8 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     images, held_out = split_images(cfg, images)  # held-out validation images are never trained on
     records = make_records(images, width=width, height=height, factor=c.vae_factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
-    schedule = parse_lr(cfg.lr, cfg.steps)
+    rc = cfg.recipe
+    schedule = build_schedule(cfg.lr, cfg.steps, rc.lr_scheduler, rc.warmup_steps, rc.lr_cycles)
     for text in start_warnings(c, emb.name, [r.caption for r in records], schedule):
         callback(Message("warning", text))
     if cfg.grayscale_copies:
@@ -240,12 +244,15 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
 
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
-    # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
-    optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
+    optimizer = build_optimizer(rc.optimizer, groups, device)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     start_step = emb.step
     if not resume:
         side_optim.restore(cfg.embedding, objective, optimizer, callback)
+    recipe = Recipe.build(rc, c, objective, fresh=not resume)
+    if rc.zero_terminal_snr and c.prediction == "epsilon":
+        callback(Message("warning", "--zero-terminal-snr on an epsilon model: at t=T the noise is the whole input, "
+                                    "so that step teaches nothing; it is meant for v-prediction models"))
     decays = ema_decays(cfg, objective)
     ema = EMA(objective.embeddings, decays, cfg.ema_replace_every) if decays else None
     if resume:
@@ -257,6 +264,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
             group["lr_weight"] = e.lr_weight  # this run's --neg-lr-weight, not the saved one
         if ema is not None:
             ema.load_state_dict(saved.get("extra", {}).get("ema", {}), f"--resume {resume}")
+        recipe.load_state_dict(saved.get("extra", {}).get("recipe", {}), device)
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         train_state.restore_rngs(saved)
@@ -268,7 +276,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
                    optimizer=optimizer, scaler=scaler, schedule=schedule, run=run,
                    device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
-                   speed=speed, dist=dist)
+                   speed=speed, dist=dist, recipe=recipe)
     if resume:
         session.guard.load_state_dict(saved.get("extra", {}).get("guard", {}))
     session.hooks.extend(hooks_for(session, val_cache, resumed=bool(resume)))

@@ -3,10 +3,12 @@ step batch the loop prepares."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
 from ...embedding.embedding import Embedding
+from ...models.denoiser import per_sample_mse
 
 
 class TrainableEmbedding:
@@ -42,3 +44,5 @@ class MicroBatch:
     indices: list[int]
     flips: list[bool]
     pixel_size: tuple[int, int]    # (height, width)
+    # (pred, target, weights) -> per-sample loss [B]: the recipe's --loss (train/recipe.py)
+    criterion: Callable = per_sample_mse
