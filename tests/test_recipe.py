@@ -19,7 +19,7 @@ from tistudio.train.optimizers import build_optimizer
 from tistudio.train.recipe import (Recipe, SNR_FLOOR, draw_timesteps, snr, timestep_weight,
                                    zero_terminal_scheduler)
 from tistudio.train.run import train
-from tistudio.train.schedules import ShapedSchedule, build_schedule, parse_lr
+from tistudio.schedules import ShapedSchedule, build_schedule, parse_lr
 from tistudio.train.session import prepare
 
 from run_config import quick_config

@@ -12,6 +12,7 @@ from typing import Any
 
 from .cfg_schedule import parse_cfg
 from .errors import TIStudioError
+from .schedules import build_schedule
 
 PROFILES = ("low-memory", "balanced", "fast")   # what each chooses: train/speed.py
 ATTENTION = ("sdpa", "xformers", "classic")
@@ -215,8 +216,6 @@ class TrainConfig:
         _check_monitoring(self)
         _check(self.method in METHODS, f"--method {self.method}: use {'|'.join(METHODS)}")
         if self.recipe.lr_scheduler != "step-grammar":
-            from .train.schedules import build_schedule  # stdlib-only module: the --lr grammar
-
             build_schedule(self.lr, self.steps, self.recipe.lr_scheduler)
         _check(0 <= self.ema < 1, f"--ema {self.ema}: use 0 (off) to <1, e.g. 0.97")
         _check(self.ema_replace_every >= 0, f"--ema-replace-every {self.ema_replace_every}: use 0 (off) or more")

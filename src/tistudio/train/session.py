@@ -33,7 +33,7 @@ from .objectives.select import build_objective, ema_decays
 from .outputs import TrainingFolder
 from .optimizers import build_optimizer
 from .recipe import Recipe
-from .schedules import LRSchedule, ShapedSchedule, build_schedule
+from ..schedules import LRSchedule, ShapedSchedule, build_schedule
 from .evaluation import hooks_for
 from .validation import held_out_cache, split_images
 from .distributed import Distributed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import TIStudioError
+from .errors import TIStudioError
 
 
 @dataclass(frozen=True)
