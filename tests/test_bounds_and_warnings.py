@@ -15,7 +15,7 @@ from tistudio.events import Message
 from tistudio.models.footprint import floor_bytes
 from tistudio.train.advice import lr_warning
 from tistudio.train.run import train
-from tistudio.train.schedules import parse_lr
+from tistudio.schedules import parse_lr
 
 
 def one_line_error(capsys, code) -> str:

@@ -126,7 +126,7 @@ def test_inspect_names_the_toy_models_family(toy_model_dir, tmp_path, capsys):
 
 def test_interrupted_training_exits_130(tiny_model_dirs, emb, dataset, tmp_path, monkeypatch, capsys):
     """One Ctrl-C saves and stops; the status says it was interrupted, as a second Ctrl-C's does."""
-    import tistudio.train.run as run_module
+    import tistudio.api as run_module  # the CLI trains through the API
 
     monkeypatch.setattr(run_module, "train", lambda cfg, **kw: TrainResult(3, "interrupted", ["x.pt"], 0.1, "runs/tok"))
     assert main(train_args(tiny_model_dirs["sd1"], emb, dataset, tmp_path)) == 130

@@ -187,10 +187,20 @@ def test_a_run_killed_before_its_first_snapshot_resumes_from_step_0(tiny_models,
     assert any("no state.pt yet; starting from the beginning (step 0) in that folder" in m for m in messages)
 
 
-def test_config_toml_is_written_before_the_model_loads(dataset, emb, tmp_path):
-    """So a run killed while loading or caching leaves a folder that --resume accepts."""
+def test_config_toml_is_written_before_the_model_loads(dataset, emb, tmp_path, monkeypatch):
+    """So a run interrupted while loading or caching leaves a folder that --resume accepts, while a
+    run refused during set-up (here: no model) leaves no folder at all."""
+    import tistudio.train.session as session
+
     cfg = quick_config(emb, dataset, tmp_path, steps=2, model=NO_MODEL_CFG)
     with pytest.raises(TIStudioError):
+        train(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(session, "load_components", interrupted)
+    with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
     run = tmp_path / "runs" / "tok"
     assert (run / "config.toml").is_file() and (run / "run.json").is_file() and not (run / ".lock").exists()

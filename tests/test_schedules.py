@@ -1,7 +1,7 @@
 import pytest
 
 from tistudio.errors import TIStudioError
-from tistudio.train.schedules import parse_lr
+from tistudio.schedules import parse_lr
 
 
 def rates(text, max_steps, steps):

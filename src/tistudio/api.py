@@ -15,20 +15,23 @@ def load_model(path: str, family: str | None = None, prediction: str | None = No
 
 
 def create_embedding(model: str | Components, name: str, init_text: str = "*", vectors: int = 1,
-                     out_dir: str | Path = "embeddings", overwrite: bool = False, fmt: str = "a1111-pt") -> Path:
-    """Write OUT_DIR/NAME.pt (or .safetensors) initialised from `init_text`."""
+                     out_dir: str | Path = "embeddings", overwrite: bool = False, fmt: str = "a1111-pt",
+                     init: str = "words") -> Path:
+    """Write OUT_DIR/NAME.pt (or .safetensors) initialised from `init_text` (`init`: words | cross |
+    zeros | random, embedding/create.py)."""
     from .embedding.create import create_file
 
-    return create_file(model, name, init_text, vectors, out_dir, overwrite, fmt)
+    return create_file(model, name, init_text, vectors, out_dir, overwrite, fmt, init)
 
 
 def create_dreamartist_pair(model: str | Components, name: str, init_text: str = "*", vectors: int = 3,
                             neg_init_text: str = "*", neg_vectors: int = 6, out_dir: str | Path = "embeddings",
-                            overwrite: bool = False, fmt: str = "a1111-pt") -> tuple[Path, Path]:
+                            overwrite: bool = False, fmt: str = "a1111-pt", init: str = "words") -> tuple[Path, Path]:
     """Write DreamArtist's pair OUT_DIR/NAME and OUT_DIR/NAME-neg (embedding/create.py)."""
     from .embedding.create import create_pair_files
 
-    return create_pair_files(model, name, init_text, vectors, neg_init_text, neg_vectors, out_dir, overwrite, fmt)
+    return create_pair_files(model, name, init_text, vectors, neg_init_text, neg_vectors, out_dir, overwrite, fmt,
+                             init)
 
 
 def train(cfg, components: Components | None = None, callback=None, stop=None, progress: bool = True,

@@ -12,6 +12,7 @@ from typing import Any
 
 from .cfg_schedule import parse_cfg
 from .errors import TIStudioError
+from .schedules import build_schedule
 
 PROFILES = ("low-memory", "balanced", "fast")   # what each chooses: train/speed.py
 ATTENTION = ("sdpa", "xformers", "classic")
@@ -67,6 +68,62 @@ class DreamArtistConfig:
         _check(self.rec_timestep_weight in REC_TIMESTEP_WEIGHTS,
                f"--rec-timestep-weight {self.rec_timestep_weight}: use {'|'.join(REC_TIMESTEP_WEIGHTS)}")
         _check(self.ema_neg is None or 0 <= self.ema_neg < 1, f"--ema-neg {self.ema_neg}: use 0 (off) to <1, e.g. 0.97")
+
+
+LOSSES = ("mse", "huber", "l1")
+LOSS_WEIGHTINGS = ("none", "min-snr", "debiased", "p2")
+TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
+OPTIMIZERS = ("adamw", "adafactor", "prodigy", "lion", "adamw8bit")
+LR_SCHEDULERS = ("step-grammar", "constant", "cosine", "cosine-restarts", "linear")
+NORMS = ("none", "preserve", "fixed-direction")
+
+
+def timestep_bounds(text: str) -> tuple[int, int]:
+    """"lo:hi" -> (lo, hi), the half-open range of training timesteps (0:1000 = all of them)."""
+    lo, sep, hi = str(text).partition(":")
+    try:
+        bounds = (int(lo), int(hi))
+    except ValueError:
+        bounds = None
+    _check(bool(sep) and bounds is not None and 0 <= bounds[0] < bounds[1] <= 1000,
+           f"--timestep-range {text!r}: write lo:hi with 0 <= lo < hi <= 1000, e.g. 200:800")
+    return bounds
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """The training recipe beyond A1111's (docs/recipe.md): loss, its timestep weighting, noise and
+    timestep draws, optimizer, schedule shape and norm control. Every default is A1111's behaviour,
+    so a run without a [recipe] section trains exactly as before."""
+
+    loss: str = "mse"                 # mse | huber | l1, per latent pixel
+    huber_delta: float = 0.1          # Huber: quadratic below this error, linear above (kohya's huber_c)
+    loss_weighting: str = "none"      # none | min-snr | debiased | p2: weight per sample from SNR(t)
+    snr_gamma: float = 5.0            # min-snr: weights capped at min(SNR, γ)/SNR (invoke-training's TI default)
+    noise_offset: float = 0.0         # add offset·N(0,1) per sample and channel to the noise (darker/brighter images)
+    zero_terminal_snr: bool = False   # rescale betas so SNR(T) = 0 (Lin et al. 2023); meant for v-prediction
+    timestep_range: str = "0:1000"    # half-open range of training timesteps
+    timestep_sampling: str = "uniform"  # uniform | logit-normal (SD3's: sigmoid of N(0,1)) over the range
+    optimizer: str = "adamw"          # adamw | adafactor | prodigy | lion | adamw8bit
+    lr_scheduler: str = "step-grammar"  # step-grammar (--lr's grammar) | constant | cosine | cosine-restarts | linear
+    lr_cycles: int = 3                # cosine-restarts: number of cosine cycles
+    warmup_steps: int = 0             # linear warm-up from 0 over this many steps, on any scheduler
+    norm: str = "none"                # none | preserve (rescale to the vocabulary median) | fixed-direction (DTI)
+    init_reg: float = 0.0             # λ of the L2 pull toward the vectors the run started from
+
+    def __post_init__(self):
+        for opt, value, allowed in (("--loss", self.loss, LOSSES), ("--loss-weighting", self.loss_weighting,
+                                    LOSS_WEIGHTINGS), ("--timestep-sampling", self.timestep_sampling,
+                                    TIMESTEP_SAMPLINGS), ("--optimizer", self.optimizer, OPTIMIZERS),
+                                    ("--lr-scheduler", self.lr_scheduler, LR_SCHEDULERS), ("--norm", self.norm, NORMS)):
+            _check(value in allowed, f"{opt} {value}: use {'|'.join(allowed)}")
+        _check(self.huber_delta > 0, f"--huber-delta {self.huber_delta}: use a positive number, e.g. 0.1")
+        _check(self.snr_gamma > 0, f"--snr-gamma {self.snr_gamma}: use a positive number, e.g. 5")
+        _check(self.noise_offset >= 0, f"--noise-offset {self.noise_offset}: use 0 (off) or more, e.g. 0.05")
+        timestep_bounds(self.timestep_range)
+        _check(self.lr_cycles >= 1, f"--lr-cycles {self.lr_cycles}: must be at least 1")
+        _check(self.warmup_steps >= 0, f"--warmup-steps {self.warmup_steps}: use 0 (off) or more")
+        _check(self.init_reg >= 0, f"--init-reg {self.init_reg}: use 0 (off) or more, e.g. 0.01")
 
 
 @dataclass(frozen=True)
@@ -132,6 +189,7 @@ class TrainConfig:
     eval_toy: str | None = None       # toy-world concept ("teal star"): classifier fidelity
     eval_samples: int = 4             # images generated per evaluation for --eval-clip/--eval-toy
     dreamartist: DreamArtistConfig = DreamArtistConfig()
+    recipe: RecipeConfig = RecipeConfig()   # loss, timesteps, optimizer, schedule shape, norm control
     ema: float = 0.0                  # EMA decay of the vectors (0 = off; the guide suggests 0.97)
     ema_replace_every: int = 0        # copy the EMA into the live vectors every N steps (reference)
     grayscale_copies: bool = False    # add a greyscale copy of every image (captioned "monochrome")
@@ -163,6 +221,8 @@ class TrainConfig:
         _check(self.save_every >= 0 and self.preview_every >= 0, "--save-every/--preview-every: use 0 (off) or more")
         _check_monitoring(self)
         _check(self.method in METHODS, f"--method {self.method}: use {'|'.join(METHODS)}")
+        if self.recipe.lr_scheduler != "step-grammar":
+            build_schedule(self.lr, self.steps, self.recipe.lr_scheduler)
         _check(0 <= self.ema < 1, f"--ema {self.ema}: use 0 (off) to <1, e.g. 0.97")
         _check(self.ema_replace_every >= 0, f"--ema-replace-every {self.ema_replace_every}: use 0 (off) or more")
         _check(self.keep_last >= 0, f"--keep-last {self.keep_last}: use 0 (keep all) or more")
@@ -250,7 +310,7 @@ def not_resumable(diff: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]
 def merge(base: dict, given: dict) -> dict:
     """Options `given` (e.g. on the command line) over `base` (a TOML file or a run's config),
     nested sections merged field by field."""
-    nested = {k: {**base.get(k, {}), **given.get(k, {})} for k in ("model", "dreamartist")}
+    nested = {k: {**base.get(k, {}), **given.get(k, {})} for k in ("model", "dreamartist", "recipe")}
     return {**base, **given, **nested}
 
 

@@ -14,6 +14,10 @@ def register(sub) -> None:
     p.add_argument("--family", choices=["sd1", "sd2", "sdxl"], help="override the detected model family")
     p.add_argument("--init-text", default="*", help="words to start from, e.g. '1girl' or 'painting' "
                    "(default '*'; empty gives zero vectors)")
+    p.add_argument("--init", choices=["words", "cross", "zeros", "random"], default="words",
+                   help="words: copy the init text's token embeddings (default, A1111); cross: the text "
+                   "encoder's output for them (Cross Initialization, docs/recipe.md); zeros; random "
+                   "directions at the vocabulary's median norm")
     p.add_argument("--vectors", type=int, default=None,
                    help="vectors per token, 1-75 (default 1; 3 with --method dreamartist)")
     p.add_argument("--method", choices=["ti", "dreamartist"], default="ti",
@@ -51,10 +55,11 @@ def run(args) -> int:
     if args.method == "dreamartist":
         vectors = 3 if args.vectors is None else args.vectors
         pos, neg = api.create_dreamartist_pair(c, args.name, args.init_text, vectors, args.neg_init_text,
-                                               args.neg_vectors, args.out, args.overwrite, args.fmt)
+                                               args.neg_vectors, args.out, args.overwrite, args.fmt, args.init)
         print(f"created {pos} ({vectors} vector(s)) and {neg} ({args.neg_vectors} vector(s)), {c.family.name}")
         return 0
     args.vectors = 1 if args.vectors is None else args.vectors
-    path = api.create_embedding(c, args.name, args.init_text, args.vectors, args.out, args.overwrite, args.fmt)
+    path = api.create_embedding(c, args.name, args.init_text, args.vectors, args.out, args.overwrite, args.fmt,
+                                args.init)
     print(f"created {path} ({args.vectors} vector(s), {c.family.name}, init text {args.init_text!r})")
     return 0

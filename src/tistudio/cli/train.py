@@ -94,6 +94,26 @@ DREAMARTIST_OPTIONS = {
     "--rec-timestep-weight": ("rec_timestep_weight", str, "none | alpha: scale reconstruction by the signal share"),
     "--ema-neg": ("ema_neg", float, "EMA decay of the negative embedding (default: --ema)"),
 }
+# The training recipe (docs/recipe.md), nested under [recipe] in TOML files.
+RECIPE_OPTIONS = {
+    "--loss": ("loss", str, "mse (default) | huber | l1: the per-pixel loss"),
+    "--huber-delta": ("huber_delta", float, "Huber loss: quadratic below this error, L1 above (default 0.1)"),
+    "--loss-weighting": ("loss_weighting", str, "none (default) | min-snr | debiased | p2: weight samples by SNR(t)"),
+    "--snr-gamma": ("snr_gamma", float, "min-snr: cap at min(SNR, gamma)/SNR (default 5)"),
+    "--noise-offset": ("noise_offset", float, "offset noise per channel, e.g. 0.05 (default 0 = off)"),
+    "--zero-terminal-snr": ("zero_terminal_snr", None, "rescale betas so the last timestep is pure noise "
+                            "(for v-prediction models)"),
+    "--timestep-range": ("timestep_range", str, "train on timesteps lo:hi only (default 0:1000)"),
+    "--timestep-sampling": ("timestep_sampling", str, "uniform (default) | logit-normal (favours mid timesteps)"),
+    "--optimizer": ("optimizer", str, "adamw (default) | adafactor | prodigy (use --lr 1) | lion | adamw8bit (CUDA)"),
+    "--lr-scheduler": ("lr_scheduler", str, "step-grammar (default: --lr's schedule) | constant | cosine | "
+                       "cosine-restarts | linear (on a single --lr rate)"),
+    "--lr-cycles": ("lr_cycles", int, "cosine-restarts: number of cycles (default 3)"),
+    "--warmup-steps": ("warmup_steps", int, "linear learning-rate warm-up over N steps (default 0)"),
+    "--norm": ("norm", str, "none (default) | preserve (vectors at the vocabulary median norm) | "
+               "fixed-direction (DTI: only the direction trains)"),
+    "--init-reg": ("init_reg", float, "L2 pull toward the start vectors with this weight, e.g. 0.01 (default 0)"),
+}
 MODEL_OPTIONS = {
     "--model": ("model", str, "diffusers folder or .safetensors/.ckpt checkpoint"),
     "--family": ("family", str, "sd1 | sd2 | sdxl (default: detected)"),
@@ -122,6 +142,7 @@ def register(sub) -> None:
     _add(p, MODEL_OPTIONS)
     _add(p, OPTIONS)
     _add(p, DREAMARTIST_OPTIONS)
+    _add(p, RECIPE_OPTIONS)
     p.add_argument("--format", dest="formats", action="append", default=None,
                    choices=["a1111-pt", "a1111-png", "safetensors", "diffusers"],
                    help="output format (repeatable; default a1111-pt and safetensors)")
@@ -144,6 +165,9 @@ def overrides_from(args) -> dict:
                    if getattr(args, dest) is not None}
     if dreamartist:
         given["dreamartist"] = dreamartist
+    recipe = {dest: getattr(args, dest) for dest, _, _ in RECIPE_OPTIONS.values() if getattr(args, dest) is not None}
+    if recipe:
+        given["recipe"] = recipe
     if given.get("hypernetwork"):
         given.setdefault("method", "hypernetwork")
     return given
@@ -152,7 +176,7 @@ def overrides_from(args) -> dict:
 def option_name(field: str) -> str:
     """The flag of a config field ("dreamartist.cfg" -> "--cfg"), for messages."""
     section, _, name = field.rpartition(".")
-    table = {"model": MODEL_OPTIONS, "dreamartist": DREAMARTIST_OPTIONS}.get(section, OPTIONS)
+    table = {"model": MODEL_OPTIONS, "dreamartist": DREAMARTIST_OPTIONS, "recipe": RECIPE_OPTIONS}.get(section, OPTIONS)
     if field == "formats":
         return "--format"
     return next((flag for flag, (dest, _, _) in table.items() if dest == name), f"--{name.replace('_', '-')}")

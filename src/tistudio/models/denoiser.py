@@ -10,10 +10,6 @@ from .components import Components
 from .conditioning import Conditioning
 
 
-def sample_timesteps(n: int, generator: torch.Generator, num_train_timesteps: int = 1000) -> torch.Tensor:
-    return torch.randint(0, num_train_timesteps, (n,), generator=generator)
-
-
 def noisy_and_target(c: Components, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
     noisy = c.scheduler.add_noise(latents, noise, t)
     target = noise if c.prediction == "epsilon" else c.scheduler.get_velocity(latents, noise, t)
@@ -45,6 +41,25 @@ def per_sample_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     """Mean squared error per sample [B]; `weight` [B,1,h,w] scales each latent pixel (attention or
     alpha maps) and the mean is taken over the weighted pixels."""
     err = F.mse_loss(pred, target.float(), reduction="none")
+    if weight is not None:
+        err = err * weight
+    return err.mean(dim=(1, 2, 3))
+
+
+def per_sample_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                    kind: str = "mse", delta: float = 0.1) -> torch.Tensor:
+    """Per-sample loss [B] of the given kind, weighted and averaged as per_sample_mse: "mse" e²;
+    "l1" |e|; "huber" e²/(2δ) where |e| < δ and |e| − δ/2 beyond (PyTorch's smooth-L1 with beta δ):
+    quadratic for small errors, L1-like for outliers, with the tails' gradient independent of δ."""
+    if kind == "mse":
+        return per_sample_mse(pred, target, weight)
+    target = target.float()
+    if kind == "l1":
+        err = F.l1_loss(pred, target, reduction="none")
+    elif kind == "huber":
+        err = F.smooth_l1_loss(pred, target, reduction="none", beta=delta)
+    else:
+        raise ValueError(f"unknown loss {kind!r}")
     if weight is not None:
         err = err * weight
     return err.mean(dim=(1, 2, 3))

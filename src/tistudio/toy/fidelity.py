@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_text, write_with
+from ..config import RecipeConfig
 from ..embedding.create import create_file, create_pair_files
 from ..errors import TIStudioError
 from ..models.load import load_model
@@ -59,6 +60,10 @@ class FidelitySettings:
     seed: int = 0
     preview_every: int = 0           # 0: no previews (the demo asks for some)
     threads: int = 1                 # on shared cores one thread beats two (docs/toy.md)
+    recipe: RecipeConfig = RecipeConfig()  # the training recipe (docs/recipe.md; bench/recipe_sweep.py)
+    init: str = "words"              # how `create` starts the vectors (words | cross | zeros | random)
+    eval_every: int = 0              # score fidelity every N steps during training (RUN/evaluations.csv), 0 = off
+    eval_samples: int = 16           # images per such score
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -214,17 +219,19 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
     emb_dir = out / "embeddings"
     log(f"creating {NAME!r} ({s.method}) from the init word {concept.init_word!r}")
     if s.method == "ti":
-        embedding = create_file(c, NAME, concept.init_word, s.vectors, emb_dir, overwrite=True)
+        embedding = create_file(c, NAME, concept.init_word, s.vectors, emb_dir, overwrite=True, init=s.init)
         negative = None
     else:
         embedding, negative = create_pair_files(c, NAME, concept.init_word, s.vectors, "", s.neg_vectors,
-                                                emb_dir, overwrite=True)
+                                                emb_dir, overwrite=True, init=s.init)
     cfg = TrainConfig(model=ModelConfig(model), embedding=str(embedding), data=str(out / "data"),
                       method=s.method, log_dir=str(out / "runs"), template=s.template, lr=s.lr,
                       batch_size=s.batch_size, steps=s.steps, width=32, height=32, seed=s.seed,
                       save_every=0, preview_every=s.preview_every, preview_steps=s.sampler_steps,
                       preview_cfg=s.guidance, preview_sampler="ddim", preview_prompt=f"a photo of a {NAME}",
-                      threads=s.threads, dreamartist=DreamArtistConfig(cfg=s.dreamartist_cfg))
+                      threads=s.threads, dreamartist=DreamArtistConfig(cfg=s.dreamartist_cfg), recipe=s.recipe,
+                      val_every=s.eval_every, eval_toy=concept.spec if s.eval_every else None,
+                      eval_samples=s.eval_samples)
     log(f"training {s.steps} steps (lr {s.lr}, {s.vectors} vector(s), template {s.template})")
     t0 = time.perf_counter()
     result = train(cfg, components=c, progress=progress)

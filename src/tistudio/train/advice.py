@@ -8,7 +8,7 @@ import math
 from ..data.captions import name_in_text
 from ..embedding.usage import vocabulary_warning, vocabulary_word
 from .health import vocabulary_medians
-from .schedules import LRSchedule
+from ..schedules import LRSchedule
 
 # Adam moves every coordinate by about lr per step, so a vector by about lr * sqrt(width). Above
 # this multiple of the vocabulary's median token norm, a single step outweighs any real word (the

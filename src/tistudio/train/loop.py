@@ -12,7 +12,7 @@ import torch
 from ..data.batches import batch_at
 from ..events import Message, Progress, Saved
 from ..hypernetwork.model import Hypernetwork
-from ..models.denoiser import noisy_and_target, sample_timesteps
+from ..models.denoiser import noisy_and_target
 from ..rng import torch_generator
 from . import state as train_state
 from .ema import output_vectors
@@ -43,9 +43,10 @@ def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
         latent = s.cache.get([index], [flip], gen) * c.vae_scale
         latents.append(latent)
         noise.append(torch.randn(latent.shape, generator=gen))
-        t.append(sample_timesteps(1, gen, c.scheduler.config.num_train_timesteps))
+        t.append(s.recipe.timestep(gen))
+        noise[-1] = s.recipe.offset(noise[-1], gen)  # after t: an offset never changes the timestep
     latents, noise, t = torch.cat(latents), torch.cat(noise), torch.cat(t)
-    noisy, target = noisy_and_target(c, latents, noise, t)
+    noisy, target = noisy_and_target(s.recipe.noising, latents, noise, t)
     weights = s.cache.weights(list(indices), list(flips))
     prompts = s.prompts.batch(s.objective.embeddings[0].name, [s.cache.records[i].caption for i in indices],
                               first_position)
@@ -53,7 +54,8 @@ def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
     return MicroBatch(prompts=prompts, latents=latents.to(dev), noise=noise.to(dev), timesteps=t.to(dev),
                       noisy=noisy.to(dev), target=target.to(dev),
                       weights=None if weights is None else weights.to(dev), indices=list(indices),
-                      flips=list(flips), pixel_size=(s.height, s.width), position=first_position)
+                      flips=list(flips), pixel_size=(s.height, s.width), position=first_position,
+                      criterion=s.recipe.criterion)
 
 
 def _clip(s: Session) -> None:
@@ -78,6 +80,7 @@ def save_point(s: Session, step: int, final: bool = False) -> list:
             paths += ([s.run.save_hypernetwork(emb)] if isinstance(emb, Hypernetwork)
                       else s.run.save_snapshot(emb, s.cfg.formats))
     extra = {"ema": s.ema.state_dict()} if s.ema is not None else {}
+    extra["recipe"] = s.recipe.state_dict()
     if not final:  # a stop's final save is no save point: an uninterrupted run would not remember it
         s.guard.remember(s)
     extra["guard"] = s.guard.state_dict()
@@ -125,19 +128,23 @@ def _steps(s: Session, progress: bool) -> TrainResult:
             mb = _micro_batch(s, indices, flips, step * per_step + m * cfg.batch_size)
             mb = s.dist.share(mb)  # this process's samples (all of them when alone)
             # Mean over the whole optimizer batch: each micro-batch carries its share.
-            loss = s.objective.loss(mb).sum() / per_step
+            loss = s.recipe.weighted(s.objective.loss(mb), mb.timesteps).sum() / per_step
+            if m == 0:  # once per optimizer step
+                loss = s.recipe.with_regularizer(loss, s.objective)
             (s.scaler.scale(loss) if s.scaler else loss).backward()
             total += float(loss.detach())
         total = s.dist.reduce([p for e in s.objective.embeddings for p in e.params], total)
         if s.scaler:
             s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
         if s.guard.admit(s, step + 1, total):  # False: non-finite loss or gradient, step skipped
+            s.recipe.before_step(s.objective)
             _clip(s)
             if s.scaler:
                 s.scaler.step(s.optimizer)
                 s.scaler.update()
             else:
                 s.optimizer.step()
+            s.recipe.renormalise(s.objective)
             s.guard.check_vectors(s, step + 1)
         step += 1
         if s.ema is not None:

@@ -35,7 +35,9 @@ from .guards import NumericGuard
 from .objectives.hypernetwork import offload_text_encoders
 from .objectives.select import build_objective, ema_decays
 from .outputs import TrainingFolder
-from .schedules import LRSchedule, parse_lr
+from .optimizers import build_optimizer
+from .recipe import Recipe
+from ..schedules import LRSchedule, ShapedSchedule, build_schedule
 from .evaluation import hooks_for
 from .validation import held_out_cache, split_images
 from .distributed import Distributed
@@ -53,7 +55,7 @@ class Session:
     prompts: PromptSampler
     optimizer: torch.optim.Optimizer
     scaler: object | None
-    schedule: LRSchedule
+    schedule: LRSchedule | ShapedSchedule
     run: TrainingFolder
     device: torch.device
     start_step: int
@@ -70,6 +72,7 @@ class Session:
     dist: Distributed = field(default_factory=Distributed)   # this process's share (train/distributed.py)
     guard: NumericGuard = field(default_factory=NumericGuard)   # non-finite steps (train/guards.py)
     lock: RunLock | None = None   # held on the run folder until train() ends (runs/lock.py)
+    recipe: Recipe | None = None   # timesteps, noise, loss weights, norm control (train/recipe.py)
 
 
 def pick_device(name: str) -> torch.device:
@@ -131,18 +134,20 @@ def check_steps_left(cfg: TrainConfig, name: str, start_step: int, resume: str |
 
 
 def _claim(cfg: TrainConfig, emb: Embedding | Hypernetwork, dist: Distributed, folder: str | None,
-           callback: Callback) -> tuple[TrainingFolder, RunLock | None]:
+           callback: Callback) -> tuple[TrainingFolder, RunLock | None, list[Path]]:
     """The run folder, locked, with its identity and config.toml written: `folder` (a resume's),
     else LOG_DIR/NAME, or NAME-2 … when LOG_DIR/NAME is another embedding's run (runs/identity.py).
-    config.toml comes first of all files, so a run killed at any later moment can be resumed."""
+    config.toml comes first of all files, so a run killed at any later moment can be resumed.
+    Also returns the folders made here (outermost first), for _unclaim."""
     if not dist.is_main:  # the others write a scratch copy (train/distributed.py)
-        return TrainingFolder(dist.run_root(Path(cfg.log_dir) / emb.name), emb.name), None
+        return TrainingFolder(dist.run_root(Path(cfg.log_dir) / emb.name), emb.name), None, []
     root = Path(folder) if folder else identity.choose(cfg.log_dir, emb.name, cfg.trained_file)
     if root != Path(cfg.log_dir) / emb.name and not folder:
         owner = identity.read(RunFolder(Path(cfg.log_dir) / emb.name, emb.name)) or {}
         kind = "hypernetwork" if isinstance(emb, Hypernetwork) else "embedding"
         callback(Message("info", f"{Path(cfg.log_dir) / emb.name} is the run of another {kind} named "
                                  f"{emb.name} ({owner.get('embedding', 'unknown file')}); this run goes to {root}"))
+    made = [p for p in (*reversed(root.parents), root) if not p.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # read-only or full disk: one line, not a traceback
@@ -156,7 +161,27 @@ def _claim(cfg: TrainConfig, emb: Embedding | Hypernetwork, dist: Distributed, f
     except BaseException:
         lock.release()
         raise
-    return run, lock
+    return run, lock, made
+
+
+def _unclaim(run: TrainingFolder, lock: RunLock | None, made: list[Path]) -> None:
+    """Set-up failed before any training (a model that will not load, a size that cannot fit): the
+    folder is free again, and one this run made holds nothing of it, so a refused run leaves no
+    trace. An existing run's folder keeps everything."""
+    if lock is not None:
+        lock.release()
+    if not made:
+        return
+    for path in (run.config, run.identity, run.lock):
+        path.unlink(missing_ok=True)
+    for sub in run.root.iterdir():  # the empty embeddings/, images/ … the folder object made
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
+    for folder in reversed(made):
+        try:
+            folder.rmdir()  # only when empty: anything else written there stays
+        except OSError:
+            break
 
 
 def prepare(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
@@ -178,10 +203,13 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     device = pick_device(cfg.device)
     dist = Distributed.from_env(cfg.batch_size, device.type)
     device = dist.device(device)
-    run, lock = _claim(cfg, emb, dist, folder, callback)
+    run, lock, made = _claim(cfg, emb, dist, folder, callback)
     try:
         session = _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist)
-    except BaseException:  # the folder is free again for the next try
+    except Exception:  # refused before training: the folder is free again, and a new one is gone
+        _unclaim(run, lock, made)
+        raise
+    except BaseException:  # interrupted while loading or caching: config.toml stays for --resume
         if lock is not None:
             lock.release()
         raise
@@ -208,7 +236,8 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     images, held_out = split_images(cfg, images)  # held-out validation images are never trained on
     records = make_records(images, width=width, height=height, factor=c.vae_factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
-    schedule = parse_lr(cfg.lr, cfg.steps)
+    rc = cfg.recipe
+    schedule = build_schedule(cfg.lr, cfg.steps, rc.lr_scheduler, rc.warmup_steps, rc.lr_cycles)
     # A hypernetwork has no vectors and no trigger word: these warnings are an embedding's.
     for text in [] if hyper else start_warnings(c, emb.name, [r.caption for r in records], schedule):
         callback(Message("warning", text))
@@ -238,12 +267,15 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
         captions = [r.caption for r in (*cache.records, *(val_cache.records if val_cache else ()))]
         offload_text_encoders(cfg, c, objective, lines, captions, callback)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
-    # No weight decay: it would pull the vectors toward zero, away from the vocabulary's scale.
-    optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
+    optimizer = build_optimizer(rc.optimizer, groups, device)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     start_step = emb.step
     if not resume:
         side_optim.restore(cfg.trained_file, objective, optimizer, callback)
+    recipe = Recipe.build(rc, c, objective, fresh=not resume)
+    if rc.zero_terminal_snr and c.prediction == "epsilon":
+        callback(Message("warning", "--zero-terminal-snr on an epsilon model: at t=T the noise is the whole input, "
+                                    "so that step teaches nothing; it is meant for v-prediction models"))
     decays = ema_decays(cfg, objective)
     ema = EMA(objective.embeddings, decays, cfg.ema_replace_every) if decays else None
     if resume:
@@ -255,6 +287,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
             group["lr_weight"] = e.lr_weight  # this run's --neg-lr-weight, not the saved one
         if ema is not None:
             ema.load_state_dict(saved.get("extra", {}).get("ema", {}), f"--resume {resume}")
+        recipe.load_state_dict(saved.get("extra", {}).get("recipe", {}), device)
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         train_state.restore_rngs(saved)
@@ -266,7 +299,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
                    optimizer=optimizer, scaler=scaler, schedule=schedule, run=run,
                    device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
-                   speed=speed, dist=dist)
+                   speed=speed, dist=dist, recipe=recipe)
     if resume:
         session.guard.load_state_dict(saved.get("extra", {}).get("guard", {}))
     session.hooks.extend(hooks_for(session, val_cache, resumed=bool(resume)))

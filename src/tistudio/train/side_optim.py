@@ -6,14 +6,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..embedding.formats.a1111_optim import load_optim, save_optim
 from ..events import Message
 from ..hypernetwork import format as hypernetwork_format
 from .objectives.hypernetwork import TrainableHypernetwork
 
 
+def _fits(objective, optimizer) -> bool:
+    """A1111's file holds AdamW moments of one embedding: DreamArtist's pair, or another --optimizer,
+    has no equivalent there."""
+    return len(objective.embeddings) == 1 and type(optimizer) is torch.optim.AdamW
+
+
 def restore(embedding_path: str, objective, optimizer, callback) -> bool:
-    if len(objective.embeddings) != 1:  # DreamArtist's pair shares one optimizer: no A1111 equivalent
+    if not _fits(objective, optimizer):
         return False
     trained = objective.embeddings[0]
     if isinstance(trained, TrainableHypernetwork):
@@ -36,7 +44,7 @@ def restore(embedding_path: str, objective, optimizer, callback) -> bool:
 def write(path: Path, saved_vectors, objective, optimizer) -> Path | None:
     """`saved_vectors` are those in the file beside it (EMA ones when EMA is on): the checksum
     ties the optimizer state to exactly that file."""
-    if len(objective.embeddings) != 1:
+    if not _fits(objective, optimizer):
         return None
     if isinstance(objective.embeddings[0], TrainableHypernetwork):
         return hypernetwork_format.save_optim(path, optimizer.state_dict())

@@ -35,7 +35,9 @@ LABELS = {
 CHOICES = {
     "precision": "PRECISIONS", "latent_sampling": "LATENT_SAMPLING", "clip_grad_mode": "CLIP_GRAD_MODES",
     "preview_sampler": "SAMPLERS", "method": "METHODS", "profile": "PROFILES",
-    "rec_timestep_weight": "REC_TIMESTEP_WEIGHTS",
+    "rec_timestep_weight": "REC_TIMESTEP_WEIGHTS", "loss": "LOSSES", "loss_weighting": "LOSS_WEIGHTINGS",
+    "timestep_sampling": "TIMESTEP_SAMPLINGS", "optimizer": "OPTIMIZERS", "lr_scheduler": "LR_SCHEDULERS",
+    "norm": "NORMS",
 }
 FIXED_CHOICES = {"family": ("sd1", "sd2", "sdxl"), "prediction": ("epsilon", "v_prediction")}
 FORMAT_CHOICES = ("a1111-pt", "safetensors")
@@ -60,7 +62,7 @@ def _help_texts() -> dict[str, str]:
     from ..cli import train as cli_train
 
     out = {}
-    for table in (cli_train.OPTIONS, cli_train.MODEL_OPTIONS):
+    for table in (cli_train.OPTIONS, cli_train.MODEL_OPTIONS, cli_train.RECIPE_OPTIONS):
         for flag, (dest, _typ, text) in table.items():
             if not flag.startswith("--no-"):  # "--no-plot" describes the opposite of the field
                 out[dest] = text

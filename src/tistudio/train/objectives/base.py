@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
 from ...embedding.embedding import Embedding
+from ...models.denoiser import per_sample_mse
 
 
 class TrainableEmbedding:
@@ -44,6 +46,8 @@ class MicroBatch:
     flips: list[bool]
     pixel_size: tuple[int, int]    # (height, width)
     position: int = 0              # the first sample's place in the run's sample stream (keys dropout)
+    # (pred, target, weights) -> per-sample loss [B]: the recipe's --loss (train/recipe.py)
+    criterion: Callable = per_sample_mse
 
 
 def attached(objective):

@@ -25,7 +25,7 @@ from ...config import DreamArtistConfig
 from ...data.prompts import fill
 from ...models.components import Components
 from ...models.conditioning import PromptEncoder
-from ...models.denoiser import per_sample_mse, predict, predicted_x0
+from ...models.denoiser import predict, predicted_x0
 from ...cfg_schedule import parse_cfg
 from .base import MicroBatch, TrainableEmbedding
 
@@ -80,7 +80,7 @@ class DreamArtistObjective:
 
     def loss(self, batch: MicroBatch) -> torch.Tensor:
         pred = self.guided(batch)
-        loss = per_sample_mse(pred, batch.target, batch.weights)
+        loss = batch.criterion(pred, batch.target, batch.weights)
         if self.options.reconstruction and self.options.rec_weight > 0:
             loss = loss + self.options.rec_weight * self.reconstruction(batch, pred)
         return loss

@@ -25,7 +25,7 @@ from ...hypernetwork.apply import applied, attach, detach
 from ...hypernetwork.model import Hypernetwork
 from ...models.components import Components
 from ...models.conditioning import Conditioning, PromptEncoder
-from ...models.denoiser import per_sample_mse, predict
+from ...models.denoiser import predict
 from ...rng import seed_for
 from .base import MicroBatch
 
@@ -117,7 +117,7 @@ class HypernetworkObjective:
             if dropout:
                 torch.manual_seed(seed_for(self.seed, "hypernetwork-dropout", batch.position))
             pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
-        return per_sample_mse(pred, batch.target, batch.weights)
+        return batch.criterion(pred, batch.target, batch.weights)  # the recipe's --loss
 
     @contextlib.contextmanager
     def attached(self):

@@ -1,12 +1,12 @@
-"""Textual Inversion (Gal et al. 2022): the prompt with the embedding, one UNet call, MSE to the
-noise (or velocity for v-prediction models)."""
+"""Textual Inversion (Gal et al. 2022): the prompt with the embedding, one UNet call, MSE (or the
+recipe's --loss) to the noise, or to the velocity for v-prediction models."""
 from __future__ import annotations
 
 import torch
 
 from ...models.components import Components
 from ...models.conditioning import PromptEncoder
-from ...models.denoiser import per_sample_mse, predict
+from ...models.denoiser import predict
 from .base import MicroBatch, TrainableEmbedding
 
 
@@ -22,4 +22,4 @@ class TIObjective:
     def loss(self, batch: MicroBatch) -> torch.Tensor:
         cond = self.encoder.encode([p.text for p in batch.prompts], self.vectors())
         pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
-        return per_sample_mse(pred, batch.target, batch.weights)
+        return batch.criterion(pred, batch.target, batch.weights)

@@ -1,0 +1,131 @@
+"""Recipe sweep on the toy fidelity bench: each training option (docs/recipe.md) over held-out
+concepts x seeds, scored as `tistudio bench fidelity` scores (64 samples, the toy classifier), with
+the fidelity also measured every --eval-every steps for "steps to 90%". Table on screen, JSON in
+bench/results/recipe_sweep-*.json.
+
+    PYTHONPATH=src .venv/bin/python bench/recipe_sweep.py --options default,min-snr --concepts "teal star" \\
+        --seeds 0 --steps 1000"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from report import machine, save
+
+from tistudio.config import RecipeConfig
+from tistudio.toy.concepts import held_out_concepts, parse_concept
+from tistudio.toy.fidelity import FidelitySettings, run_fidelity
+
+# name -> (RecipeConfig fields, FidelitySettings fields). The bench's own lr is the step grammar
+# "0.1:1000, 0.02"; options that shape the rate themselves get one rate instead.
+OPTIONS = {
+    "default": ({}, {}),
+    "min-snr": ({"loss_weighting": "min-snr", "snr_gamma": 5.0}, {}),
+    "debiased": ({"loss_weighting": "debiased"}, {}),
+    "huber": ({"loss": "huber"}, {}),
+    "logit-normal": ({"timestep_sampling": "logit-normal"}, {}),
+    "noise-offset": ({"noise_offset": 0.05}, {}),
+    "cosine": ({"lr_scheduler": "cosine", "warmup_steps": 50}, {"lr": "0.1"}),
+    "prodigy": ({"optimizer": "prodigy"}, {"lr": "1"}),
+    "lion": ({"optimizer": "lion"}, {"lr": "0.01:1000, 0.002"}),   # sign updates: ~10x smaller rate
+    "adafactor": ({"optimizer": "adafactor"}, {}),
+    "norm-preserve": ({"norm": "preserve"}, {}),
+    "fixed-direction": ({"norm": "fixed-direction"}, {}),
+    "init-reg": ({"init_reg": 0.01}, {}),
+    "init-reg-1e-4": ({"init_reg": 1e-4}, {}),  # learned vectors move far: 0.01 holds them at the init
+    "cross-init": ({}, {"init": "cross"}),
+    "zero-terminal-snr": ({"zero_terminal_snr": True}, {}),
+}
+TARGET = 0.9
+
+
+def steps_to(run_dir: Path, target: float = TARGET) -> int | None:
+    """The first evaluated step whose in-training fidelity reached `target` (RUN/evaluations.csv)."""
+    path = run_dir / "evaluations.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("toy_fidelity") and float(row["toy_fidelity"]) >= target:
+                return int(row["step"])
+    return None
+
+
+def run_option(name: str, concepts, seeds, base: FidelitySettings, out: Path, log) -> list[dict]:
+    recipe_kw, settings_kw = OPTIONS[name]
+    settings = replace(base, recipe=RecipeConfig(**recipe_kw), **settings_kw)
+    rows = []
+    for concept in concepts:
+        for seed in seeds:
+            log(f"{name}: {concept.spec}, seed {seed}")
+            r = run_fidelity(concept, replace(settings, seed=seed), out / name / f"{concept.spec}-{seed}".replace(" ", "-"))
+            rows.append({"option": name, "concept": r.concept, "seed": seed, "fidelity": r.fidelity,
+                         "baseline": r.baseline, "steps_to_90": steps_to(Path(r.files["run"])),
+                         "wall_s": r.wall_s, "train_s": r.train_s, "steps": r.steps})
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    out = []
+    for name in dict.fromkeys(r["option"] for r in rows):
+        mine = [r for r in rows if r["option"] == name]
+        worst = min(mine, key=lambda r: r["fidelity"])
+        reached = [r["steps_to_90"] for r in mine if r["steps_to_90"] is not None]
+        out.append({"option": name, "mean": sum(r["fidelity"] for r in mine) / len(mine),
+                    "worst": worst["fidelity"], "worst_concept": f"{worst['concept']} (seed {worst['seed']})",
+                    "reached_90": f"{len(reached)}/{len(mine)}",
+                    "steps_to_90": sum(reached) / len(reached) if reached else math.nan,
+                    "wall_s": sum(r["wall_s"] for r in mine) / len(mine)})
+    return out
+
+
+def table(summary: list[dict]) -> str:
+    head = f"{'option':18} {'mean':>6} {'worst':>6}  {'worst concept':24} {'≥90%':>5} {'steps to 90%':>12} {'wall s':>7}"
+    lines = [head, "-" * len(head)]
+    for s in summary:
+        steps = "-" if math.isnan(s["steps_to_90"]) else f"{s['steps_to_90']:.0f}"
+        lines.append(f"{s['option']:18} {s['mean']:6.1%} {s['worst']:6.1%}  {s['worst_concept']:24} "
+                     f"{s['reached_90']:>5} {steps:>12} {s['wall_s']:7.0f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--options", default="default,min-snr,logit-normal,cosine,cross-init",
+                        help=f"comma-separated, from: {','.join(OPTIONS)}")
+    parser.add_argument("--concepts", default="teal star,pink triangle,purple square,orange circle",
+                        help="comma-separated held-out concepts (default: all four)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps per run (default 1000)")
+    parser.add_argument("--eval-every", type=int, default=100, help="in-training fidelity every N steps")
+    parser.add_argument("--method", default="ti", help="ti | dreamartist")
+    parser.add_argument("--out", default=None, help="run folders (default: a temporary folder)")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.options.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OPTIONS]
+    if unknown:
+        print(f"error: --options {','.join(unknown)}: use {','.join(OPTIONS)}", file=sys.stderr)
+        return 2
+    held = {c.spec: c for c in held_out_concepts()}
+    concepts = [held.get(s.strip()) or parse_concept(s.strip()) for s in args.concepts.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = FidelitySettings(method=args.method, steps=args.steps, eval_every=args.eval_every)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp)
+        for name in names:
+            rows += run_option(name, concepts, seeds, base, out, lambda m: print(m, flush=True))
+    summary = summarise(rows)
+    print(table(summary))
+    payload = {"machine": machine(), "settings": {**vars(args), "base_lr": base.lr}, "summary": summary, "runs": rows}
+    print(f"saved {save('recipe_sweep', payload)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
