@@ -189,3 +189,11 @@ def test_inspect_compat_cli_text_and_json(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse's choices
         main(["inspect", str(path), "--compat", "--on", "sd3"])
     assert "invalid choice: 'sd3'" in capsys.readouterr().err
+
+
+def test_a_width_no_real_model_has_gets_no_fix_from_invokeai(tmp_path):
+    """The toy model's 48-wide vectors: InvokeAI refuses them, and no conversion would help, so no
+    `tistudio convert` is offered (it is for layouts a client cannot read)."""
+    path = save_embedding(Embedding("toy", (torch.randn(2, 48),)), tmp_path / "toy.pt")
+    invoke = verdicts(path)["InvokeAI"]
+    assert invoke.status == "refused" and "not 48" in invoke.note and invoke.fix is None

@@ -254,10 +254,12 @@ def invokeai(f: FileFacts, target: str | None = None) -> Verdict:
     width = _invoke_width(judged)
     base = _INVOKE_BASES.get(width)
     if base is None:
+        layout = bool(judged.first_shape and len(judged.first_shape) == 2 and "emb_params" not in judged.keys)
         why = ("its probe reads shape[0] of a {token: tensor} file as the width, so a multi-vector one "
-               "is not recognised" if judged.first_shape and len(judged.first_shape) == 2
-               and "emb_params" not in judged.keys else f"its probe knows widths 768/1024/1280, not {width}")
-        return Verdict("InvokeAI", REFUSED, None, why + " (\"Could not determine base type\")", _convert(f))
+               "is not recognised" if layout else f"its probe knows widths 768/1024/1280, not {width}")
+        # Only the layout can be repaired; a width no real model has (a test or toy model) cannot.
+        return Verdict("InvokeAI", REFUSED, None, why + " (\"Could not determine base type\")",
+                       _convert(f) if layout else None)
     if target and base != target:
         return _wrong_family("InvokeAI", f, target, f"offered only with {base} models")
     return Verdict("InvokeAI", LOADS, f"<{f.stem}>", f"installed as a {base} embedding named after the "
