@@ -1,5 +1,8 @@
 """Helpers the training tests share: a quick deterministic config (tiny model, 64 px, no plot) and a
-loss on fixed triples that compares across vectors."""
+loss on fixed triples that compares across vectors; what a run wrote (its loss.csv steps, a folder's files)."""
+import csv
+from pathlib import Path
+
 from tistudio.config import TrainConfig
 
 
@@ -39,3 +42,13 @@ def fixed_triple_loss(c, latents, predict, seed: int = 0) -> float:
             noisy, target = noisy_and_target(c, latents, noise, ts)
             total += per_sample_mse(predict(noisy, ts, noise, target), target).mean().item()
     return total / 5
+
+
+def steps_in(run: Path) -> list[int]:
+    with open(run / "loss.csv", newline="") as fh:
+        return [int(r["step"]) for r in csv.DictReader(fh)]
+
+
+def tree(folder: Path) -> dict:
+    """Every file under `folder` with its bytes, to show that nothing changed."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}

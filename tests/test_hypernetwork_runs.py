@@ -3,7 +3,6 @@
 generate's never-overwrite names and prompt notes with <hypernet:...> tags in the prompt."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ from tistudio.runs.folder import RunFolder, best_beside, final_hypernetwork
 from tistudio.runs.identity import folder_for
 from tistudio.train.run import train
 
+from run_config import steps_in, tree
+
 NO_MODEL = "/nonexistent/model"  # a run that gets as far as loading the model fails on this
 
 
@@ -32,15 +33,6 @@ def config(hn, data, root, **kw) -> TrainConfig:
 
 def make(c, folder: Path, seed: int = 0) -> Path:
     return api.create_hypernetwork(c, "hn", structure=Structure(), out_dir=folder, seed=seed)
-
-
-def steps_in(run: Path) -> list[int]:
-    with open(run / "loss.csv", newline="") as fh:
-        return [int(r["step"]) for r in csv.DictReader(fh)]
-
-
-def tree(folder: Path) -> dict:
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
 
 
 def test_hypernetwork_names_come_from_the_run_folder(tmp_path):

@@ -3,7 +3,6 @@ lock), --resume writes where it is pointed, --steps is a target, resume keeps th
 and a damaged state or an unwritable output is one line before any work."""
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from tistudio.runs.folder import RunFolder, best_beside, final_paths
 from tistudio.runs.lock import RunLock
 from tistudio.train.run import train
 
-from run_config import quick_config
+from run_config import quick_config, steps_in, tree
 
 NO_MODEL = "/nonexistent/model"  # a run that gets as far as loading the model fails on this
 NO_MODEL_CFG = ModelConfig(NO_MODEL)
@@ -31,16 +30,6 @@ NO_MODEL_CFG = ModelConfig(NO_MODEL)
 @pytest.fixture
 def emb(tiny_models, tmp_path):
     return api.create_embedding(tiny_models["sd1"], "tok", "cat", 1, tmp_path / "emb")
-
-
-def steps_in(run: Path) -> list[int]:
-    with open(run / "loss.csv", newline="") as fh:
-        return [int(r["step"]) for r in csv.DictReader(fh)]
-
-
-def tree(folder: Path) -> dict:
-    """Every file under `folder` with its bytes, to show that nothing changed."""
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
 
 
 # -- names ---------------------------------------------------------------------------------
