@@ -11,7 +11,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "tistudio"
 
 RANKS = {
-    "errors": 0, "events": 0, "atomic": 0, "rng": 0, "memory": 0, "cfg_schedule": 0, "schedules": 0,
+    "errors": 0, "events": 0, "atomic": 0, "rng": 0, "memory": 0, "hashing": 0, "cfg_schedule": 0, "schedules": 0,
     "pickle_zip": 0,
     "config": 1,
     "models": 2, "embedding": 2, "data": 2, "preprocess": 2, "hypernetwork": 2,

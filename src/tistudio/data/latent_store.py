@@ -31,6 +31,7 @@ import torch
 from ..atomic import atomic_path, write_text, write_with
 from ..errors import TIStudioError
 from ..events import Callback
+from ..hashing import file_sha256
 from .dataset import ImageRecord
 from .latent_encode import CachingProgress, EncodeFn, encode_all
 
@@ -48,14 +49,6 @@ def vae_fingerprint(vae: torch.nn.Module) -> str:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         h.update(flat[::stride].float().cpu().numpy().tobytes())
     return h.hexdigest()[:20]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -132,7 +125,7 @@ class _Build:
             entry = {"path": str(r.path), "grayscale": r.grayscale, "size": size, "mtime_ns": mtime, "sha256": ""}
             i, e = slots.get((entry["path"], entry["grayscale"]), (None, None))
             same = e is not None and ((e["size"], e["mtime_ns"]) == (size, mtime) or (
-                e["size"] == size and e["sha256"] and e["sha256"] == _sha256(r.path)))  # touched, not changed
+                e["size"] == size and e["sha256"] and e["sha256"] == file_sha256(r.path)))  # touched, not changed
             if same:
                 entry["sha256"] = e["sha256"]
             self.entries.append(entry)
@@ -176,7 +169,7 @@ class _Build:
             bar.update(self.reused * self.views, encoded=False)
             for chunk, values, std in itertools.chain([first] if first is not None else [], chunks):
                 for j, i in enumerate(chunk):
-                    self.entries[i]["sha256"] = _sha256(self.records[i].path)
+                    self.entries[i]["sha256"] = file_sha256(self.records[i].path)
                     for out, v in zip(outs, (values, std)):
                         out[i] = v[j].numpy()
             for out in outs:

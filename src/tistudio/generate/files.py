@@ -4,13 +4,13 @@ random and written into the name and the infotext, and each embedding file's sho
 infotext's `TI hashes` field."""
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from pathlib import Path
 
 from ..atomic import as_user_error
 from ..errors import TIStudioError
+from ..hashing import file_sha256
 
 RANDOM_SEED = -1
 SEED_RANGE = 2**32           # seeds are drawn from [0, 2^32), the range A1111 draws from
@@ -60,8 +60,4 @@ def embedding_hash(path: Path) -> str | None:
     """A1111's short hash of an embedding file; None for a folder (a diffusers layout has no one file)."""
     if not Path(path).is_file():
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:EMBEDDING_HASH_CHARS]
+    return file_sha256(path)[:EMBEDDING_HASH_CHARS]

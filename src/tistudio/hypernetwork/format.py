@@ -18,7 +18,6 @@ A1111 uses the state only when the hash matches the file beside it.
 """
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from .. import pickle_zip
 from ..embedding.formats.a1111_pt import read_pickle
 from ..errors import TIStudioError
+from ..hashing import file_sha256
 from .model import Hypernetwork, Structure, build_layers, legacy_dropout
 from .options import COMFY_ACTIVATIONS, INITS
 
@@ -127,11 +127,7 @@ def sniff(path: str | Path) -> Hypernetwork | None:
 
 def file_hash(path: str | Path) -> str:
     """A1111's shorthash of a hypernetwork: the first 10 hex digits of the file's sha256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:10]
+    return file_sha256(path)[:10]
 
 
 def optim_path(path: str | Path) -> Path:

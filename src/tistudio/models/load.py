@@ -10,7 +10,6 @@ single file, so we hash its UNet weights file, the part that defines the model's
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TIStudioError
+from ..hashing import file_sha256
 from .components import Components
 from .family import PREDICTIONS, get_family
 from .single_file import (MODEL_HINT, Checkpoint, SafetensorsTensors, as_dtype, build_modules, detect_family,
@@ -240,8 +240,4 @@ def _weights_file(folder: Path) -> Path:
 
 
 def _short_hash(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:10]
+    return file_sha256(file)[:10]  # A1111's model hash

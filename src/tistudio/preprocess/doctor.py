@@ -7,7 +7,6 @@ median, 64 bits); a flipped copy is an image whose hash is near another's mirror
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from PIL import Image
 
 from ..data.captions import CONVERT_FIX, name_in_text, read_caption, sidecar_path
 from ..errors import TIStudioError
+from ..hashing import file_sha256
 from .images import BadImage, load_picture
 from .options import DEFAULT_MAX_PIXELS
 from .run import ATTENTION_SUFFIXES
@@ -110,7 +110,7 @@ def _facts(path: Path, dct: np.ndarray, max_pixels: int) -> ImageFacts:
             undecodable = True
     return ImageFacts(
         name=path.name, width=picture.size[0], height=picture.size[1],
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        sha256=file_sha256(path),
         phash=perceptual_hash(grey, dct), phash_mirrored=perceptual_hash(grey[:, ::-1], dct),
         grey=float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean()) < 2.0,
         alpha=picture.weight is not None,

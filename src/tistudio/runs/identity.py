@@ -4,7 +4,6 @@ the run wrote (training them further continues the same run). A different embedd
 to have the same name gets its own folder NAME-2 (NAME-3 …) instead of mixing files with this one."""
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import tomllib
@@ -13,19 +12,9 @@ from pathlib import Path
 from ..atomic import write_text
 from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
+from ..hashing import file_sha256
 from ..hypernetwork import format as hypernetwork_format
 from .folder import CONFIG_FILE, RunFolder, candidates
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, or of a folder's files in name order (a diffusers-format embedding)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def read(run: RunFolder) -> dict | None:

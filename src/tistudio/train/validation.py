@@ -11,7 +11,6 @@ themselves (then the number measures fit, not generalisation: the docs say so).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +20,10 @@ from ..data.dataset import make_records, scan_images
 from ..data.latent_cache import LatentCache
 from ..data.prompts import Prompt, fill, process_tags
 from ..errors import TIStudioError
+from ..hashing import file_sha256
 from ..models.denoiser import noisy_and_target
 from ..rng import python_random, torch_generator
 from .objectives.base import MicroBatch
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def split_images(cfg, images: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -39,8 +35,8 @@ def split_images(cfg, images: list[Path]) -> tuple[list[Path], list[Path]]:
         held, _ = scan_images(cfg.val_data)
         if not held:
             raise TIStudioError(f"--val-data {cfg.val_data}: no readable images there")
-        digests = {_digest(p) for p in held}
-        train = [p for p in images if _digest(p) not in digests]
+        digests = {file_sha256(p) for p in held}
+        train = [p for p in images if file_sha256(p) not in digests]
     elif cfg.val_split:
         k = max(1, round(len(images) * cfg.val_split))
         chosen = set(python_random(cfg.seed, "val-split").sample(range(len(images)), min(k, len(images))))
