@@ -19,6 +19,7 @@ is --output, else the --hypernetwork file itself (A1111 overwrites models/hypern
 with NAME-best.pt beside it."""
 from __future__ import annotations
 
+import glob
 import json
 import re
 from pathlib import Path
@@ -155,16 +156,11 @@ class RunFolder:
 
 def _snapshots(folder: Path, name: str, suffixes: tuple[str, ...]) -> list[tuple[int, Path]]:
     found = []
-    for path in folder.glob(f"{glob_escape(name)}-*") if folder.is_dir() else ():
+    for path in folder.glob(f"{glob.escape(name)}-*") if folder.is_dir() else ():
         stem, _, rest = path.name[len(name) + 1:].partition(".")
         if stem.isdigit() and path.suffix in suffixes and path.is_file():
             found.append((int(stem), path))
     return sorted(found, key=lambda item: (-item[0], item[1].suffix != ".pt"))
-
-
-def glob_escape(text: str) -> str:
-    """A name used literally in a glob pattern ([ ] * ? are legal in embedding names)."""
-    return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
 def candidates(log_dir: str | Path, name: str):
