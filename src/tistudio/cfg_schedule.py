@@ -39,10 +39,6 @@ class CfgSchedule:
             f = r
         return self.lo + (self.hi - self.lo) * f
 
-    @property
-    def constant(self) -> bool:
-        return self.lo == self.hi
-
 
 def parse_cfg(text: str | float) -> CfgSchedule:
     value = str(text).replace(" ", "")
