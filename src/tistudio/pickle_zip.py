@@ -61,12 +61,18 @@ def read_note(path: str | Path) -> dict[str, str]:
     """The JSON note in an archive's comment; {} when there is none or it is not ours."""
     try:
         with zipfile.ZipFile(path) as z:
-            note = json.loads(z.comment.decode("utf-8")) if z.comment else {}
+            return parse_note(z.comment.decode("utf-8"))
     except (zipfile.BadZipFile, OSError, ValueError):
         return {}
-    if not isinstance(note, dict):
+
+
+def parse_note(text: str) -> dict[str, str]:
+    """A note's JSON text as its string fields; {} when empty, damaged or not an object."""
+    try:
+        note = json.loads(text) if text else {}
+    except ValueError:
         return {}
-    return {str(k): v for k, v in note.items() if isinstance(v, str)}
+    return {str(k): v for k, v in note.items() if isinstance(v, str)} if isinstance(note, dict) else {}
 
 
 def _note_bytes(note: dict[str, str]) -> bytes:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from ... import pickle_zip
 from ...atomic import write_with
 from ...errors import TIStudioError
 from ..embedding import Embedding
@@ -119,9 +120,4 @@ def read(path: Path) -> tuple[dict, dict[str, str]]:
 
 def _note(raw: bytes, where: str) -> dict[str, str]:
     """Metadata is a convenience: a damaged note is ignored rather than failing the embedding."""
-    text = text_chunk(raw, where, NOTE_KEY)
-    try:
-        note = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return {str(k): v for k, v in note.items() if isinstance(v, str)} if isinstance(note, dict) else {}
+    return pickle_zip.parse_note(text_chunk(raw, where, NOTE_KEY) or "")
