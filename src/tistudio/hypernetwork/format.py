@@ -25,7 +25,7 @@ import torch
 
 from .. import pickle_zip
 from ..embedding.formats.a1111_pt import read_pickle
-from ..errors import TIStudioError
+from ..errors import TIStudioError, first_line
 from ..hashing import file_sha256
 from .model import Hypernetwork, Structure, build_layers, legacy_dropout
 from .options import COMFY_ACTIVATIONS, INITS
@@ -95,9 +95,8 @@ def from_dict(data: dict, name: str, where: str = "hypernetwork") -> Hypernetwor
             try:
                 module.load_state_dict(state)
             except (RuntimeError, TypeError) as exc:
-                first = str(exc).splitlines()[0][:200]
                 raise TIStudioError(f"{where}: width {w} does not match its layer structure "
-                                    f"{list(structure.layer_structure)} ({first})") from None
+                                    f"{list(structure.layer_structure)} ({first_line(exc)})") from None
     stored = data.get("name")
     return Hypernetwork(name=str(stored) if stored else name, structure=structure, layers=layers,
                         step=int(data.get("step") or 0), sd_checkpoint=data.get("sd_checkpoint"),

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import TIStudioError
+from ..errors import TIStudioError, first_line
 from ..hashing import file_sha256
 from .components import Components
 from .family import PREDICTIONS, get_family
 from .single_file import (MODEL_HINT, Checkpoint, SafetensorsTensors, as_dtype, build_modules, detect_family,
-                          detect_prediction, first_line, in_channels, read_checkpoint, shipped_config)
+                          detect_prediction, in_channels, read_checkpoint, shipped_config)
 from .tokenizer import ASSET, load_clip_tokenizer
 
 FOLDER_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")

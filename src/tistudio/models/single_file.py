@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import TIStudioError
+from ..errors import TIStudioError, first_line
 from .family import PREDICTIONS
 
 CONFIGS = Path(__file__).parent / "assets" / "configs"
@@ -345,10 +345,3 @@ def _quiet_cast_warning():
     finally:
         logger.removeFilter(quiet)
 
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else ""
-    if isinstance(exc, KeyError) or not line:
-        line = f"{type(exc).__name__} {line}".strip()
-    return line[:200]
