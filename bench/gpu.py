@@ -19,6 +19,7 @@ import sys
 import time
 
 from harness import run_case
+from report import fmt
 
 BUDGET_SECONDS = 480
 # (name, model, size, method, batch, options). Batch-8 cases train on 8 images.
@@ -51,8 +52,8 @@ def table(rows: list[dict], peak: float | None) -> str:
         mfu = flops / r["seconds_per_step"] / peak if flops and peak else None
         gpu = r.get("gpu_allocated_gb")
         lines.append(f"{r['name']:30} {r['seconds_per_step']:8.3f} {r['samples_per_second']:9.2f} "
-                     f"{'-' if gpu is None else f'{gpu:.2f}':>7} {r['peak_rss_gb']:8.2f} "
-                     f"{'-' if not flops else f'{flops / 1e12:.2f}':>10} {'-' if mfu is None else f'{mfu:.0%}':>6}")
+                     f"{fmt(gpu, '.2f'):>7} {r['peak_rss_gb']:8.2f} "
+                     f"{'-' if not flops else f'{flops / 1e12:.2f}':>10} {fmt(mfu, '.0%'):>6}")
     return "\n".join(lines)
 
 
