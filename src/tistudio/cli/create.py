@@ -32,23 +32,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from .. import api
-    from ..embedding.create import check_vectors
+    from ..embedding.create import check_vectors, free_paths
     from ..embedding.names import validate_name
     from ..embedding.usage import vocabulary_warning, vocabulary_word
-    from ..errors import TIStudioError
 
     validate_name(args.name)  # the cheap checks before loading a multi-GB model
     check_vectors(args.vectors if args.vectors is not None else 1)
     if args.method == "dreamartist":
         check_vectors(args.neg_vectors, "--neg-vectors")
     names = [args.name] + ([f"{args.name}-neg"] if args.method == "dreamartist" else [])
-    for name in names:
-        target = Path(args.out) / f"{name}{'.pt' if args.fmt == 'a1111-pt' else '.safetensors'}"
-        if target.exists() and not args.overwrite:  # before loading a multi-GB model
-            raise TIStudioError(f"{target} already exists; pass --overwrite to replace it or choose another name")
+    free_paths(args.out, names, args.fmt, args.overwrite)  # before loading a multi-GB model
     c = api.load_model(args.model, family=args.family)
     if vocabulary_word(c.tokenizer, args.name):
         print(f"warning: {vocabulary_warning(args.name)}")

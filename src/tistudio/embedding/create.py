@@ -81,7 +81,7 @@ def create_embedding(c: Components, name: str, init_text: str = "*", n_vectors: 
                            **({"init": init} if init != "words" else {})})
 
 
-def _free_paths(out_dir: str | Path, names: list[str], fmt: str, overwrite: bool) -> list[Path]:
+def free_paths(out_dir: str | Path, names: list[str], fmt: str, overwrite: bool) -> list[Path]:
     if fmt not in FORMATS:
         raise TIStudioError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     paths = [Path(out_dir) / f"{n}{FORMATS[fmt][0]}" for n in names]
@@ -98,7 +98,7 @@ def create_file(model: str | Components, name: str, init_text: str = "*", vector
     before the model loads, so a request that must fail never waits for one."""
     validate_name(name)
     check_vectors(vectors)
-    path, = _free_paths(out_dir, [name], fmt, overwrite)
+    path, = free_paths(out_dir, [name], fmt, overwrite)
     c = load_model(model) if isinstance(model, str) else model
     return save_embedding(create_embedding(c, name, init_text, vectors, init=init), path, fmt)
 
@@ -112,7 +112,7 @@ def create_pair_files(model: str | Components, name: str, init_text: str = "*", 
     neg_name = validate_name(f"{validate_name(name)}-neg")
     check_vectors(vectors)
     check_vectors(neg_vectors, "--neg-vectors")
-    paths = _free_paths(out_dir, [name, neg_name], fmt, overwrite)
+    paths = free_paths(out_dir, [name, neg_name], fmt, overwrite)
     c = load_model(model) if isinstance(model, str) else model
     pos = create_embedding(c, name, init_text, vectors, init=init)  # the negative keeps A1111's start
     neg = create_embedding(c, neg_name, neg_init_text, neg_vectors, noise_std=1e-3)
