@@ -18,17 +18,16 @@ Clients and the loaders the rules follow:
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ..models.family import FAMILIES
+from ..pickle_zip import ALLOWED_ENTRY
 from .compat_facts import FileFacts
 from .formats.dicts import ANONYMOUS_KEYS
 
 LOADS, PARTLY, REFUSED = "loads", "partly", "refused"
 CLIENTS = ("A1111", "Forge", "ComfyUI", "kohya", "InvokeAI", "diffusers")
-# A1111 modules/safe.py: the names its oldest and newest releases both allow, and its globals.
-A1111_ZIP_ENTRY = r"^[^/]+/(data\.pkl|version|data/\d+)$"
+# A1111 modules/safe.py: its globals (its zip entry names: pickle_zip.ALLOWED_ENTRY, what our writer keeps).
 A1111_GLOBALS = frozenset({
     "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
     "torch._utils._rebuild_device_tensor_from_numpy", "torch.FloatStorage", "torch.HalfStorage",
@@ -88,7 +87,7 @@ def _pickle_gate(f: FileFacts) -> str | None:
     """Why A1111's safe unpickler refuses the file, or None."""
     if f.zip_entries is None:
         return None  # a pre-zip pickle: A1111 unpickles its objects under the same allow-list
-    bad = [n for n in f.zip_entries if not re.match(A1111_ZIP_ENTRY, n)]
+    bad = [n for n in f.zip_entries if not ALLOWED_ENTRY.match(n)]
     if bad:
         return f"its safe unpickler refuses the zip entries {', '.join(sorted(bad))} (\"The file may be malicious\")"
     if sum(n.endswith("/data.pkl") for n in f.zip_entries) != 1:
