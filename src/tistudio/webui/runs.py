@@ -120,16 +120,16 @@ def compat_summary(path: Path, show=str) -> str:
     others why not and the fix (`inspect --compat` as one line plus exceptions). `show` renders
     paths as the page shows them. A hypernetwork gets its own clients' verdicts."""
     from .. import api
+    from ..embedding.compat import Verdict
     from ..hypernetwork import format as hypernetwork_format
 
     path = Path(path)
     hypernetwork = hypernetwork_format.sniff(path)
     if hypernetwork is not None:
-        rows = hypernetwork_format.compatibility(hypernetwork)
-        head = " · ".join(f"{client} {_MARKS[verdict]}" for client, verdict, _ in rows)
-        return "\n".join([f"`{show(path)}` loads in: {head}"]
-                         + [f"- {client} ({verdict}): {why}." for client, verdict, why in rows if verdict != "loads"])
-    verdicts = api.compat(path)
+        verdicts = [Verdict(client, verdict, None, why)
+                    for client, verdict, why in hypernetwork_format.compatibility(hypernetwork)]
+    else:
+        verdicts = api.compat(path)
     head = " · ".join(f"{v.client} {_MARKS[v.status]}" + (f" `{v.trigger}`" if v.trigger else "") for v in verdicts)
     lines = [f"`{show(path)}` loads in: {head}"]
     for v in verdicts:
