@@ -310,7 +310,8 @@ def not_resumable(diff: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]
 def merge(base: dict, given: dict) -> dict:
     """Options `given` (e.g. on the command line) over `base` (a TOML file or a run's config),
     nested sections merged field by field."""
-    nested = {k: {**base.get(k, {}), **given.get(k, {})} for k in ("model", "dreamartist", "recipe")}
+    sections = [f.name for f in fields(TrainConfig) if dataclasses.is_dataclass(f.default)]
+    nested = {k: {**base.get(k, {}), **given.get(k, {})} for k in sections}
     return {**base, **given, **nested}
 
 
