@@ -26,7 +26,6 @@ from .compat_facts import FileFacts
 from .formats.dicts import ANONYMOUS_KEYS
 
 LOADS, PARTLY, REFUSED = "loads", "partly", "refused"
-CLIENTS = ("A1111", "Forge", "ComfyUI", "kohya", "InvokeAI", "diffusers")
 # A1111 modules/safe.py: its globals (its zip entry names: pickle_zip.ALLOWED_ENTRY, what our writer keeps).
 A1111_GLOBALS = frozenset({
     "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
@@ -298,10 +297,11 @@ def diffusers(f: FileFacts, target: str | None = None) -> Verdict:
                    "is incorrect\")", _convert(f))
 
 
+# One rule per client, in the order verdicts are listed.
 RULES = {"A1111": a1111, "Forge": forge, "ComfyUI": comfyui, "kohya": kohya, "InvokeAI": invokeai,
          "diffusers": diffusers}
 
 
 def check(f: FileFacts, target: str | None = None) -> list[Verdict]:
     """Every client's verdict on `f`, used with a `target` family model (default: the file's own)."""
-    return [RULES[c](f, target) for c in CLIENTS]
+    return [rule(f, target) for rule in RULES.values()]
