@@ -32,7 +32,7 @@ def _from_loss_csv(path: Path) -> dict:
 
 def run_info(folder: Path) -> dict | None:
     """What the listing shows for one run folder, or None when `folder` is not a run."""
-    run = RunFolder.open(folder)
+    run = RunFolder(folder, folder.name)  # only its file names: no run.json to read
     summary, loss_csv = run.summary, run.loss_csv
     info = None
     if summary.is_file():
