@@ -113,7 +113,8 @@ def compat(path: str | Path, target: str | None = None) -> list:
     `path`, used with a model of family `target` (default: the file's own): compat.Verdict list."""
     from .embedding.compat import check
     from .embedding.compat_facts import facts
+    from .models.family import FAMILIES
 
-    if target is not None and target not in ("sd1", "sd2", "sdxl"):
+    if target is not None and target not in FAMILIES:
         raise TIStudioError(f"--on {target!r}: use sd1, sd2 or sdxl")
     return check(facts(path), target)

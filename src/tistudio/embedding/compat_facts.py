@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.family import FAMILIES
 from .formats import a1111_png, a1111_pt, safetensors_fmt
 from .formats.describe import guess_family
 from .formats.diffusers_fmt import STEMS, pair
@@ -47,7 +48,7 @@ class FileFacts:
 def family_of(widths: tuple[int, ...]) -> str | None:
     """sd1/sd2/sdxl by vector widths (the tiny test models count as their family)."""
     name = guess_family(widths).split(" ")[0]
-    return name if name in ("sd1", "sd2", "sdxl") else None
+    return name if name in FAMILIES else None
 
 
 def _raw(path: Path, container: str) -> dict:
