@@ -39,7 +39,7 @@ def init_vectors(c: Components, init_text: str, n_vectors: int, init: str = "wor
     if init == "cross" and not ids:
         raise TIStudioError("--init cross encodes the init text: give words with --init-text, e.g. 'cat'")
     spread = [i * len(ids) // n_vectors for i in range(n_vectors)]  # vector i <- token ⌊i·k/n⌋
-    outputs = _encoded(c, init_text) if init == "cross" else None
+    outputs = _encoded(c, init_text, len(ids)) if init == "cross" else None
     gen = torch.Generator().manual_seed(seed)
     out = []
     for i, encoder in enumerate(c.text_encoders):
@@ -56,12 +56,11 @@ def init_vectors(c: Components, init_text: str, n_vectors: int, init: str = "wor
     return tuple(out)
 
 
-def _encoded(c: Components, text: str) -> list[torch.Tensor]:
-    """Per encoder, the conditioning the UNet sees at the init text's tokens: [k, width_i] (the
+def _encoded(c: Components, text: str, k: int) -> list[torch.Tensor]:
+    """Per encoder, the conditioning the UNet sees at the init text's k tokens: [k, width_i] (the
     final-layer-norm output on SD1/SD2, SDXL's penultimate layer, as PromptEncoder makes them)."""
     with torch.no_grad():
         context = PromptEncoder(c).encode([text]).context[0].float().cpu()  # [77, sum of widths]
-    k = len(c.tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
     tokens = context[1:1 + k]  # after BOS
     return list(tokens.split(list(c.widths), dim=-1))
 
