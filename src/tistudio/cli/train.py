@@ -154,20 +154,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+# The option tables of TrainConfig's nested sections ([model], [dreamartist], [recipe] in TOML).
+SECTIONS = {"model": MODEL_OPTIONS, "dreamartist": DREAMARTIST_OPTIONS, "recipe": RECIPE_OPTIONS}
+
+
+def _given(args, table) -> dict:
+    """The fields of `table`'s options given on the command line."""
+    return {dest: getattr(args, dest) for dest, _, _ in table.values() if getattr(args, dest) is not None}
+
+
 def overrides_from(args) -> dict:
-    given = {dest: getattr(args, dest) for dest, _, _ in OPTIONS.values() if getattr(args, dest) is not None}
-    model = {dest: getattr(args, dest) for dest, _, _ in MODEL_OPTIONS.values() if getattr(args, dest) is not None}
+    given = _given(args, OPTIONS)
     if args.formats:
         given["formats"] = tuple(dict.fromkeys(args.formats))
-    if model:
-        given["model"] = model
-    dreamartist = {dest: getattr(args, dest) for dest, _, _ in DREAMARTIST_OPTIONS.values()
-                   if getattr(args, dest) is not None}
-    if dreamartist:
-        given["dreamartist"] = dreamartist
-    recipe = {dest: getattr(args, dest) for dest, _, _ in RECIPE_OPTIONS.values() if getattr(args, dest) is not None}
-    if recipe:
-        given["recipe"] = recipe
+    for section, table in SECTIONS.items():
+        values = _given(args, table)
+        if values:
+            given[section] = values
     if given.get("hypernetwork"):
         given.setdefault("method", "hypernetwork")
     return given
@@ -176,7 +179,7 @@ def overrides_from(args) -> dict:
 def option_name(field: str) -> str:
     """The flag of a config field ("dreamartist.cfg" -> "--cfg"), for messages."""
     section, _, name = field.rpartition(".")
-    table = {"model": MODEL_OPTIONS, "dreamartist": DREAMARTIST_OPTIONS, "recipe": RECIPE_OPTIONS}.get(section, OPTIONS)
+    table = SECTIONS.get(section, OPTIONS)
     if field == "formats":
         return "--format"
     return next((flag for flag, (dest, _, _) in table.items() if dest == name), f"--{name.replace('_', '-')}")
