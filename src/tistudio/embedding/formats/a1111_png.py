@@ -98,9 +98,9 @@ def read(path: Path) -> tuple[dict, dict[str, str]]:
     if path.stat().st_size > MAX_IMAGE_FILE_BYTES:
         raise TIStudioError(f"{path}: image file is too large to be an embedding")
     raw = path.read_bytes()
-    chunk_error = None
-    note = _note(raw, str(path)) if raw.startswith(PNG_SIGNATURE) else {}
+    chunk_error, note = None, {}
     if raw.startswith(PNG_SIGNATURE):
+        note = _note(raw, str(path))
         text = text_chunk(raw, str(path))
         if text:
             try:
