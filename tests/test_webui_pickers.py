@@ -165,7 +165,8 @@ def test_generate_lists_the_embeddings_of_its_folder_and_inserts_triggers(root):
     with pytest.raises(Exception, match="no such folder"):
         found_embeddings(ctx, "missing")
     assert insert_trigger("", "tok") == "tok"
-    assert insert_trigger("a photo of", "tok") == "a photo of, tok"
+    assert insert_trigger("a photo of ", "tok") == "a photo of tok"
+    assert insert_trigger("tok2, red,", "tok") == "tok2, red, tok"
     assert insert_trigger("a photo of tok, red", "tok") == "a photo of tok, red"
 
 

@@ -51,11 +51,11 @@ def found_embeddings(ctx: Context, emb_dir, quiet: bool = False) -> list[list]:
 
 
 def insert_trigger(prompt: str, trigger: str) -> str:
-    """The prompt with `trigger` added at the end (once: a second click does not repeat it)."""
+    """The prompt with `trigger` added at the end as a word (once: a second click does not repeat it)."""
     prompt = (prompt or "").rstrip()
     if trigger in prompt.replace(",", " ").split():
         return prompt
-    return f"{prompt}{', ' if prompt and not prompt.endswith(',') else ' ' if prompt else ''}{trigger}"
+    return f"{prompt} {trigger}".lstrip()
 
 
 def build(ctx: Context, model, family) -> None:
