@@ -143,7 +143,13 @@ def _cached(guard: PathGuard, path: Path, what: str) -> Entry | None:
 
 @functools.lru_cache(maxsize=4096)
 def _entry(guard: PathGuard, path: str, what: str, stamp: tuple) -> Entry | None:
-    p = Path(path)
+    try:
+        return _read_entry(guard, Path(path), what, stamp)
+    except Exception:  # noqa: BLE001 - an odd file (a broken config, a library's surprise) is left out
+        return None       # of the list; it must never break the list
+
+
+def _read_entry(guard: PathGuard, p: Path, what: str, stamp: tuple) -> Entry | None:
     if what == "dataset":
         return _dataset(guard, p)
     if what == "model-folder":
