@@ -97,6 +97,28 @@ def test_single_file_models_are_identified_from_their_header(root, tmp_path):
     assert "checkpoints/style-lora.safetensors" not in [e.value for e in listing.entries]
 
 
+def test_real_single_file_models_of_each_kind_are_listed_with_their_family(root, tiny_models, monkeypatch):
+    """Tiny models written in the original layout: an SDXL .safetensors, an SD1 zip .ckpt, and a
+    pre-zip pickle .ckpt, which would have to be read whole to be identified and so is listed
+    without its family. None of them is built."""
+    from ldm_layout import save_single_file
+
+    (root / "checkpoints").mkdir()
+    save_single_file(tiny_models["sdxl"], root / "checkpoints" / "xl.safetensors")
+    save_single_file(tiny_models["sd1"], root / "checkpoints" / "one.ckpt")
+    torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}}, root / "checkpoints" / "old.ckpt",
+               _use_new_zipfile_serialization=False)
+    loads = []
+    import tistudio.models.load as load
+
+    monkeypatch.setattr(load.ModelSource, "load", lambda *a, **k: loads.append(a) or None)
+    models = {e.value: e.label for e in pickers.scan(PathGuard.at(root)).of("model")}
+    assert models == {"checkpoints/old.ckpt": "checkpoints/old.ckpt · family known once loaded",
+                      "checkpoints/one.ckpt": "checkpoints/one.ckpt · sd1 · epsilon · single file",
+                      "checkpoints/xl.safetensors": "checkpoints/xl.safetensors · sdxl · epsilon · single file"}
+    assert loads == []  # identified, never built
+
+
 def test_links_out_of_the_root_are_never_listed(root, tmp_path):
     outside = tmp_path / "outside"
     save_embedding(_emb("secret"), outside / "secret.pt")
