@@ -161,7 +161,8 @@ def build(ctx: Context) -> None:
     gallery = gr.Gallery(label="Output images", columns=8, height=220, object_fit="contain", fit_columns=False)
     gr.Markdown("### Dataset doctor")
     with gr.Row():
-        doc_folder = pickers.dropdown(ctx, "dataset", "Dataset folder to check", "dataset", elem_id="doctor-folder")
+        doc_folder = pickers.dropdown(ctx, "dataset", "Dataset folder to check", "dataset", elem_id="doctor-folder",
+                                      scale=2)
         doc_name = gr.Textbox(label="Embedding name (to find it in captions)")
         doc_subject = gr.Dropdown(["character", "style"], value="character", label="Subject")
         doc_button = gr.Button("Check dataset")
