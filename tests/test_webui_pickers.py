@@ -168,8 +168,18 @@ def test_the_model_given_at_start_is_listed_first(root, tiny_model_dirs):
     from tistudio.webui.app import make_context
 
     ctx = make_context(root, str(tiny_model_dirs["sd1"]))
-    [given] = pickers.listed(ctx, "model")
+    [given] = pickers.listed(ctx, "model").entries
     assert given.value == str(tiny_model_dirs["sd1"].resolve()) and " · sd1 · epsilon · diffusers folder" in given.label
+
+
+def test_a_walk_that_stops_early_says_so(root, monkeypatch):
+    monkeypatch.setattr(pickers, "MAX_FOLDERS", 2)
+    listing = pickers.scan(PathGuard.at(root))
+    assert listing.truncated and [e.kind for e in listing.entries] == ["dataset"]  # root, then dataset/
+    assert pickers.help_line(listing, "", "folder of images") == (
+        "folder of images (the list stopped after 2 folders: type the path, or start the web UI with a "
+        "narrower --root)")
+    assert pickers.help_line(pickers.Listing(listing.entries), "dataset", None).startswith("3 images · ")
 
 
 def test_generate_lists_the_embeddings_of_its_folder_and_inserts_triggers(root):

@@ -277,14 +277,25 @@ FORM_PICKERS = {"embedding": "embedding", "hypernetwork": "hypernetwork", "data"
                 "dreamartist.negative": "embedding"}
 
 
-def listed(ctx, kind: str) -> list[Entry]:
-    """The entries of `kind`; models also list the one given on the command line."""
-    entries = scan(ctx.guard).of(kind)
+def listed(ctx, kind: str) -> Listing:
+    """The entries of `kind`; models also list the one given on the command line, first."""
+    listing = scan(ctx.guard)
+    entries = listing.of(kind)
     if kind == "model" and ctx.default_model:
         given = identify(ctx.guard, ctx.default_model)
         if given is not None and given.value not in {e.value for e in entries}:
             entries.insert(0, given)
-    return entries
+    return Listing(tuple(entries), listing.truncated)
+
+
+def help_line(listing: Listing, value: str | None, info: str | None) -> str | None:
+    """The picked entry's one-line summary, else the field's own help; and why an entry may be
+    missing when the walk stopped early."""
+    line = details_line(list(listing.entries), value) or info or ""
+    if listing.truncated:
+        line += (" " if line else "") + (f"(the list stopped after {MAX_FOLDERS:,} folders: type the path, or "
+                                         "start the web UI with a narrower --root)")
+    return line or None
 
 
 def dropdown(ctx, kind: str, label: str, value: str = "", info: str | None = None, elem_id: str | None = None,
@@ -293,20 +304,21 @@ def dropdown(ctx, kind: str, label: str, value: str = "", info: str | None = Non
     page load too; picking an entry shows its one-line summary as the help line."""
     import gradio as gr
 
-    entries = listed(ctx, kind)
+    listing = listed(ctx, kind)
     with gr.Column(scale=scale or 1, min_width=200):
         with gr.Row():
-            box = gr.Dropdown(choices(entries, (value,)), value=value, label=label, info=info or None,
-                              allow_custom_value=True, filterable=True, elem_id=elem_id, scale=8)
+            box = gr.Dropdown(choices(list(listing.entries), (value,)), value=value, label=label,
+                              info=help_line(listing, value, info), allow_custom_value=True, filterable=True,
+                              elem_id=elem_id, scale=8)
             button = refresh_button(f"{elem_id}-refresh" if elem_id else None)
 
     def refresh(current=""):
         found = listed(ctx, kind)
-        return gr.update(choices=choices(found, (current or "", value)),
-                         info=details_line(found, current) or info or None)
+        return gr.update(choices=choices(list(found.entries), (current or "", value)),
+                         info=help_line(found, current, info))
 
     def picked(current):
-        return gr.update(info=details_line(listed(ctx, kind), current) or info or None)
+        return gr.update(info=help_line(listed(ctx, kind), current, info))
 
     button.click(refresh, box, box, show_progress="hidden")
     box.change(picked, box, box, show_progress="hidden")
