@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.dataset import ATTENTION_SUFFIXES
 from ..errors import TIStudioError
 from ..runs.folder import RUN_MARKERS
 from .safety import PathGuard
@@ -26,9 +27,7 @@ EMBEDDING_MAX_BYTES = 32 << 20   # a 75-vector SDXL embedding is ~1 MB; bigger f
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
 EMBEDDING_SUFFIXES = (".pt", ".bin", ".safetensors", ".png")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-KINDS = ("model", "embedding", "hypernetwork", "dataset")
 SKIPPED_FOLDERS = ("__pycache__", "node_modules")
-PNG_TEXT_KEY = "sd-ti-embedding"  # a1111_png.TEXT_KEY: the chunk that makes a PNG an embedding
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def scan(guard: PathGuard, under: str | Path | None = None) -> Listing:
         entries += found
         embedded = {e.value for e in found}
         images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES and guard.show(f) not in embedded
-                  and not f.stem.endswith(("_att", "_att_proc"))]
+                  and not f.stem.endswith(ATTENTION_SUFFIXES)]
         if images:
             entries += filter(None, [_cached(guard, folder, "dataset")])
     return Listing(tuple(entries))
@@ -126,8 +125,8 @@ def _cached(guard: PathGuard, path: Path, what: str) -> Entry | None:
     """The entry for `path`, read again only when the file (or, for a folder, its files) changed."""
     try:
         if what == "dataset":
-            stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.iterdir())
-                          if p.is_file())
+            stamp = tuple((p.name, st.st_size, st.st_mtime_ns) for p in sorted(path.iterdir())
+                          if p.is_file() and (st := p.stat()))
         elif what == "model-folder":
             # What open_model reads to identify a folder (a missing part counts as 0).
             stamp = tuple(os.stat(f).st_mtime_ns if f.is_file() else 0 for f in (
@@ -190,9 +189,11 @@ def _png_has_embedding(path: Path) -> bool:
     chunk beyond PIL's text limits (large SDXL embeddings) counts as one, for the reader to judge."""
     from PIL import Image
 
+    from ..embedding.formats.a1111_png import TEXT_KEY
+
     try:
         with Image.open(path) as img:
-            return PNG_TEXT_KEY in img.info
+            return TEXT_KEY.decode() in img.info
     except ValueError:
         return True
     except OSError:

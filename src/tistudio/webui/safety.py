@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_bytes
-from ..data.captions import CAPTION_LIMIT, read_caption
 from ..errors import TIStudioError
-from ..preprocess.run import FILENAME_BYTES, UNSAFE_FILENAME
 
 LOOPBACK_NAMES = ("localhost",)
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
@@ -97,6 +95,10 @@ def safe_filename(name: str) -> str:
     (a Mac sends "é" as e + accent); path separators, characters Windows refuses and invisible
     controls become "_"; leading dots go (no hidden files, no ".."); the stem is cut to
     FILENAME_BYTES of UTF-8, keeping the extension, so the name fits every file system."""
+    # Here, not at the top: the CLI imports this module to refuse a bad --host instantly, before
+    # anything heavy (preprocess pulls in numpy and PIL).
+    from ..preprocess.run import FILENAME_BYTES, UNSAFE_FILENAME
+
     base = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
     base = "".join("_" if unicodedata.category(c) in _HIDDEN_CATEGORIES else c for c in base)
     base = UNSAFE_FILENAME.sub("_", base).strip().lstrip(".").strip()
@@ -110,6 +112,8 @@ def safe_filename(name: str) -> str:
 def check_caption(path: Path) -> str | None:
     """None if `path` is a caption training can read (UTF-8 text within the caption size limit),
     else the reason it is not."""
+    from ..data.captions import CAPTION_LIMIT, read_caption  # not at the top: see safe_filename
+
     if path.stat().st_size > CAPTION_LIMIT:
         return f"larger than {CAPTION_LIMIT // 1024} KiB, too large for a caption"
     try:
