@@ -35,8 +35,7 @@ class Entry:
     kind: str            # model | embedding | hypernetwork | dataset
     value: str           # the path as the page shows it: relative to the root where it lies under it
     label: str           # the dropdown's line
-    info: str = ""       # markdown shown when it is picked (compat summary, doctor report...)
-    summary: str = ""    # one line of plain text for a dropdown's help line
+    summary: str = ""    # one line of plain text shown as the help line once it is picked
     trigger: str = ""    # embeddings: the word that calls it in a prompt
     family: str = ""     # models, embeddings (as `inspect` names it: "sd1", "sd1 (tiny test model)")
     vectors: int = 0     # embeddings
@@ -181,7 +180,7 @@ def _model(guard: PathGuard, path: Path, what: str) -> Entry | None:
     except TIStudioError:
         return None
     detail = f"{source.family} · {source.prediction.replace('_prediction', '')} · {what}"
-    return Entry("model", shown, f"{shown} · {detail}", f"`{shown}`: {detail}", detail, family=source.family)
+    return Entry("model", shown, f"{shown} · {detail}", detail, family=source.family)
 
 
 def _png_has_embedding(path: Path) -> bool:
@@ -213,7 +212,7 @@ def _embedding(guard: PathGuard, path: Path) -> Entry | None:
     shown = guard.show(path)
     vectors = f"{info['vectors']} vector{'s' if info['vectors'] != 1 else ''}"
     label = f"{shown} · {info['trigger']} · {info['family']} · {vectors} · step {info['step']}"
-    return Entry("embedding", shown, label, summary, _one_line(summary), trigger=info["trigger"],
+    return Entry("embedding", shown, label, _one_line(summary), trigger=info["trigger"],
                  family=str(info["family"]), vectors=int(info["vectors"]), step=int(info["step"]))
 
 
@@ -230,7 +229,7 @@ def _hypernetwork(guard: PathGuard, path: Path) -> Entry | None:
         return None
     shown = guard.show(path)
     layers = ", ".join(f"{x:g}" for x in hn.structure.layer_structure)
-    return Entry("hypernetwork", shown, f"{shown} · {hn.name} · layers {layers} · step {hn.step}", summary,
+    return Entry("hypernetwork", shown, f"{shown} · {hn.name} · layers {layers} · step {hn.step}",
                  _one_line(summary), step=hn.step)
 
 
@@ -241,7 +240,7 @@ def _one_line(summary: str) -> str:
 
 
 def _dataset(guard: PathGuard, folder: Path) -> Entry:
-    """The doctor's counts in the label, its whole report when picked."""
+    """The doctor's counts: images, their sizes, captions, its verdict."""
     from ..preprocess import check_dataset
 
     shown = guard.show(folder)
@@ -253,8 +252,7 @@ def _dataset(guard: PathGuard, folder: Path) -> Entry:
     verdict = "usable" if report.usable else "not usable"
     label = (f"{shown} · {report.images} image{'s' if report.images != 1 else ''}{sizes} · "
              f"{report.captioned} captioned · {verdict}{f', {warnings} warnings' if warnings else ''}")
-    table = report.table().replace(str(folder), shown)
-    return Entry("dataset", shown, label, f"```\n{table}\n```", label.split(" · ", 1)[-1])
+    return Entry("dataset", shown, label, label.split(" · ", 1)[-1])
 
 
 def choices(entries: list[Entry], keep: tuple[str, ...] = ()) -> list[tuple[str, str]]:
@@ -263,11 +261,6 @@ def choices(entries: list[Entry], keep: tuple[str, ...] = ()) -> list[tuple[str,
     pairs = [(e.label, e.value) for e in entries]
     listed = {v for _, v in pairs}
     return [(v, v) for v in dict.fromkeys(keep) if v and v not in listed] + pairs
-
-
-def details(entries: list[Entry], value: str | None) -> str:
-    """The picked entry's info, or an empty string for a typed path the listing does not hold."""
-    return next((e.info for e in entries if e.value == (value or "").strip()), "")
 
 
 # -- the widgets ----------------------------------------------------------------------------------
