@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -169,6 +170,21 @@ def test_the_model_given_at_start_is_listed_first(root, tiny_model_dirs):
     ctx = make_context(root, str(tiny_model_dirs["sd1"]))
     [given] = pickers.listed(ctx, "model").entries
     assert given.value == str(tiny_model_dirs["sd1"].resolve()) and " · sd1 · epsilon · diffusers folder" in given.label
+
+
+def test_the_pickers_of_one_page_load_share_one_walk(root, monkeypatch):
+    from tistudio.webui.app import make_context
+
+    ctx = make_context(root)
+    walks = []
+    real = pickers.scan
+    monkeypatch.setattr(pickers, "scan", lambda guard, under=None: walks.append(guard) or real(guard, under))
+    monkeypatch.setattr(pickers, "time", SimpleNamespace(monotonic=lambda: 100.0))  # one sharing period
+    pickers._shared_scan.cache_clear()
+    kinds = [[e.kind for e in pickers.listed(ctx, k, fresh=False).entries] for k in ("model", "embedding", "dataset")]
+    assert kinds == [[], ["embedding"] * 3, ["dataset"]] and len(walks) == 1
+    pickers.listed(ctx, "embedding")  # the ↻ button: a walk of its own, now
+    assert len(walks) == 2
 
 
 def test_a_walk_that_stops_early_says_so(root, monkeypatch):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from .safety import PathGuard
 
 MAX_DEPTH = 6            # root/a/b/c/d/e/f: deeper trees are not what people keep models in
 MAX_FOLDERS = 2000       # a root that is a whole home folder still lists quickly
+SHARED_SECONDS = 5       # the pickers of one page load share a walk made within this period
 EMBEDDING_MAX_BYTES = 32 << 20   # a 75-vector SDXL embedding is ~1 MB; bigger files are models or LoRAs
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
 EMBEDDING_SUFFIXES = (".pt", ".bin", ".safetensors", ".png")
@@ -101,18 +103,20 @@ def _walk(guard: PathGuard, start: Path):
             if not guard.inside(real) or real in seen:
                 continue
             seen.add(real)
-            children = sorted(folder.iterdir(), key=lambda p: p.name)
+            with os.scandir(folder) as it:
+                children = sorted(it, key=lambda d: d.name)
         except OSError:  # unreadable, or removed while we walk
             continue
         files, dirs = [], []
         for child in children:
             if child.name.startswith(".") or child.name in SKIPPED_FOLDERS:
                 continue
+            path = folder / child.name
             try:
-                target = child.resolve()
-                if not guard.inside(target):
-                    continue  # a link out of the root: never listed, never read
-                (dirs if target.is_dir() else files if target.is_file() else []).append(child)
+                # Only a link can lead out of a folder that lies under the root.
+                if child.is_symlink() and not guard.inside(path.resolve()):
+                    continue  # never listed, never read
+                (dirs if child.is_dir() else files if child.is_file() else []).append(path)
             except OSError:
                 continue
         yield folder, files, dirs
@@ -271,15 +275,21 @@ FORM_PICKERS = {"embedding": "embedding", "hypernetwork": "hypernetwork", "data"
                 "dreamartist.negative": "embedding"}
 
 
-def listed(ctx, kind: str) -> Listing:
-    """The entries of `kind`; models also list the one given on the command line, first."""
-    listing = scan(ctx.guard)
+def listed(ctx, kind: str, fresh: bool = True) -> Listing:
+    """The entries of `kind`; models also list the one given on the command line, first. A page
+    load refreshes every picker at once: with fresh=False they share one walk of the root."""
+    listing = scan(ctx.guard) if fresh else _shared_scan(ctx.guard, int(time.monotonic() // SHARED_SECONDS))
     entries = listing.of(kind)
     if kind == "model" and ctx.default_model:
         given = identify(ctx.guard, ctx.default_model)
         if given is not None and given.value not in {e.value for e in entries}:
             entries.insert(0, given)
     return Listing(tuple(entries), listing.truncated)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_scan(guard: PathGuard, period: int) -> Listing:
+    return scan(guard)
 
 
 def help_line(listing: Listing, value: str | None, info: str | None) -> str | None:
@@ -306,8 +316,8 @@ def dropdown(ctx, kind: str, label: str, value: str = "", info: str | None = Non
                               elem_id=elem_id, scale=8)
             button = refresh_button(f"{elem_id}-refresh" if elem_id else None)
 
-    def refresh(current=""):
-        found = listed(ctx, kind)
+    def refresh(current="", fresh=True):
+        found = listed(ctx, kind, fresh)
         return gr.update(choices=choices(list(found.entries), (current or "", value)),
                          info=help_line(found, current, info))
 
@@ -316,7 +326,7 @@ def dropdown(ctx, kind: str, label: str, value: str = "", info: str | None = Non
 
     button.click(refresh, box, box, show_progress="hidden")
     box.change(picked, box, box, show_progress="hidden")
-    gr.on(None, lambda: refresh(value), None, box, show_progress="hidden")  # on page load
+    gr.on(None, lambda: refresh(value, fresh=False), None, box, show_progress="hidden")  # on page load
     return box
 
 
