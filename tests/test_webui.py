@@ -262,7 +262,7 @@ def test_runs_are_listed_with_best_step_and_exported(tmp_path, tiny_models):
     api.create_embedding(tiny_models["sd1"], "tok-2", "cat", 1, run / "embeddings")
     (tmp_path / "runs" / "notarun").mkdir()
     [info] = runs.list_runs(tmp_path / "runs")
-    assert (info.name, info.steps, info.last_loss, info.best_step, info.best_loss) == ("tok", 3, 0.2, 2, 0.30)
+    assert (info.name, info.steps, info.final_loss, info.best_step, info.best_loss) == ("tok", 3, 0.3, 2, 0.30)
     points = runs.chart_rows({"tok": runs.loss_rows(run)})
     assert [(p["step"], p["series"]) for p in points] == [(1, "tok"), (2, "tok"), (3, "tok"), (2, "tok (val)"),
                                                          (3, "tok (val)")]

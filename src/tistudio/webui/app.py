@@ -22,14 +22,15 @@ def make_context(root: str | Path, model: str | None = None, jobs: JobRegistry |
 def build_app(ctx: Context):
     import gradio as gr
 
-    from . import tab_create, tab_create_hypernetwork, tab_generate, tab_preprocess, tab_runs, tab_train
+    from . import pickers, tab_create, tab_create_hypernetwork, tab_generate, tab_preprocess, tab_runs, tab_train
 
     with gr.Blocks(title="TI Studio", analytics_enabled=False) as app:
         gr.Markdown(f"## TI Studio\nFiles are read and written under `{ctx.guard.root}`; "
                     "relative paths start there.")
         with gr.Row():
-            model = gr.Textbox(label="Model (diffusers folder or .safetensors/.ckpt)", value=ctx.default_model,
-                               scale=4, elem_id="model-path")
+            model = pickers.dropdown(ctx, "model", "Model (a diffusers folder or .safetensors/.ckpt file; pick one "
+                                     "found under the root or type a path)", ctx.default_model,
+                                     elem_id="model-path", scale=4)
             family = gr.Dropdown(FAMILIES, value="", label="Family", scale=1)
         with gr.Tab("Create embedding", elem_id="tab-create"):
             tab_create.build(ctx, model, family)

@@ -16,18 +16,21 @@ class RunInfo:
     name: str
     path: Path
     steps: int
-    last_loss: float | None
-    best_step: int | None
-    best_loss: float | None     # validation loss at the best step when the run has one, else training
+    final_loss: float | None    # the training loss's moving average at the last step (loss.csv loss_ema)
+    best_step: int | None       # by validation loss; None for a run without validation
+    best_loss: float | None     # the validation loss at best_step
     reason: str
 
     def row(self) -> list:
-        fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-        return [self.name, self.steps, fmt(self.last_loss), "" if self.best_step is None else self.best_step,
+        # A blank would read as "not loaded yet": a dash says the run has no such value.
+        fmt = lambda v: NONE if v is None else f"{v:.4f}"  # noqa: E731
+        return [self.name, self.steps, fmt(self.final_loss), NONE if self.best_step is None else self.best_step,
                 fmt(self.best_loss), self.reason]
 
 
-RUN_COLUMNS = ["run", "steps", "last loss", "best step", "best loss", "stopped"]
+NONE = "—"
+# "final loss" as `tistudio runs` names the same number.
+RUN_COLUMNS = ["run", "steps", "final loss (moving average)", "best step", "best val loss", "stopped"]
 
 
 def loss_rows(run_dir: Path) -> list[dict]:
@@ -60,18 +63,20 @@ def _summary(run_dir: Path) -> dict:
 
 
 def run_info(run_dir: Path) -> RunInfo:
+    """What the Runs table shows, as `tistudio runs` shows it: the final loss is the moving average
+    training logs in loss.csv (train/outputs.py is its one owner; the raw loss only for files written
+    before it existed), and the best step exists only where validation measured one."""
     rows = loss_rows(run_dir)
     summary = _summary(run_dir)
+    last = rows[-1] if rows else {}
     val = [r for r in rows if "val_loss" in r]
-    # Validation loss decides the best step when there is one; the noisy training loss otherwise.
-    pool, key = (val, "val_loss") if val else (rows, "loss_ema" if rows and "loss_ema" in rows[0] else "loss")
-    best = min(pool, key=lambda r: r.get(key, float("inf")), default=None)
+    best = min(val, key=lambda r: r["val_loss"], default=None)
     best_step = summary.get("best_step")
     if best_step is None and best is not None:
         best_step = int(best["step"])
-    return RunInfo(run_dir.name, run_dir, int(rows[-1]["step"]) if rows else 0,
-                   rows[-1].get("loss") if rows else None, best_step,
-                   None if best is None else best.get(key), str(summary.get("reason", summary.get("stopped", ""))))
+    best_loss = summary.get("best_val_loss", best["val_loss"] if best else None) if best_step is not None else None
+    return RunInfo(run_dir.name, run_dir, int(last["step"]) if rows else 0, last.get("loss_ema", last.get("loss")),
+                   best_step, best_loss, str(summary.get("reason", summary.get("stopped", ""))))
 
 
 def list_runs(log_dir: Path) -> list[RunInfo]:

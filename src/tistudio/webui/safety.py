@@ -1,9 +1,11 @@
 """What makes the web UI safe to leave running: it binds to loopback unless a password is set, every
-path typed into a field must lie under the --root folder, and uploads must really be images."""
+path typed into a field must lie under the --root folder, and uploads must really be images (or
+UTF-8 captions beside them)."""
 from __future__ import annotations
 
 import ipaddress
-import re
+import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,11 @@ from ..errors import TIStudioError
 LOOPBACK_NAMES = ("localhost",)
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_UPLOAD_PIXELS = 50_000_000   # a 50 MP upload is already far beyond any training size
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9 _.,()\[\]+-]")
+CAPTION_SUFFIX = ".txt"
+MAX_SUFFIX_BYTES = 16             # ".jpeg", ".tiff": anything longer is part of the name
+# Unicode categories replaced in upload names: controls, and format characters such as the
+# right-to-left override, which can make "gpj.exe" display as "exe.jpg".
+_HIDDEN_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
 
 
 @dataclass(frozen=True)
@@ -85,22 +91,64 @@ def check_image(path: Path, max_pixels: int = MAX_UPLOAD_PIXELS) -> str | None:
 
 
 def safe_filename(name: str) -> str:
-    """The base name of an uploaded file with anything unusual replaced, never a path."""
-    base = Path(name.replace("\\", "/")).name.lstrip(".")
-    return _SAFE_NAME.sub("_", base)[:150] or "upload"
+    """The base name of an uploaded file, never a path. Letters of every script stay, NFC-normalised
+    (a Mac sends "é" as e + accent); path separators, characters Windows refuses and invisible
+    controls become "_"; leading dots go (no hidden files, no ".."); the stem is cut to
+    FILENAME_BYTES of UTF-8, keeping the extension, so the name fits every file system."""
+    # Here, not at the top: the CLI imports this module to refuse a bad --host instantly, before
+    # anything heavy (preprocess pulls in numpy and PIL).
+    from ..preprocess.run import FILENAME_BYTES, UNSAFE_FILENAME
+
+    base = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join("_" if unicodedata.category(c) in _HIDDEN_CATEGORIES else c for c in base)
+    base = UNSAFE_FILENAME.sub("_", base).strip().lstrip(".").strip()
+    stem, suffix = os.path.splitext(base)
+    if len(suffix.encode("utf-8")) > MAX_SUFFIX_BYTES:
+        stem, suffix = base, ""
+    stem = stem.encode("utf-8")[:FILENAME_BYTES].decode("utf-8", errors="ignore").strip()
+    return f"{stem or 'upload'}{suffix}"
+
+
+def check_caption(path: Path) -> str | None:
+    """None if `path` is a caption training can read (UTF-8 text within the caption size limit),
+    else the reason it is not."""
+    from ..data.captions import CAPTION_LIMIT, read_caption  # not at the top: see safe_filename
+
+    if path.stat().st_size > CAPTION_LIMIT:
+        return f"larger than {CAPTION_LIMIT // 1024} KiB, too large for a caption"
+    try:
+        read_caption(path)
+    except UnicodeDecodeError:
+        return "not UTF-8 text; re-save it as UTF-8"
+    except TIStudioError:
+        return "cannot be read"
+    return None
 
 
 def store_uploads(files: list[str | Path], dest: Path) -> tuple[list[Path], list[str]]:
-    """Copy the uploads that are images into `dest` (atomically); the others are listed as
+    """Copy the uploads that are images into `dest` (atomically), with the `.txt` captions named
+    like one of them (an image of this upload or one already in `dest`); the others are listed as
     'name: reason' and never written."""
     stored, rejected = [], []
-    for file in files:
-        file = Path(file)
+    files = [Path(f) for f in files]
+    captions = [f for f in files if f.suffix.lower() == CAPTION_SUFFIX]
+    for file in (f for f in files if f.suffix.lower() != CAPTION_SUFFIX):
         reason = check_image(file)
         if reason:
             rejected.append(f"{safe_filename(file.name)}: {reason}")
             continue
         stored.append(write_bytes(dest / safe_filename(file.name), file.read_bytes()))
+    present = {p.stem for p in stored}
+    if captions and dest.is_dir():
+        present |= {p.stem for p in dest.iterdir() if p.suffix.lower() != CAPTION_SUFFIX}
+    for file in captions:
+        name = safe_filename(file.name)
+        reason = check_caption(file) or (None if Path(name).stem in present else
+                                         f"no image named {Path(name).stem} beside it; upload the image too")
+        if reason:
+            rejected.append(f"{name}: {reason}")
+            continue
+        stored.append(write_bytes(dest / name, file.read_bytes()))
     return stored, rejected
 
 

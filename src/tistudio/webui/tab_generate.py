@@ -1,10 +1,14 @@
-"""Generate tab: txt2img with every embedding in a folder usable by name in either prompt."""
+"""Generate tab: txt2img with every embedding in a folder usable by name in either prompt; the
+embeddings found there are listed, and clicking one puts its trigger word into the prompt."""
 from __future__ import annotations
 
 from .. import api
 from ..config import SAMPLERS
 from ..errors import TIStudioError
+from . import pickers
 from .context import Context, user_errors
+
+EMBEDDING_COLUMNS = ["trigger", "family", "vectors", "step", "file", "loads in"]
 
 
 def generate(ctx: Context, model, family, prompt, negative, emb_dir, sampler, steps, cfg, seed, width, height,
@@ -29,6 +33,29 @@ def generate(ctx: Context, model, family, prompt, negative, emb_dir, sampler, st
     with Image.open(paths[0]) as first:
         info = first.info.get("parameters", "")
     return [str(p) for p in paths], "\n\n".join([info, *(["\n".join(notes)] if notes else [])])
+
+
+def found_embeddings(ctx: Context, emb_dir, quiet: bool = False) -> list[list]:
+    """Rows of the embeddings table: one per trigger under the folder (NAME.pt and NAME.safetensors
+    with one trigger, as train writes them, are one row naming both files). `quiet`: a missing
+    folder lists nothing instead of raising (the page's first load, before anything exists)."""
+    if not (emb_dir or "").strip() or quiet and not ctx.guard.resolve(emb_dir, "Embeddings folder").is_dir():
+        return []
+    rows: dict[str, list] = {}
+    for e in pickers.scan(ctx.guard, emb_dir).of("embedding"):
+        if e.trigger in rows:
+            rows[e.trigger][4] += f", {e.value}"
+        else:
+            rows[e.trigger] = [e.trigger, e.family, e.vectors, e.step, e.value, e.summary.removeprefix("loads in: ")]
+    return sorted(rows.values(), key=lambda r: r[0].lower())
+
+
+def insert_trigger(prompt: str, trigger: str) -> str:
+    """The prompt with `trigger` added at the end as a word (once: a second click does not repeat it)."""
+    prompt = (prompt or "").rstrip()
+    if trigger in prompt.replace(",", " ").split():
+        return prompt
+    return f"{prompt} {trigger}".lstrip()
 
 
 def build(ctx: Context, model, family) -> None:
@@ -56,6 +83,27 @@ def build(ctx: Context, model, family) -> None:
         with gr.Column(scale=2):
             gallery = gr.Gallery(label="Images", columns=2, height=320, elem_id="gen-gallery", object_fit="contain")
             info = gr.Textbox(label="Parameters", lines=3, elem_id="gen-info")
+    with gr.Row(equal_height=True):
+        gr.Markdown("**Embeddings in the folder**: click one to add its trigger word to the prompt")
+        refresh = pickers.refresh_button("gen-embeddings-refresh")
+    table = gr.Dataframe(found_embeddings(ctx, "embeddings", quiet=True), headers=EMBEDDING_COLUMNS,
+                         interactive=False, elem_id="gen-embeddings", wrap=True,
+                         column_widths=["12%", "14%", "7%", "6%", "21%", "40%"])
+    listing = user_errors(lambda d: found_embeddings(ctx, d))
+    for event in (refresh.click, emb_dir.submit, emb_dir.blur):
+        event(listing, emb_dir, table, show_progress="hidden")
+    gr.on(None, lambda: found_embeddings(ctx, "embeddings", quiet=True), None, table,
+          show_progress="hidden")  # page load: the folder's default
+
+    def insert(prompt, evt):
+        row = evt.row_value or []
+        return insert_trigger(prompt, str(row[0])) if row else prompt
+
+    # gradio hands the clicked cell to the parameter annotated SelectData; the string annotations of
+    # this module (the __future__ import) name a `gr` it cannot resolve, so the class is set here.
+    insert.__annotations__["evt"] = gr.SelectData
+
+    table.select(insert, prompt, prompt)
     button.click(user_errors(lambda *a: generate(ctx, *a)),
                  [model, family, prompt, negative, emb_dir, sampler, steps, cfg, seed, width, height, n, clip_skip,
                   out_dir], [gallery, info])

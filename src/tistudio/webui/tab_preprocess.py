@@ -1,9 +1,10 @@
-"""Preprocess images tab: upload into a source folder, every preprocess option, captioners, and the
-dataset doctor's report."""
+"""Preprocess images tab: upload images (and their .txt captions) into a source folder, every
+preprocess option, captioners, and the dataset doctor's report."""
 from __future__ import annotations
 
+from . import pickers
 from .context import Context, user_errors
-from .safety import store_uploads
+from .safety import CAPTION_SUFFIX, store_uploads
 
 GALLERY_LIMIT = 48
 
@@ -13,16 +14,30 @@ def save_uploads(ctx: Context, files, src) -> str:
         return "No files chosen."
     dest = ctx.guard.resolve(src, "Source folder")
     stored, rejected = store_uploads([getattr(f, "name", f) for f in files], dest)
-    lines = [f"Saved {len(stored)} image(s) to `{ctx.guard.show(dest)}`."]
+    captions = sum(p.suffix.lower() == CAPTION_SUFFIX for p in stored)
+    also = f" and {captions} caption(s)" if captions else ""
+    lines = [f"Saved {len(stored) - captions} image(s){also} to `{ctx.guard.show(dest)}`."]
     if rejected:
         lines.append(f"Rejected {len(rejected)} file(s): " + "; ".join(rejected))
     return "\n\n".join(lines)
 
 
+def default_background() -> str:
+    """The preprocess default (PreprocessOptions.background) as the picker's #rrggbb."""
+    from ..preprocess import PreprocessOptions
+
+    return "#" + "".join(f"{c:02x}" for c in PreprocessOptions().background)
+
+
+def background_info(value: str | None) -> str:
+    """The colour in words under the swatch: a white swatch on a white page looks like an empty box."""
+    return f"{value or default_background()}; click the swatch to change it"
+
+
 def _colour(text: str) -> tuple[int, int, int]:
     from ..errors import TIStudioError
 
-    value = (text or "#ffffff").lstrip("#")
+    value = (text or default_background()).lstrip("#")
     try:
         if len(value) != 6:
             raise ValueError
@@ -84,7 +99,8 @@ def build(ctx: Context) -> None:
         src = gr.Textbox(label="Source folder", value="raw", info="read only; uploads are saved here")
         dst = gr.Textbox(label="Destination folder", value="dataset", info="outside the source folder")
     with gr.Row():
-        uploads = gr.File(label="Upload images", file_count="multiple", file_types=["image"], elem_id="uploads")
+        uploads = gr.File(label="Upload images (with their .txt captions, if any)", file_count="multiple",
+                          file_types=["image", CAPTION_SUFFIX], elem_id="uploads")
         with gr.Column():
             save_button = gr.Button("Save uploads to the source folder")
             upload_status = gr.Markdown(elem_id="upload-status")
@@ -95,7 +111,8 @@ def build(ctx: Context) -> None:
         w["flip"] = gr.Checkbox(label="Create flipped copies")
         w["alpha"] = gr.Dropdown(["weight", "flatten"], value="weight", label="Transparency",
                                  info="weight: write an _att.png loss-weight map; flatten: composite only")
-        w["background"] = gr.ColorPicker(label="Background under transparency", value="#ffffff")
+        w["background"] = gr.ColorPicker(label="Background under transparency", value=default_background(),
+                                         info=background_info(default_background()), elem_id="pre-background")
     with gr.Accordion("Split, focal crop, auto size", open=False):
         with gr.Row():
             w["split"] = gr.Checkbox(label="Split oversized images")
@@ -144,13 +161,16 @@ def build(ctx: Context) -> None:
     gallery = gr.Gallery(label="Output images", columns=8, height=220, object_fit="contain", fit_columns=False)
     gr.Markdown("### Dataset doctor")
     with gr.Row():
-        doc_folder = gr.Textbox(label="Dataset folder to check", value="dataset")
+        doc_folder = pickers.dropdown(ctx, "dataset", "Dataset folder to check", "dataset", elem_id="doctor-folder",
+                                      scale=2)
         doc_name = gr.Textbox(label="Embedding name (to find it in captions)")
         doc_subject = gr.Dropdown(["character", "style"], value="character", label="Subject")
         doc_button = gr.Button("Check dataset")
     doc_report = gr.Textbox(label="Dataset doctor report", lines=10, elem_id="doctor-report")
 
     keys = list(w)
+    w["background"].change(lambda v: gr.update(info=background_info(v)), w["background"], w["background"],
+                           show_progress="hidden")
     save_button.click(user_errors(lambda files, s: save_uploads(ctx, files, s)), [uploads, src], upload_status)
     run_button.click(user_errors(lambda s, d, *vals: run_preprocess(ctx, s, d, dict(zip(keys, vals)))),
                      [src, dst, *w.values()], [report, gallery])

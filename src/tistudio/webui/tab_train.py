@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import TIStudioError
 from ..runs.identity import folder_for
-from . import runs as run_files
+from . import pickers, runs as run_files
 from .context import Context, user_errors
 from .forms import FieldSpec, build_train_config, example_prompts, train_fields
 from .jobs import JobView
@@ -149,9 +149,11 @@ def prompts_preview(ctx: Context, specs, values) -> str:
                                      v.get("filename_join") or " "))
 
 
-def _widget(spec: FieldSpec):
+def _widget(spec: FieldSpec, ctx: Context):
     import gradio as gr
 
+    if spec.key in pickers.FORM_PICKERS:
+        return pickers.widget(spec, ctx)
     common = dict(label=spec.label, info=spec.info or None, elem_id=f"train-{spec.key.replace('.', '-')}")
     if spec.kind == "bool":
         return gr.Checkbox(value=bool(spec.default), **common)
@@ -167,13 +169,13 @@ def _widget(spec: FieldSpec):
     return gr.Textbox(value="" if spec.default is None else str(spec.default), **common)
 
 
-def _grid(specs: list[FieldSpec], widgets: dict, per_row: int = 4) -> None:
+def _grid(specs: list[FieldSpec], widgets: dict, ctx: Context, per_row: int = 4) -> None:
     import gradio as gr
 
     for i in range(0, len(specs), per_row):
         with gr.Row():
             for spec in specs[i:i + per_row]:
-                widgets[spec.key] = _widget(spec)
+                widgets[spec.key] = _widget(spec, ctx)
 
 
 def build(ctx: Context, model, family) -> None:
@@ -181,15 +183,15 @@ def build(ctx: Context, model, family) -> None:
 
     specs = train_fields()
     widgets: dict = {}
-    _grid([s for s in specs if s.section == "main"], widgets)
+    _grid([s for s in specs if s.section == "main"], widgets, ctx)
     with gr.Accordion("Advanced options", open=False):
-        _grid([s for s in specs if s.section == "advanced"], widgets)
+        _grid([s for s in specs if s.section == "advanced"], widgets, ctx)
     sections = {}
     for section in dict.fromkeys(s.section for s in specs if s.section not in ("main", "advanced")):
         method_default = next((s.default for s in specs if s.key == "method"), None)
         with gr.Accordion(f"{section.replace('_', ' ').title()} options", open=True,
                           visible=section == method_default) as box:
-            _grid([s for s in specs if s.section == section], widgets)
+            _grid([s for s in specs if s.section == section], widgets, ctx)
         sections[section] = box
     values = [widgets[s.key] for s in specs]
     with gr.Row():
