@@ -271,3 +271,20 @@ def test_captions_are_stored_beside_their_images_only(tmp_path):
     assert rejected == ["orphan.txt: no image named orphan beside it; upload the image too",
                         "latin1.txt: not UTF-8 text; re-save it as UTF-8"]
     assert not (dest / "orphan.txt").exists() and not (dest / "latin1.txt").exists()
+
+
+def test_generate_reads_no_embedding_through_a_link_out_of_the_root(root, tmp_path):
+    """The Generate tab loads the embeddings of a folder under the root: a link in that folder to a
+    file (or folder) elsewhere on the disk is skipped with a note, never read."""
+    from tistudio.api import scan_for_model
+
+    outside = tmp_path / "outside"
+    save_embedding(_emb("secret"), outside / "secret.pt")
+    save_embedding(_emb("hidden"), outside / "more" / "hidden.pt")
+    (root / "embeddings" / "secret.pt").symlink_to(outside / "secret.pt")
+    (root / "embeddings" / "more").symlink_to(outside / "more")
+    notes = []
+    found = scan_for_model(root / "embeddings", (768,), notes.append, within=root)
+    assert sorted(found) == ["other", "pic", "tok"]
+    assert sum("outside" in n and "not read" in n for n in notes) == 2, notes
+    assert {"secret", "hidden"} <= set(scan_for_model(root / "embeddings", (768,), lambda _: None))

@@ -50,14 +50,16 @@ def create_hypernetwork(model: str | Components, name: str, modules=None, struct
     return create_file(model, name, modules, structure, out_dir, overwrite, seed)
 
 
-def scan_for_model(folder: str | Path | None, widths: tuple[int, ...], warn=print) -> dict:
+def scan_for_model(folder: str | Path | None, widths: tuple[int, ...], warn=print,
+                   within: str | Path | None = None) -> dict:
     """{trigger: Loaded} for every embedding under `folder` (recursive, as A1111 scans) that fits
-    the model; duplicate triggers and files for other model sizes are reported through `warn`."""
+    the model; duplicate triggers and files for other model sizes are reported through `warn`.
+    `within`: read nothing whose real location is outside this folder (links included)."""
     from .embedding.formats.scan import scan_embeddings
 
     if not folder:
         return {}
-    result = scan_embeddings(folder)
+    result = scan_embeddings(folder, within)
     for trigger, paths in result.duplicates.items():
         warn(f"warning: trigger {trigger!r} is used by {len(paths)} files; using {paths[0]}")
     for path, reason in result.skipped:
@@ -73,11 +75,13 @@ def scan_for_model(folder: str | Path | None, widths: tuple[int, ...], warn=prin
 
 def generate(model: str | Components, options, embeddings_dir: str | Path | None = None,
              out_dir: str | Path = "outputs", clip_skip: int = 1, vectors: dict | None = None,
-             say=None, hypernetworks_dir: str | Path | None = None) -> list[Path]:
+             say=None, hypernetworks_dir: str | Path | None = None,
+             within: str | Path | None = None) -> list[Path]:
     """Images as `OUT_DIR/NNNNN-SEED.png`, numbered on from what the folder holds (never overwriting).
     `say` receives the notes a user needs: which embeddings the prompts used, words that look meant
     for an embedding but match none, and scan warnings. `<hypernet:name:mult>` tags in the prompt
-    name hypernetworks in `hypernetworks_dir`."""
+    name hypernetworks in `hypernetworks_dir`. `within`: embeddings whose real location is outside
+    it are skipped (the web UI's root)."""
     from dataclasses import replace
 
     from .embedding.usage import prompt_usage
@@ -93,7 +97,7 @@ def generate(model: str | Components, options, embeddings_dir: str | Path | None
     c = load_model(model) if isinstance(model, str) else model
     for hn, _ in networks:
         hypernetwork_fits(hn, c.unet, f"<hypernet:{hn.name}>")
-    loaded = scan_for_model(embeddings_dir, c.widths, say)
+    loaded = scan_for_model(embeddings_dir, c.widths, say, within)
     found = {**{t: entry.embedding.vectors for t, entry in loaded.items()}, **(vectors or {})}
     # The prompt without its <hypernet:...> tags: they name no embedding, so they are not reported.
     usage = prompt_usage(c.tokenizer, {t: int(v[0].shape[0]) for t, v in found.items()},

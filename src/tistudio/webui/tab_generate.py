@@ -27,7 +27,7 @@ def generate(ctx: Context, model, family, prompt, negative, emb_dir, sampler, st
     out = ctx.guard.resolve(out_dir, "Output folder")
     c = ctx.components(model, family)
     notes: list[str] = []  # which embeddings the prompts used, unmatched <words>, scan warnings
-    paths = api.generate(c, options, embeddings, out, int(clip_skip), say=notes.append)
+    paths = api.generate(c, options, embeddings, out, int(clip_skip), say=notes.append, within=ctx.guard.root)
     from PIL import Image
 
     with Image.open(paths[0]) as first:

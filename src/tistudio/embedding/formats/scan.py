@@ -26,8 +26,10 @@ class ScanResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)    # unreadable files and why
 
 
-def _candidates(root: Path) -> list[Path]:
-    """Files and diffusers SDXL folders, in a stable order; symlinked folders are followed once."""
+def _candidates(root: Path, within: Path | None, skipped: list) -> list[Path]:
+    """Files and diffusers SDXL folders, in a stable order; symlinked folders are followed once.
+    With `within`, a file or folder whose real location lies outside it is skipped (a web UI's
+    root: a link inside the embeddings folder must not reach the rest of the disk)."""
     found, seen = [], set()
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
@@ -35,14 +37,26 @@ def _candidates(root: Path) -> list[Path]:
             dirs[:] = []
             continue
         seen.add(real)
+        if within is not None and not _inside(real, within):
+            skipped.append((Path(folder), f"outside {within}; not read"))
+            dirs[:] = []
+            continue
         dirs.sort()
         here = Path(folder)
         names = {n for n in files if Path(n).suffix.lower() in SUFFIXES and not n.startswith(".")}
         if any(Path(n).stem == STEMS[1] for n in names) and any(Path(n).stem == STEMS[0] for n in names):
             found.append(here)
             names = {n for n in names if Path(n).stem not in STEMS}
-        found.extend(here / n for n in sorted(names) if _size(here / n) > 0)
+        for n in sorted(names):
+            if within is not None and not _inside(os.path.realpath(here / n), within):
+                skipped.append((here / n, f"outside {within}; not read"))
+            elif _size(here / n) > 0:
+                found.append(here / n)
     return found
+
+
+def _inside(real: str, within: Path) -> bool:
+    return Path(real).is_relative_to(os.path.realpath(within))
 
 
 def _size(path: Path) -> int:
@@ -58,12 +72,12 @@ def _same_vectors(a: Loaded, b: Loaded) -> bool:
     return len(va) == len(vb) and all(x.shape == y.shape and bool((x == y).all()) for x, y in zip(va, vb))
 
 
-def scan_embeddings(root: str | Path) -> ScanResult:
+def scan_embeddings(root: str | Path, within: str | Path | None = None) -> ScanResult:
     root = Path(root)
     if not root.is_dir():
         raise TIStudioError(f"{root}: embeddings folder not found")
     result, first_of = ScanResult(), {}  # lower-cased trigger -> (trigger, path)
-    for path in _candidates(root):
+    for path in _candidates(root, Path(within) if within is not None else None, result.skipped):
         try:
             loaded = read_embedding(path)
         except TIStudioError as exc:
