@@ -12,7 +12,7 @@ import signal
 import sys
 
 from ..config import (GROUPS, RESUMABLE, Option, TrainConfig, all_options, default_text, from_dict, grouped,
-                      load_toml, merge, method_defaults, option_name)
+                      load_toml, merge, method_defaults, nested, option_name)
 from ..errors import TIStudioError
 
 INTERRUPTED = 130  # 128 + SIGINT, what main() returns for an aborted run too
@@ -62,18 +62,8 @@ def register(sub) -> None:
 
 def overrides_from(args) -> dict:
     """The options given on the command line, as a config dict (nested sections as tables)."""
-    given: dict = {}
-    for opt in all_options():
-        value = getattr(args, opt.dest)
-        if value is None:
-            continue
-        if opt.kind == "list":
-            value = tuple(dict.fromkeys(value))
-        *sections, name = opt.key.split(".")
-        target = given
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[name] = value
+    values = {o.key: getattr(args, o.dest) for o in all_options() if getattr(args, o.dest) is not None}
+    given = nested({k: tuple(dict.fromkeys(v)) if isinstance(v, list) else v for k, v in values.items()})
     if given.get("hypernetwork"):
         given.setdefault("method", "hypernetwork")
     return given

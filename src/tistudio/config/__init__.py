@@ -18,7 +18,7 @@ from .choices import (ATTENTION, CLIP_GRAD_MODES, DEVICE_RE, EMBEDDING_FORMATS, 
                       PRECISIONS, PREDICTIONS, PROFILES, REC_TIMESTEP_WEIGHTS, SAMPLERS, TIMESTEP_SAMPLINGS)
 from .fields import GROUPS, option
 from .options import Option, all_options, default_text, grouped, in_labels, option_name
-from .overrides import RESUMABLE, changes, merge, method_defaults, not_resumable
+from .overrides import RESUMABLE, changes, merge, method_defaults, nested, not_resumable
 from .sections import DreamArtistConfig, ModelConfig, RecipeConfig
 from .toml_io import dump_toml, from_dict, load_toml, to_dict
 from .train_config import HYPERNETWORK_DEFAULTS, TrainConfig
@@ -30,5 +30,5 @@ __all__ = [
     "OPTIMIZERS", "PRECISIONS", "PREDICTIONS", "PROFILES", "REC_TIMESTEP_WEIGHTS", "RESUMABLE", "SAMPLERS",
     "TIMESTEP_SAMPLINGS", "DreamArtistConfig", "ModelConfig", "Option", "RecipeConfig", "TrainConfig",
     "all_options", "changes", "default_text", "dump_toml", "from_dict", "grouped", "in_labels", "load_toml",
-    "merge", "method_defaults", "not_resumable", "option", "option_name", "timestep_bounds", "to_dict",
+    "merge", "method_defaults", "nested", "not_resumable", "option", "option_name", "timestep_bounds", "to_dict",
 ]

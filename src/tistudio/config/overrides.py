@@ -45,6 +45,19 @@ def merge(base: dict, given: dict) -> dict:
     return {**base, **given, **nested}
 
 
+def nested(values: dict[str, Any]) -> dict:
+    """Option values by dotted key ("recipe.loss", as config.options names them) -> a config dict
+    with the sections as tables, what merge and from_dict take."""
+    out: dict = {}
+    for key, value in values.items():
+        *sections, name = key.split(".")
+        target = out
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[name] = value
+    return out
+
+
 def method_defaults(data: dict) -> dict:
     """`data` with a hypernetwork run's own defaults (HYPERNETWORK_DEFAULTS) where it gives none;
     any other method's options unchanged."""

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import HYPERNETWORK_DEFAULTS, Option, TrainConfig, from_dict, grouped, method_defaults
+from ..config import HYPERNETWORK_DEFAULTS, Option, TrainConfig, from_dict, grouped, method_defaults, nested
 from ..errors import TIStudioError
 from .safety import PathGuard
 
@@ -88,19 +88,16 @@ def _convert(spec: FieldSpec, value, guard: PathGuard):
 def build_train_config(specs: list[FieldSpec], values: list, guard: PathGuard, model: str,
                        family: str | None = None) -> TrainConfig:
     """Widget values (in `specs` order) -> a validated TrainConfig; `model` is the page's model box."""
-    data: dict = {"model": {"model": model, **({"family": family} if family else {})}}
+    given: dict = {"model.model": model, **({"model.family": family} if family else {})}
     # A hypernetwork run trains the hypernetwork file: no embedding is asked for.
     hyper = dict(zip((s.key for s in specs), values)).get("method") == "hypernetwork"
     for spec, value in zip(specs, values):
         if hyper and spec.key == "embedding" and not value:
             continue
-        target = data
-        *parents, leaf = spec.key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
         converted = _convert(spec, value, guard)
         if converted is not None:
-            target[leaf] = converted
+            given[spec.key] = converted
+    data = nested(given)
     if hyper:  # a box left at the embedding default takes the hypernetwork run's own (config.method_defaults)
         data = {k: v for k, v in data.items() if not (k in HYPERNETWORK_DEFAULTS and v == getattr(_EMBEDDING, k))}
     data = method_defaults(data)
