@@ -104,7 +104,7 @@ def test_help_is_grouped_and_renders_defaults_from_the_fields():
     for title in ("What to train:", "Speed and memory (docs/speed.md):", "Training recipe (docs/recipe.md):"):
         assert title in text
     assert "0.001' (default: 0.005)" in text and "(mse | huber | l1; default: mse)" in text
-    assert "--no-plot write RUN/loss.png" in text and "on by default; this flag turns it off" in text
+    assert "--no-plot write RUN/loss.png" in text and "(default: on; this flag turns it off)" in text
     assert option_name("dreamartist.cfg") == "--cfg" and option_name("formats") == "--format"
 
 

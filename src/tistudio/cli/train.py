@@ -22,10 +22,11 @@ ARG_TYPES = {"str": str, "int": int, "float": float}
 def _help(opt: Option) -> str:
     """The field's help with its choices and default, as argparse prints it (% is its format sign)."""
     notes = [" | ".join(opt.choices)] if opt.choices else []
-    if opt.flag.startswith("--no-"):
-        notes.append("on by default; this flag turns it off")
-    elif opt.kind != "bool" and default_text(opt):
+    negative = opt.flag.startswith("--no-")
+    if default_text(opt) and (opt.kind != "bool" or negative):  # a plain switch is off until given
         notes.append(f"default: {default_text(opt)}")
+    if negative:
+        notes.append("this flag turns it off")
     return (opt.help + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
 
 

@@ -20,6 +20,8 @@ def _cell(text: str) -> str:
 def _row(opt: Option) -> str:
     default = default_text(opt)
     help_text = opt.help + (f"; one of {', '.join(f'`{c}`' for c in opt.choices)}" if opt.choices else "")
+    if opt.flag.startswith("--no-"):
+        help_text += f"; `{opt.flag}` turns it off (`{opt.key} = false` in TOML)"
     return (f"| `{opt.flag}` | `{opt.key}` | {_cell(f'`{default}`') if default else ''} | {_cell(help_text)} |")
 
 

@@ -91,7 +91,8 @@ class TrainConfig:
     attention: str = option("sdpa", "attention implementation", group="speed", choices=ATTENTION)
     threads: int = option(0, "CPU threads, 0 = from the profile", group="speed")
     heap_reuse: bool | None = option(None, "CPU: keep freed memory for the next step instead of giving it back to "
-                                     "the system after every step, which is slower (train/speed.py)",
+                                     "the system after every step, which is slower (default: on for a CPU; "
+                                     "train/speed.py)",
                                      group="speed", flag="--no-heap-reuse")
     num_processes: int = option(1, "data-parallel processes on this machine (train/distributed.py)", group="speed")
     # Knowing when to stop (docs/when-to-stop.md).

@@ -21,6 +21,7 @@ OWNED_BY_PAGE = ("model.model", "model.family")
 PATH_FIELDS = {"embedding": "file", "hypernetwork": "file", "data": "dir", "log_dir": None, "output": None, "val_data": "dir",
                "eval_clip": "dir", "dreamartist.negative": "file", "model.config": "dir"}
 PATH_SUFFIXES = ("_dir", "_data", "_path", "_file", "_folder")
+_EMBEDDING = TrainConfig()  # the defaults the boxes start at
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,6 @@ def build_train_config(specs: list[FieldSpec], values: list, guard: PathGuard, m
     if data.get("template") and data["template"] not in _shipped_templates():
         data["template"] = str(guard.resolve(data["template"], "Prompt template", "file"))
     return from_dict(TrainConfig, data, "Train tab")
-
-
-_EMBEDDING = TrainConfig()  # the defaults a box starts at
 
 
 def _shipped_templates() -> list[str]:
