@@ -101,7 +101,7 @@ def test_the_toml_file_is_not_the_models_config_folder(tmp_path):
 
 def test_help_is_grouped_and_renders_defaults_from_the_fields():
     text = " ".join(_train_parser().format_help().split())
-    for title in ("What to train:", "Speed and memory (docs/speed.md):", "Training recipe (docs/recipe.md):"):
+    for title in ("What to train, on which images:", "Speed and memory (docs/speed.md):", "Training recipe (docs/recipe.md):"):
         assert title in text
     assert "0.001' (default: 0.005)" in text and "(mse | huber | l1; default: mse)" in text
     assert "--no-plot write RUN/loss.png" in text and "(default: on; this flag turns it off)" in text

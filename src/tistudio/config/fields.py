@@ -11,12 +11,12 @@ from typing import Any
 # Group name -> title, in the order the faces show them. The nested sections (model, recipe,
 # dreamartist) are groups of their own; a flat TrainConfig field names one of the others.
 GROUPS = {
-    "run": "What to train",
+    "run": "What to train, on which images",
     "model": "Model",
     "data": "Data, captions and latents",
     "schedule": "Learning rate, steps and updates",
     "recipe": "Training recipe (docs/recipe.md)",
-    "dreamartist": "DreamArtist, with --method dreamartist (docs/dreamartist.md)",
+    "dreamartist": "DreamArtist (docs/dreamartist.md)",
     "preview": "Previews",
     "validation": "Validation and evaluation (docs/when-to-stop.md)",
     "output": "Outputs and snapshots",

@@ -23,7 +23,7 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     embedding: str = option("", "the embedding file to train (from `tistudio create`)", group="run",
                             label="Embedding file")
-    data: str = option("", "folder of training images with optional sidecar .txt captions", group="data",
+    data: str = option("", "folder of training images with optional sidecar .txt captions", group="run",
                        label="Dataset folder")
     method: str = option("ti", "what to train: an embedding (ti), a DreamArtist positive + negative pair "
                          "(docs/dreamartist.md) or --hypernetwork", group="run", choices=METHODS)
