@@ -184,8 +184,8 @@ def build(ctx: Context, model, family) -> None:
     widgets: dict = {}
     method_default = next((s.default for s in specs if s.key == "method"), None)
     sections = {}  # a method's own group (dreamartist): shown while that method is chosen
-    for i, section in enumerate(dict.fromkeys(s.section for s in specs)):
-        with gr.Accordion(GROUPS[section], open=i == 0,
+    for section in dict.fromkeys(s.section for s in specs):
+        with gr.Accordion(GROUPS[section], open=True,
                           visible=section not in METHODS or section == method_default) as box:
             _grid([s for s in specs if s.section == section], widgets)
         if section in METHODS:
