@@ -141,6 +141,8 @@ def test_the_web_ui_names_options_by_their_labels(tmp_path):
     assert in_labels("run `tistudio train --steps 5` or set --steps") == "run `tistudio train --steps 5` or set Max steps"
     labels = {s.key: s.label for s in specs}
     assert labels["steps"] == "Max steps" and labels["width"] == "Width (0 = default)"
+    info = next(s.info for s in specs if s.key == "steps")
+    assert "with Max steps 3000" in info and "--" not in info  # the help, in the page's words
     assert {s.section for s in specs} <= set(GROUPS) and [s.key for s in specs if s.section == "dreamartist"]
 
 

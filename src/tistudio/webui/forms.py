@@ -1,15 +1,16 @@
 """The Train tab's form, derived from TrainConfig's fields: each field becomes a widget spec with the
-label, help, choices and group its declaration carries (config/fields.py), so an option added to
-the config shows up in the page without UI code. Values come back as a dict and go through
-config.from_dict, so the config's own validation and error messages apply unchanged. Plain Python:
-the gradio widgets are made in tab_train.py."""
+label, help (its flags named by their labels), choices and group its declaration carries
+(config/fields.py), so an option added to the config shows up in the page without UI code. Values
+come back as a dict and go through config.from_dict, so the config's own validation and error
+messages apply unchanged. Plain Python: the gradio widgets are made in tab_train.py."""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import HYPERNETWORK_DEFAULTS, Option, TrainConfig, from_dict, grouped, method_defaults, nested
+from ..config import (HYPERNETWORK_DEFAULTS, Option, TrainConfig, from_dict, grouped, in_labels, method_defaults,
+                      nested)
 from ..errors import TIStudioError
 from .safety import PathGuard
 
@@ -56,7 +57,7 @@ def train_fields() -> list[FieldSpec]:
     for opt in (o for opts in grouped().values() for o in opts if o.key not in OWNED_BY_PAGE):
         kind, choices = _kind(opt)
         label = opt.label + (" (0 = default)" if opt.optional and kind in ("int", "float") else "")
-        specs.append(FieldSpec(opt.key, kind, label, opt.default, opt.optional, choices, opt.help, opt.group,
+        specs.append(FieldSpec(opt.key, kind, label, opt.default, opt.optional, choices, in_labels(opt.help), opt.group,
                                PATH_FIELDS.get(opt.key), custom=opt.key == "template"))
     return specs
 
