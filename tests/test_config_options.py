@@ -194,3 +194,16 @@ def test_saved_configs_keep_their_toml_layout():
     assert set(data) - {"model", "dreamartist", "recipe"} == {o.key for o in all_options()
                                                                   if "." not in o.key and o.default is not None}
     assert from_dict(TrainConfig, data) == cfg
+
+
+def test_a_field_without_option_metadata_is_named_with_the_fix():
+    from dataclasses import dataclass
+
+    from tistudio.config.options import _records
+
+    @dataclass(frozen=True)
+    class Bare:
+        steps: int = 3
+
+    with pytest.raises(TypeError, match=r"Bare\.steps: declare it with config\.option\(default, help, group=\.\.\.\)"):
+        _records(Bare, "")

@@ -50,9 +50,11 @@ def _records(cls, prefix: str) -> list[Option]:
             out += _records(type(f.default), f"{prefix}{f.name}.")
             continue
         meta = f.metadata
-        out.append(Option(prefix + f.name, meta.get("group", ""), meta.get("flag") or "--" + f.name.replace("_", "-"),
-                          meta.get("help", ""), meta.get("label") or f.name.replace("_", " ").capitalize(), f.default,
-                          _kind(f), "None" in annotation_words(f), tuple(meta.get("choices", ()))))
+        if "group" not in meta:  # every face is made from the metadata: a bare field has no flag, label or help
+            raise TypeError(f"{cls.__name__}.{f.name}: declare it with config.option(default, help, group=...)")
+        out.append(Option(prefix + f.name, meta["group"], meta["flag"] or "--" + f.name.replace("_", "-"),
+                          meta["help"], meta["label"] or f.name.replace("_", " ").capitalize(), f.default,
+                          _kind(f), "None" in annotation_words(f), meta["choices"]))
     return out
 
 
