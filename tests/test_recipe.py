@@ -313,7 +313,8 @@ def test_dreamartist_resumes_exactly_with_the_recipe(tiny_models, dataset, tmp_p
 
 def test_cli_flags_and_toml_fill_the_recipe_section(tmp_path):
     from tistudio.cli.main import build_parser
-    from tistudio.cli.train import build_config, option_name
+    from tistudio.cli.train import build_config
+    from tistudio.config import option_name
 
     toml = tmp_path / "run.toml"
     toml.write_text('[recipe]\nloss = "huber"\nsnr_gamma = 2\n')

@@ -303,8 +303,7 @@ def test_the_runs_listing_reads_a_numbered_folder(tiny_models, dataset, tmp_path
 
 
 def test_the_readme_lists_the_resumable_options():
-    from tistudio.cli.train import option_name
-    from tistudio.config import RESUMABLE
+    from tistudio.config import RESUMABLE, option_name
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     resume = " ".join(readme[readme.index("**Resume.**"):].split("\n\n")[0].split())

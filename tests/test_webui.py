@@ -275,10 +275,16 @@ def test_the_train_form_trains_a_hypernetwork_without_an_embedding(guard):
     """Train hypernetwork is the Train tab with method "hypernetwork" and the file in its own box."""
     (guard.root / "hn.pt").write_bytes(b"x")
     specs = train_fields()
-    assert [s.key for s in specs[:3]] == ["embedding", "hypernetwork", "method"]
+    assert [s.key for s in specs if s.section == "run"] == ["embedding", "data", "method", "hypernetwork"]
+    assert specs[0].section == "run"  # shown first
     cfg = build_train_config(specs, _values(specs, embedding="", hypernetwork="hn.pt", method="hypernetwork",
-                                            data="data", template="hypernetwork", lr="0.00001"), guard, "/m")
+                                            data="data"), guard, "/m")
     assert (cfg.method, cfg.hypernetwork, cfg.embedding) == ("hypernetwork", str(guard.root / "hn.pt"), "")
+    # Boxes left at the embedding defaults take the hypernetwork run's own, as on the command line.
+    assert (cfg.lr, cfg.template) == ("0.00001", "hypernetwork")
+    cfg = build_train_config(specs, _values(specs, embedding="", hypernetwork="hn.pt", method="hypernetwork",
+                                            data="data", lr="0.0001", template="none"), guard, "/m")
+    assert (cfg.lr, cfg.template) == ("0.0001", "none")
     with pytest.raises(TIStudioError, match="Embedding file: empty"):
         build_train_config(specs, _values(specs, embedding="", data="data"), guard, "/m")
 

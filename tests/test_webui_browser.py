@@ -89,7 +89,6 @@ def fill_train_form(tab) -> None:
                          ("Save embedding every N steps", "2"), ("Preview image every N steps", "2"),
                          ("Learning rate", "0.01")]:
         field(tab, label).fill(value)
-    tab.get_by_text("Advanced options").click()
     field(tab, "Preview steps").fill("2")
 
 

@@ -29,7 +29,7 @@ class CfgSchedule:
 
     def scale(self, t, num_train_timesteps: int = 1000):
         """s(t) for integer timesteps t (a torch tensor [B]) -> float32 [B]. Only tensor methods are
-        used, so this module (and config.py, which validates --cfg with it) stays free of torch."""
+        used, so this module (and config/validation.py, which checks --cfg with it) stays free of torch."""
         r = t.float() / max(1, num_train_timesteps - 1)
         if self.curve == "cos":
             f = ((r - 1) * (math.pi / 2)).cos()

@@ -1,7 +1,7 @@
 """`tistudio convert IN OUT`: any readable embedding layout to any writable one, vectors bit-identical."""
 from __future__ import annotations
 
-FORMAT_NAMES = ("a1111-pt", "a1111-png", "safetensors", "diffusers")
+from ..config import EMBEDDING_FORMATS
 
 
 def register(subparsers) -> None:
@@ -12,7 +12,7 @@ def register(subparsers) -> None:
                     "rewritten in place in the layout every client loads (a repair; see inspect --compat).")
     p.add_argument("src", metavar="IN", help="embedding file or diffusers folder")
     p.add_argument("dest", metavar="OUT", help="output file (or folder for --to diffusers)")
-    p.add_argument("--to", choices=FORMAT_NAMES, default=None,
+    p.add_argument("--to", choices=EMBEDDING_FORMATS, default=None,
                    help="output format (default: from OUT's extension: .pt, .png, .safetensors, .bin, folder)")
     p.add_argument("--name", default=None,
                    help="embedding name to store (default: the input's trigger name)")

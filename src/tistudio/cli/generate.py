@@ -1,20 +1,22 @@
 """`tistudio generate --model M --prompt P [--negative-prompt NP] [--embeddings DIR] ...`"""
 from __future__ import annotations
 
+from ..config import FAMILIES, PREDICTIONS, SAMPLERS
+
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="generate images with embeddings in the prompt",
                        description="txt2img; every embedding under --embeddings can be used by its "
                        "file name in the prompt or the negative prompt.")
     p.add_argument("--model", required=True, help="diffusers folder or .safetensors/.ckpt checkpoint")
-    p.add_argument("--family", choices=["sd1", "sd2", "sdxl"])
-    p.add_argument("--prediction", choices=["epsilon", "v_prediction"])
+    p.add_argument("--family", choices=FAMILIES)
+    p.add_argument("--prediction", choices=PREDICTIONS)
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--embeddings", help="folder of embeddings (scanned recursively)")
     p.add_argument("--hypernetworks", help="folder of hypernetwork .pt files, applied by <hypernet:NAME:STRENGTH> "
                    "in the prompt (several chain in prompt order)")
-    p.add_argument("--sampler", default="euler_a", choices=["euler_a", "euler", "dpmpp_2m", "ddim"])
+    p.add_argument("--sampler", default="euler_a", choices=SAMPLERS)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image (-1: random); image i uses seed+i")

@@ -14,7 +14,6 @@ ACTIVATIONS = {
 # --init -> the name A1111 stores in `weight_initialization`.
 INITS = {"normal": "Normal", "xavier": "XavierUniform", "xavier-normal": "XavierNormal",
          "kaiming": "KaimingUniform", "kaiming-normal": "KaimingNormal"}
-DEFAULT_LR = "0.00001"                    # A1111's Train hypernetwork default learning rate
 # ComfyUI rebuilds each stack from the `.weight` keys alone (Linear, then LayerNorm when
 # is_layer_norm) and knows only these activations; anything else it refuses ("Unsupported
 # Hypernetwork format"). An activation with weights (prelu) would also break its key walk.

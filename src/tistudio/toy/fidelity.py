@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_text, write_with
-from ..config import RecipeConfig
+from ..config import METHODS, RecipeConfig
 from ..embedding.create import create_file, create_pair_files
 from ..errors import TIStudioError
 from ..models.load import load_model
@@ -31,7 +31,6 @@ from .concepts import Concept
 from .scenes import FRAMES
 
 NAME = "toy-concept"   # the trigger; free of colour/shape words, so only the vectors can carry them
-METHODS = ("ti", "dreamartist", "hypernetwork")
 SAMPLE_SEED = 4321     # seed of sample 0 of both the learned and the baseline images
 
 

@@ -6,6 +6,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import in_labels
 from ..errors import TIStudioError
 from .jobs import JobRegistry
 from .safety import PathGuard
@@ -31,6 +32,12 @@ class Context:
         return self.jobs.models.get(path, family or None)
 
 
+def user_message(exc: TIStudioError) -> str:
+    """What the page shows for an error: the config names options by their CLI flag, the page by
+    its labels ("--steps 0: ..." -> "Max steps 0: ...")."""
+    return in_labels(str(exc))
+
+
 def user_errors(fn):
     """Show a TIStudioError as the page's error pop-up (one line), like the CLI's `error:` line."""
     @functools.wraps(fn)
@@ -40,5 +47,5 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except TIStudioError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(user_message(exc), print_exception=False) from None
     return wrapper

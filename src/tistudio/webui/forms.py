@@ -1,46 +1,28 @@
-"""The Train tab's form, derived from TrainConfig's fields: each field becomes a widget spec, so an
-option added to the config (DreamArtist's, validation's...) shows up in the page without UI code.
-Values come back as a dict and go through config.from_dict, so the config's own validation and
-error messages apply unchanged. Plain Python: the gradio widgets are made in tab_train.py."""
+"""The Train tab's form, derived from TrainConfig's fields: each field becomes a widget spec with the
+label, help (its flags named by their labels), choices and group its declaration carries
+(config/fields.py), so an option added to the config shows up in the page without UI code. Values
+come back as a dict and go through config.from_dict, so the config's own validation and error
+messages apply unchanged. Plain Python: the gradio widgets are made in tab_train.py."""
 from __future__ import annotations
 
-import dataclasses
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from .. import config as config_module
-from ..config import TrainConfig, from_dict
+from ..config import (HYPERNETWORK_DEFAULTS, Option, TrainConfig, from_dict, grouped, in_labels, method_defaults,
+                      nested)
 from ..errors import TIStudioError
 from .safety import PathGuard
 
-# Shown first, in this order; everything else goes to "Advanced" or its nested section.
-MAIN = ("embedding", "hypernetwork", "method", "data", "log_dir", "template", "lr", "batch_size", "grad_accum", "steps",
-        "width", "height", "save_every", "preview_every", "png_embeddings", "precision")
 REQUIRED = ("embedding", "data")
 # Fields that are set elsewhere in the page (the model box at the top).
 OWNED_BY_PAGE = ("model.model", "model.family")
+# Path fields -> what must exist there (None: nothing; a folder to write is made when needed). A
+# field whose name ends in one of PATH_SUFFIXES is a path too, so a new one is confined to the root.
 PATH_FIELDS = {"embedding": "file", "hypernetwork": "file", "data": "dir", "log_dir": None, "output": None, "val_data": "dir",
-               "eval_clip": "dir", "dreamartist.negative": "file"}
+               "eval_clip": "dir", "dreamartist.negative": "file", "model.config": "dir"}
 PATH_SUFFIXES = ("_dir", "_data", "_path", "_file", "_folder")
-LABELS = {
-    "embedding": "Embedding file", "hypernetwork": "Hypernetwork file (method hypernetwork; lr 0.00001 as A1111)",
-    "data": "Dataset folder", "log_dir": "Log folder", "lr": "Learning rate",
-    "batch_size": "Batch size", "grad_accum": "Gradient accumulation steps", "steps": "Max steps",
-    "save_every": "Save embedding every N steps", "preview_every": "Preview image every N steps",
-    "png_embeddings": "Save PNG embeddings with the previews", "precision": "Precision of the frozen model",
-    "template": "Prompt template", "output": "Final embedding path (empty: overwrite the embedding)",
-}
-# Choices for string fields, from the config module's own tuples where it has them.
-CHOICES = {
-    "precision": "PRECISIONS", "latent_sampling": "LATENT_SAMPLING", "clip_grad_mode": "CLIP_GRAD_MODES",
-    "preview_sampler": "SAMPLERS", "method": "METHODS", "profile": "PROFILES",
-    "rec_timestep_weight": "REC_TIMESTEP_WEIGHTS", "loss": "LOSSES", "loss_weighting": "LOSS_WEIGHTINGS",
-    "timestep_sampling": "TIMESTEP_SAMPLINGS", "optimizer": "OPTIMIZERS", "lr_scheduler": "LR_SCHEDULERS",
-    "norm": "NORMS",
-}
-FIXED_CHOICES = {"family": ("sd1", "sd2", "sdxl"), "prediction": ("epsilon", "v_prediction")}
-FORMAT_CHOICES = ("a1111-pt", "safetensors")
+_EMBEDDING = TrainConfig()  # the defaults the boxes start at
 
 
 @dataclass(frozen=True)
@@ -52,71 +34,31 @@ class FieldSpec:
     optional: bool = False   # None allowed (an empty box means "default")
     choices: tuple = ()
     info: str = ""
-    section: str = "main"    # main | advanced | the nested dataclass's field name
+    section: str = "run"     # the option's group (config.GROUPS), in the page's order
     must_exist: str | None = None
     custom: bool = False     # a choice that also takes a typed value (template: a name or a file)
 
 
-def _help_texts() -> dict[str, str]:
-    """The CLI's help text per config field, so both faces describe an option the same way."""
-    from ..cli import train as cli_train
-
-    out = {}
-    for table in (cli_train.OPTIONS, cli_train.MODEL_OPTIONS, cli_train.RECIPE_OPTIONS):
-        for flag, (dest, _typ, text) in table.items():
-            if not flag.startswith("--no-"):  # "--no-plot" describes the opposite of the field
-                out[dest] = text
-    return out
-
-
-def _kind(f: dataclasses.Field, key: str, name: str, value) -> tuple[str, bool, tuple]:
-    annotation = str(f.type)
-    optional = "None" in annotation
-    const = CHOICES.get(name)
-    if const and hasattr(config_module, const):
-        return "choice", optional, tuple(getattr(config_module, const))
-    if name in FIXED_CHOICES:
-        return "choice", optional, FIXED_CHOICES[name]
-    if name == "template":
-        return "choice", optional, tuple(_shipped_templates())
-    if name == "formats":
-        return "multi", optional, FORMAT_CHOICES
-    if key in PATH_FIELDS or name.endswith(PATH_SUFFIXES):
-        return "path", optional, ()
-    for token, kind in (("bool", "bool"), ("int", "int"), ("float", "float")):
-        if annotation.split("|")[0].strip() == token or isinstance(value, bool) and token == "bool":
-            return kind, optional, ()
-    return "text", optional, ()
+def _kind(opt: Option) -> tuple[str, tuple]:
+    if opt.key == "template":
+        return "choice", tuple(_shipped_templates())
+    if opt.kind == "list":
+        return "multi", opt.choices
+    if opt.choices:
+        return "choice", opt.choices
+    if opt.key in PATH_FIELDS or opt.name.endswith(PATH_SUFFIXES):
+        return "path", ()
+    return {"bool": "bool", "int": "int", "float": "float"}.get(opt.kind, "text"), ()
 
 
-def _label(name: str, optional_number: bool = False) -> str:
-    label = LABELS.get(name, name.replace("_", " ").capitalize())
-    return label + " (0 = default)" if optional_number else label
-
-
-def train_fields(cls=TrainConfig) -> list[FieldSpec]:
-    helps = _help_texts()
+def train_fields() -> list[FieldSpec]:
+    """One spec per TrainConfig option the page asks for, grouped as config.GROUPS orders them."""
     specs = []
-
-    def walk(cls, prefix: str, section: str | None):
-        for f in fields(cls):
-            key = prefix + f.name
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            if dataclasses.is_dataclass(default):
-                walk(type(default), key + ".", "advanced" if f.name == "model" else f.name)
-                continue
-            if key in OWNED_BY_PAGE:
-                continue
-            kind, optional, choices = _kind(f, key, f.name, default)
-            sec = section or ("main" if f.name in MAIN else "advanced")
-            label = _label(f.name, optional and kind in ("int", "float"))
-            specs.append(FieldSpec(key, kind, label, default, optional, choices,
-                                   helps.get(f.name, ""), sec, PATH_FIELDS.get(key),
-                                   custom=f.name == "template"))
-
-    walk(cls, "", None)
-    order = {name: i for i, name in enumerate(MAIN)}
-    specs.sort(key=lambda s: (s.section != "main", order.get(s.key, len(order))))
+    for opt in (o for opts in grouped().values() for o in opts if o.key not in OWNED_BY_PAGE):
+        kind, choices = _kind(opt)
+        label = opt.label + (" (0 = default)" if opt.optional and kind in ("int", "float") else "")
+        specs.append(FieldSpec(opt.key, kind, label, opt.default, opt.optional, choices, in_labels(opt.help), opt.group,
+                               PATH_FIELDS.get(opt.key), custom=opt.key == "template"))
     return specs
 
 
@@ -148,19 +90,19 @@ def _convert(spec: FieldSpec, value, guard: PathGuard):
 def build_train_config(specs: list[FieldSpec], values: list, guard: PathGuard, model: str,
                        family: str | None = None) -> TrainConfig:
     """Widget values (in `specs` order) -> a validated TrainConfig; `model` is the page's model box."""
-    data: dict = {"model": {"model": model, **({"family": family} if family else {})}}
+    given: dict = {"model.model": model, **({"model.family": family} if family else {})}
     # A hypernetwork run trains the hypernetwork file: no embedding is asked for.
     hyper = dict(zip((s.key for s in specs), values)).get("method") == "hypernetwork"
     for spec, value in zip(specs, values):
         if hyper and spec.key == "embedding" and not value:
             continue
-        target = data
-        *parents, leaf = spec.key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
         converted = _convert(spec, value, guard)
         if converted is not None:
-            target[leaf] = converted
+            given[spec.key] = converted
+    data = nested(given)
+    if hyper:  # a box left at the embedding default takes the hypernetwork run's own (config.method_defaults)
+        data = {k: v for k, v in data.items() if not (k in HYPERNETWORK_DEFAULTS and v == getattr(_EMBEDDING, k))}
+    data = method_defaults(data)
     if data.get("template") and data["template"] not in _shipped_templates():
         data["template"] = str(guard.resolve(data["template"], "Prompt template", "file"))
     return from_dict(TrainConfig, data, "Train tab")

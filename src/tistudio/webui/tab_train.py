@@ -6,6 +6,7 @@ import functools
 import os
 from pathlib import Path
 
+from ..config import GROUPS, METHODS
 from ..errors import TIStudioError
 from ..runs.identity import folder_for
 from . import pickers, runs as run_files
@@ -183,16 +184,14 @@ def build(ctx: Context, model, family) -> None:
 
     specs = train_fields()
     widgets: dict = {}
-    _grid([s for s in specs if s.section == "main"], widgets, ctx)
-    with gr.Accordion("Advanced options", open=False):
-        _grid([s for s in specs if s.section == "advanced"], widgets, ctx)
-    sections = {}
-    for section in dict.fromkeys(s.section for s in specs if s.section not in ("main", "advanced")):
-        method_default = next((s.default for s in specs if s.key == "method"), None)
-        with gr.Accordion(f"{section.replace('_', ' ').title()} options", open=True,
-                          visible=section == method_default) as box:
+    method_default = next((s.default for s in specs if s.key == "method"), None)
+    sections = {}  # a method's own group (dreamartist): shown while that method is chosen
+    for section in dict.fromkeys(s.section for s in specs):
+        with gr.Accordion(GROUPS[section], open=True,
+                          visible=section not in METHODS or section == method_default) as box:
             _grid([s for s in specs if s.section == section], widgets, ctx)
-        sections[section] = box
+        if section in METHODS:
+            sections[section] = box
     values = [widgets[s.key] for s in specs]
     with gr.Row():
         preview_button = gr.Button("Show example prompts")

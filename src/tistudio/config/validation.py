@@ -1,0 +1,138 @@
+"""The rules a config must satisfy, run by each dataclass on construction. Messages name options by
+their CLI flag (`--steps 0: must be at least 1`); the web UI shows its own labels instead
+(config.options.in_labels), so every flag written here must be a field's flag (a test checks)."""
+from __future__ import annotations
+
+import re
+
+from ..cfg_schedule import parse_cfg
+from ..errors import TIStudioError
+from ..schedules import build_schedule
+from .choices import (ATTENTION, CLIP_GRAD_MODES, DEVICE_RE, EMBEDDING_FORMATS, LATENT_CACHES, LATENT_SAMPLING,
+                      LOSS_WEIGHTINGS, LOSSES, LR_SCHEDULERS, METHODS, NORMS, OPTIMIZERS, PRECISIONS, PROFILES,
+                      REC_TIMESTEP_WEIGHTS, SAMPLERS, TIMESTEP_SAMPLINGS)
+# The checks take the config objects unannotated: the classes call them from __post_init__, so
+# this module cannot import the classes (not even for type checking: that would be a cycle).
+
+
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        raise TIStudioError(message)
+
+
+def _one_of(flag: str, value, allowed: tuple[str, ...]) -> None:
+    check(value in allowed, f"{flag} {value}: use {'|'.join(allowed)}")
+
+
+def timestep_bounds(text: str) -> tuple[int, int]:
+    """"lo:hi" -> (lo, hi), the half-open range of training timesteps (0:1000 = all of them)."""
+    lo, sep, hi = str(text).partition(":")
+    try:
+        bounds = (int(lo), int(hi))
+    except ValueError:
+        bounds = None
+    check(bool(sep) and bounds is not None and 0 <= bounds[0] < bounds[1] <= 1000,
+          f"--timestep-range {text!r}: write lo:hi with 0 <= lo < hi <= 1000, e.g. 200:800")
+    return bounds
+
+
+def check_model(m) -> None:
+    check(m.clip_skip in (1, 2, 3, 4), f"--clip-skip {m.clip_skip}: use 1 to 4")
+
+
+def check_dreamartist(d) -> None:
+    parse_cfg(d.cfg)  # a grammar, never eval
+    check(d.neg_lr_weight >= 0, f"--neg-lr-weight {d.neg_lr_weight}: use 0 or more")
+    check(d.rec_weight >= 0, f"--rec-weight {d.rec_weight}: use 0 or more")
+    check(0 <= d.rec_max_timestep <= 999, f"--rec-max-timestep {d.rec_max_timestep}: use 0 to 999")
+    _one_of("--rec-timestep-weight", d.rec_timestep_weight, REC_TIMESTEP_WEIGHTS)
+    check(d.ema_neg is None or 0 <= d.ema_neg < 1, f"--ema-neg {d.ema_neg}: use 0 (off) to <1, e.g. 0.97")
+
+
+def check_recipe(r) -> None:
+    for flag, value, allowed in (("--loss", r.loss, LOSSES), ("--loss-weighting", r.loss_weighting, LOSS_WEIGHTINGS),
+                                 ("--timestep-sampling", r.timestep_sampling, TIMESTEP_SAMPLINGS),
+                                 ("--optimizer", r.optimizer, OPTIMIZERS),
+                                 ("--lr-scheduler", r.lr_scheduler, LR_SCHEDULERS), ("--norm", r.norm, NORMS)):
+        _one_of(flag, value, allowed)
+    check(r.huber_delta > 0, f"--huber-delta {r.huber_delta}: use a positive number, e.g. 0.1")
+    check(r.snr_gamma > 0, f"--snr-gamma {r.snr_gamma}: use a positive number, e.g. 5")
+    check(r.noise_offset >= 0, f"--noise-offset {r.noise_offset}: use 0 (off) or more, e.g. 0.05")
+    timestep_bounds(r.timestep_range)
+    check(r.lr_cycles >= 1, f"--lr-cycles {r.lr_cycles}: must be at least 1")
+    check(r.warmup_steps >= 0, f"--warmup-steps {r.warmup_steps}: use 0 (off) or more")
+    check(r.init_reg >= 0, f"--init-reg {r.init_reg}: use 0 (off) or more, e.g. 0.01")
+
+
+def check_train(cfg) -> None:
+    check(cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}: must be at least 1")
+    check(cfg.grad_accum >= 1, f"--grad-accum {cfg.grad_accum}: must be at least 1")
+    check(cfg.steps >= 1, f"--steps {cfg.steps}: must be at least 1")
+    for flag, v in (("--width", cfg.width), ("--height", cfg.height)):
+        check(v is None or (v > 0 and v % 8 == 0), f"{flag} {v}: must be a positive multiple of 8")
+    check(0.0 <= cfg.tag_dropout < 1.0, f"--tag-dropout {cfg.tag_dropout}: use 0 <= p < 1")
+    check(cfg.precision in (None, *PRECISIONS), f"--precision {cfg.precision}: use {'|'.join(PRECISIONS)}")
+    _check_speed(cfg)
+    _one_of("--latent-sampling", cfg.latent_sampling, LATENT_SAMPLING)
+    _one_of("--clip-grad-mode", cfg.clip_grad_mode, CLIP_GRAD_MODES)
+    _one_of("--preview-sampler", cfg.preview_sampler, SAMPLERS)
+    bad = [f for f in cfg.formats if f not in EMBEDDING_FORMATS]
+    check(not bad and bool(cfg.formats), f"--format {', '.join(bad) or '(none)'}: use {'|'.join(EMBEDDING_FORMATS)}")
+    check(cfg.save_every >= 0 and cfg.preview_every >= 0, "--save-every/--preview-every: use 0 (off) or more")
+    _check_monitoring(cfg)
+    _one_of("--method", cfg.method, METHODS)
+    if cfg.recipe.lr_scheduler != "step-grammar":
+        build_schedule(cfg.lr, cfg.steps, cfg.recipe.lr_scheduler)
+    check(0 <= cfg.ema < 1, f"--ema {cfg.ema}: use 0 (off) to <1, e.g. 0.97")
+    check(cfg.ema_replace_every >= 0, f"--ema-replace-every {cfg.ema_replace_every}: use 0 (off) or more")
+    check(cfg.keep_last >= 0, f"--keep-last {cfg.keep_last}: use 0 (keep all) or more")
+    _one_of("--latent-cache", cfg.latent_cache, LATENT_CACHES)
+    _check_hypernetwork(cfg)
+    check(not (cfg.method == "dreamartist" and cfg.dreamartist.reconstruction and cfg.vae_offload),
+          "--reconstruction decodes with the VAE every step; drop --vae-offload")
+    if cfg.filename_regex:
+        try:
+            re.compile(cfg.filename_regex)
+        except re.error as exc:
+            raise TIStudioError(f"--filename-regex {cfg.filename_regex!r} is not a valid regex ({exc})") from None
+
+
+def _check_hypernetwork(cfg) -> None:
+    """A hypernetwork run trains a hypernetwork file, never an embedding (docs/hypernetworks.md)."""
+    if cfg.method != "hypernetwork":
+        check(not cfg.hypernetwork, f"hypernetwork {cfg.hypernetwork!r} is trained with method "
+              "\"hypernetwork\" (`tistudio train --hypernetwork FILE`); set method = \"hypernetwork\"")
+        return
+    check(bool(cfg.hypernetwork), "method \"hypernetwork\" needs the file to train: --hypernetwork FILE "
+          "(from `tistudio create-hypernetwork NAME --model M`)")
+    given = [flag for flag, on in (("--embedding", cfg.embedding), ("--png-embeddings", cfg.png_embeddings),
+                                   ("--max-norm", cfg.max_norm), ("--eval-clip", cfg.eval_clip),
+                                   ("--eval-toy", cfg.eval_toy)) if on]
+    check(not given, f"{given[0] if given else ''} works on embeddings; a --hypernetwork run has none: drop it")
+    check(not cfg.output or cfg.output.lower().endswith(".pt"), f"--output {cfg.output}: a hypernetwork "
+          "is saved in A1111's format only; end the path in .pt")
+
+
+def _check_speed(cfg) -> None:
+    _one_of("--profile", cfg.profile, PROFILES)
+    _one_of("--attention", cfg.attention, ATTENTION)
+    check(cfg.threads >= 0, f"--threads {cfg.threads}: use 0 (automatic) or more")
+    check(cfg.num_processes >= 1, f"--num-processes {cfg.num_processes}: must be at least 1")
+    check(isinstance(cfg.device, str) and bool(DEVICE_RE.match(cfg.device)),
+          f"--device {cfg.device}: use auto, cpu, cuda, cuda:N or mps")
+
+
+def _check_monitoring(cfg) -> None:
+    check(cfg.val_every >= 0, f"--val-every {cfg.val_every}: use 0 (off) or more")
+    check(0.0 <= cfg.val_split < 1.0, f"--val-split {cfg.val_split}: use a share 0 <= f < 1, e.g. 0.2")
+    check(not (cfg.val_split and cfg.val_data), "--val-split and --val-data: give one or the other")
+    check(cfg.val_images >= 1 and 1 <= cfg.val_timesteps <= 100,
+          "--val-images must be at least 1 and --val-timesteps from 1 to 100")
+    check(cfg.early_stop >= 0, f"--early-stop {cfg.early_stop}: use 0 (off) or a number of evaluations")
+    check(cfg.max_norm is None or cfg.max_norm > 0, f"--max-norm {cfg.max_norm}: use a positive multiple, e.g. 3")
+    check(cfg.eval_samples >= 1, f"--eval-samples {cfg.eval_samples}: must be at least 1")
+    needs_val = [flag for flag, on in (("--early-stop", cfg.early_stop), ("--val-split", cfg.val_split),
+                                       ("--val-data", cfg.val_data), ("--eval-clip", cfg.eval_clip),
+                                       ("--eval-toy", cfg.eval_toy)) if on]
+    check(cfg.val_every > 0 or not needs_val, f"{needs_val[0] if needs_val else ''} works at each "
+          "evaluation: add --val-every N (e.g. 50)")
