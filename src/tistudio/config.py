@@ -126,13 +126,40 @@ class RecipeConfig:
         _check(self.init_reg >= 0, f"--init-reg {self.init_reg}: use 0 (off) or more, e.g. 0.01")
 
 
+CAPTION_SOURCES = ("auto", "sidecar", "filename", "fixed")
+
+
+@dataclass(frozen=True)
+class ConceptConfig:
+    """One folder of a run's dataset, a `[[concept]]` table (docs/concepts.md): kohya's subset,
+    OneTrainer's concept. TrainConfig.data is shorthand for one more with every default."""
+
+    path: str = ""                    # folder of images (scanned flat, as --data)
+    repeats: int = 1                  # each image counts this many times per epoch
+    loss_weight: float = 1.0          # multiplies the loss of this concept's samples
+    caption_source: str = "auto"      # auto (.txt, else file name) | sidecar (.txt required) | filename | fixed
+    caption: str = ""                 # caption_source = "fixed": every image's caption
+    template: str = ""                # this concept's prompt template; "" = the run's --template
+    is_reg: bool = False              # regularization images: loss x --prior-loss-weight, drawn alongside
+
+    def __post_init__(self):
+        where = f"[[concept]] {self.path or '(no path)'}"
+        _check(bool(self.path), "[[concept]]: path is required: the folder of the concept's images")
+        _check(self.repeats >= 1, f"{where}: repeats = {self.repeats}: must be at least 1")
+        _check(self.loss_weight >= 0, f"{where}: loss_weight = {self.loss_weight}: use 0 or more")
+        _check(self.caption_source in CAPTION_SOURCES,
+               f"{where}: caption_source = {self.caption_source!r}: use {'|'.join(CAPTION_SOURCES)}")
+        _check((self.caption_source == "fixed") == bool(self.caption), f"{where}: caption_source = \"fixed\" "
+               "goes with caption = \"...\" (and caption only with it); give both or neither")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every option of a training run. Derived numbers (epochs, steps per epoch) live in the plan."""
 
     model: ModelConfig = ModelConfig()
     embedding: str = ""               # the embedding file to train (made by `tistudio create`)
-    data: str = ""                    # folder of images (+ sidecar .txt captions)
+    data: str = ""                    # folder of images (+ sidecar .txt captions); the first concept
     method: str = "ti"                # ti | dreamartist (options in `dreamartist`) | hypernetwork
     hypernetwork: str = ""            # method = "hypernetwork": the A1111 hypernetwork .pt to train
     log_dir: str = "runs"             # run folder is LOG_DIR/NAME
@@ -195,6 +222,14 @@ class TrainConfig:
     grayscale_copies: bool = False    # add a greyscale copy of every image (captioned "monochrome")
     keep_last: int = 0                # keep only the N latest snapshot steps in RUN/embeddings, 0 = all
     latent_cache: str = "auto"        # memory | disk (memory-mapped RUN/latents) | auto: disk from 1000 images
+    # Concepts and caption extras (data/concepts.py, data/prompts.py, docs/concepts.md); checked by _check_concepts.
+    concept: tuple[ConceptConfig, ...] = ()  # [[concept]] tables: more folders, after --data
+    prior_loss_weight: float = 1.0    # the loss of regularization (is_reg) samples is multiplied by this
+    keep_tokens: int = 0              # with --shuffle-tags (and --tag-dropout) the first N tags stay put
+    caption_prefix: str = ""          # tags before every caption's own (never shuffled or dropped)
+    caption_suffix: str = ""          # tags after them
+    caption_dropout: float = 0.0      # probability that a sample's whole caption is dropped
+    preview_prompts: str = ""         # file of preview prompts (train/preview_prompts.py): a grid per preview
 
     @property
     def trained_file(self) -> str:
@@ -228,6 +263,7 @@ class TrainConfig:
         _check(self.keep_last >= 0, f"--keep-last {self.keep_last}: use 0 (keep all) or more")
         _check(self.latent_cache in LATENT_CACHES, f"--latent-cache {self.latent_cache}: use {'|'.join(LATENT_CACHES)}")
         _check_hypernetwork(self)
+        _check_concepts(self)
         _check(not (self.method == "dreamartist" and self.dreamartist.reconstruction and self.vae_offload),
                "--reconstruction decodes with the VAE every step; drop --vae-offload")
         if self.filename_regex:
@@ -251,6 +287,17 @@ def _check_hypernetwork(cfg: "TrainConfig") -> None:
     _check(not given, f"{given[0] if given else ''} works on embeddings; a --hypernetwork run has none: drop it")
     _check(not cfg.output or cfg.output.lower().endswith(".pt"), f"--output {cfg.output}: a hypernetwork "
            "is saved in A1111's format only; end the path in .pt")
+
+
+def _check_concepts(cfg: "TrainConfig") -> None:
+    _check(not cfg.concept or bool(cfg.data) or any(not c.is_reg for c in cfg.concept),
+           "[[concept]]: every concept is is_reg; add --data or a concept of training images")
+    _check(cfg.prior_loss_weight >= 0, f"--prior-loss-weight {cfg.prior_loss_weight}: use 0 or more, e.g. 1")
+    _check(cfg.keep_tokens >= 0, f"--keep-tokens {cfg.keep_tokens}: use 0 (off) or more")
+    _check(0.0 <= cfg.caption_dropout <= 1.0, f"--caption-dropout {cfg.caption_dropout}: use 0 <= p <= 1")
+    # DreamArtist pairs each prompt with the same line of the run's template (its negative twin).
+    _check(cfg.method != "dreamartist" or not any(c.template for c in cfg.concept),
+           "[[concept]] template: DreamArtist pairs its prompts with the run's --template; drop the concept's")
 
 
 def _check_speed(cfg: "TrainConfig") -> None:
@@ -284,7 +331,7 @@ def _check_monitoring(cfg: "TrainConfig") -> None:
 # field is "section.field" (e.g. "model.clip_skip").
 RESUMABLE = frozenset({
     "steps", "early_stop", "output", "formats", "save_every", "keep_last", "preview_every",
-    "preview_prompt", "preview_negative", "preview_seed", "preview_steps", "preview_cfg", "preview_sampler",
+    "preview_prompt", "preview_prompts", "preview_negative", "preview_seed", "preview_steps", "preview_cfg", "preview_sampler",
     "png_embeddings", "plot", "tensorboard", "device", "threads", "heap_reuse",
 })
 
@@ -323,7 +370,7 @@ def to_dict(cfg: Any) -> dict:
         if dataclasses.is_dataclass(v):
             v = to_dict(v)
         elif isinstance(v, tuple):
-            v = list(v)
+            v = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
         if v is not None:
             out[f.name] = v
     return out
@@ -371,7 +418,9 @@ def from_dict(cls, data: dict, source: str = "config"):
         if key not in known:
             raise TIStudioError(f"{source}: unknown option {key!r}; known: {', '.join(sorted(known))}")
         sub = known[key].default
-        if dataclasses.is_dataclass(sub):
+        if key in TABLE_ARRAYS:
+            value = _tables(key, value, source)
+        elif dataclasses.is_dataclass(sub):
             if not isinstance(value, dict):
                 raise TIStudioError(f"{source}: {key} must be a table ([{key}] with its own options)")
             value = from_dict(type(sub), value, source)
@@ -382,6 +431,19 @@ def from_dict(cls, data: dict, source: str = "config"):
         return cls(**kwargs)
     except TypeError as exc:
         raise TIStudioError(f"{source}: {exc}") from None
+
+
+# Fields that are TOML arrays of tables ([[concept]]) -> the dataclass of one table.
+TABLE_ARRAYS = {"concept": ConceptConfig}
+
+
+def _tables(key: str, value: Any, source: str) -> tuple:
+    if isinstance(value, dict):
+        value = [value]  # [concept] written for one concept
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (dict, ConceptConfig)) for v in value):
+        raise TIStudioError(f"{source}: {key} must be tables: [[{key}]] with path = \"DIR\" and its options")
+    return tuple(v if isinstance(v, ConceptConfig) else from_dict(TABLE_ARRAYS[key], v, f"{source} [[{key}]] #{i}")
+                 for i, v in enumerate(value, 1))
 
 
 def load_toml(path: str | Path) -> dict:

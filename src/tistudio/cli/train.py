@@ -18,7 +18,6 @@ OPTIONS = {
     "--embedding": ("embedding", str, "embedding file to train (from `tistudio create`)"),
     "--hypernetwork": ("hypernetwork", str, "train this hypernetwork .pt instead of an embedding (from "
                        "`tistudio create-hypernetwork`; default --lr 0.00001, --template hypernetwork)"),
-    "--data": ("data", str, "folder of training images with optional .txt captions"),
     "--log-dir": ("log_dir", str, "run folders go to LOG_DIR/NAME (default runs/)"),
     "--output": ("output", str, "final embedding path (default: overwrite --embedding)"),
     "--template": ("template", str, "style | subject | style_filewords | subject_filewords | none | PATH"),
@@ -81,6 +80,14 @@ OPTIONS = {
     "--keep-last": ("keep_last", int, "keep only the N latest snapshots in RUN/embeddings (default 0 = all)"),
     "--latent-cache": ("latent_cache", str, "memory | disk (memory-mapped, reused, in RUN/latents) | auto "
                        "(default: disk from 1000 images)"),
+    # Concepts and caption extras (docs/concepts.md); --data and --reg-data are added in register().
+    "--prior-loss-weight": ("prior_loss_weight", float, "multiply the loss of --reg-data images by this (default 1)"),
+    "--keep-tokens": ("keep_tokens", int, "with --shuffle-tags/--tag-dropout the first N tags stay in place"),
+    "--caption-prefix": ("caption_prefix", str, "text before every caption's tags (e.g. a style tag)"),
+    "--caption-suffix": ("caption_suffix", str, "text after every caption's tags"),
+    "--caption-dropout": ("caption_dropout", float, "probability of training a sample without its caption"),
+    "--preview-prompts": ("preview_prompts", str, "file of preview prompts, one per line with optional --n --w "
+                          "--h --s --l --d: a grid per preview in RUN/previews"),
 }
 # DreamArtist (--method dreamartist) options, nested under [dreamartist] in TOML files.
 DREAMARTIST_OPTIONS = {
@@ -143,6 +150,10 @@ def register(sub) -> None:
     _add(p, OPTIONS)
     _add(p, DREAMARTIST_OPTIONS)
     _add(p, RECIPE_OPTIONS)
+    p.add_argument("--data", action="append", default=None, help="folder of training images with optional "
+                   ".txt captions; repeat it for more folders (concepts; repeats and weights: [[concept]] tables)")
+    p.add_argument("--reg-data", action="append", default=None, help="folder of regularization images "
+                   "(repeatable): drawn as often as the training images, their loss x --prior-loss-weight")
     p.add_argument("--format", dest="formats", action="append", default=None,
                    choices=["a1111-pt", "a1111-png", "safetensors", "diffusers"],
                    help="output format (repeatable; default a1111-pt and safetensors)")
@@ -167,6 +178,12 @@ def overrides_from(args) -> dict:
     given = _given(args, OPTIONS)
     if args.formats:
         given["formats"] = tuple(dict.fromkeys(args.formats))
+    if args.data:
+        given["data"] = args.data[0]
+    # More folders become [[concept]] tables, replacing the --config file's (flags override the file).
+    extra = [{"path": d} for d in (args.data or [])[1:]] + [{"path": d, "is_reg": True} for d in args.reg_data or []]
+    if extra:
+        given["concept"] = extra
     for section, table in SECTIONS.items():
         values = _given(args, table)
         if values:
