@@ -127,6 +127,8 @@ def test_concept_tables_round_trip_through_toml(folders):
     ('[[concept]]\npath = "d"\ncaption_source = "txt"\n', r"caption_source = 'txt': use auto\|sidecar\|filename\|fixed"),
     ('[[concept]]\npath = "d"\nis_reg = true\n', r"every concept is is_reg; add --data"),
     ('concept = "d"\n', r"run.toml: concept must be tables: \[\[concept\]\] with path"),
+    ('method = "dreamartist"\n[[concept]]\npath = "d"\ntemplate = "style"\n',
+     r"\[\[concept\]\] template: DreamArtist pairs its prompts with the run's --template"),
 ])
 def test_bad_concept_tables_name_the_key_and_the_table(tmp_path, toml, message):
     path = tmp_path / "run.toml"

@@ -193,12 +193,16 @@ def overrides_from(args) -> dict:
     return given
 
 
+# Fields whose flags register() adds by hand (repeatable ones).
+FLAGS_OUTSIDE_TABLES = {"formats": "--format", "concept": "--data/--reg-data ([[concept]])"}
+
+
 def option_name(field: str) -> str:
     """The flag of a config field ("dreamartist.cfg" -> "--cfg"), for messages."""
     section, _, name = field.rpartition(".")
     table = SECTIONS.get(section, OPTIONS)
-    if field == "formats":
-        return "--format"
+    if field in FLAGS_OUTSIDE_TABLES:
+        return FLAGS_OUTSIDE_TABLES[field]
     return next((flag for flag, (dest, _, _) in table.items() if dest == name), f"--{name.replace('_', '-')}")
 
 

@@ -67,6 +67,13 @@ class Concepts:
     def lines_of(self, indices: Sequence[int]) -> list[tuple[str, ...] | None]:
         return [self._concept(i).lines for i in indices]
 
+    def training_indices(self) -> list[int]:
+        """The records of the training concepts, not the reg ones (validation, fidelity references)."""
+        return [i for c in self.concepts if not c.config.is_reg for i in range(c.start, c.stop)]
+
+    def training(self, records: Sequence[ImageRecord]) -> list[ImageRecord]:
+        return [records[i] for i in self.training_indices()]
+
     def _concept(self, index: int) -> Concept:
         return next(c for c in self.concepts if c.start <= index < c.stop)
 

@@ -268,7 +268,8 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
     if hyper and cfg.vae_offload:
         captions = [r.caption for r in (*cache.records, *(val_cache.records if val_cache else ()))]
-        offload_text_encoders(cfg, c, objective, lines, captions, callback)
+        concept_lines = [line for k in concepts.concepts for line in k.lines or ()]
+        offload_text_encoders(cfg, c, objective, [*lines, *concept_lines], captions, callback)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
     optimizer = build_optimizer(rc.optimizer, groups, device)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None

@@ -20,6 +20,7 @@ MAIN = ("embedding", "hypernetwork", "method", "data", "log_dir", "template", "l
 REQUIRED = ("embedding", "data")
 # Fields that are set elsewhere in the page (the model box at the top).
 OWNED_BY_PAGE = ("model.model", "model.family")
+NOT_IN_FORM = ("concept",)  # [[concept]] tables come from a --config TOML file (docs/concepts.md)
 PATH_FIELDS = {"embedding": "file", "hypernetwork": "file", "data": "dir", "log_dir": None, "output": None, "val_data": "dir",
                "eval_clip": "dir", "dreamartist.negative": "file"}
 PATH_SUFFIXES = ("_dir", "_data", "_path", "_file", "_folder")
@@ -105,7 +106,7 @@ def train_fields(cls=TrainConfig) -> list[FieldSpec]:
             if dataclasses.is_dataclass(default):
                 walk(type(default), key + ".", "advanced" if f.name == "model" else f.name)
                 continue
-            if key in OWNED_BY_PAGE:
+            if key in OWNED_BY_PAGE or key in NOT_IN_FORM:
                 continue
             kind, optional, choices = _kind(f, key, f.name, default)
             sec = section or ("main" if f.name in MAIN else "advanced")
