@@ -84,6 +84,7 @@ def test_caption_sources_and_a_concept_template(folders, tmp_path):
     assert [r.caption for r in records] == ["from the sidecar", "a blue square", "a red square", "a blue square",
                                             "a thing", "a thing"]
     assert concepts.lines_of([0, 2, 4]) == [None, None, ("art of [name]",)]
+    assert [row["draws_per_epoch"] for row in concepts.table()] == [2, 2, 2]  # one folder, three concepts
     strict = _cfg(data=str(folders["a"]), concept=(ConceptConfig(path=str(folders["b"]), caption_source="sidecar"),))
     with pytest.raises(TIStudioError, match=r"^1 caption file\(s\) missing in .*b: 00001-0-a blue square.txt; "
                                             r"write them or use caption_source = \"auto\"$"):

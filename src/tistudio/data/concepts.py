@@ -88,12 +88,9 @@ class Concepts:
 
     def table(self) -> list[dict]:
         """Per concept: folder, images (with copies), repeats, draws per epoch, weight (log, docs)."""
-        count = {c.config.path: 0 for c in self.concepts}
-        for i in self.draws:
-            count[self._concept(i).config.path] += 1
         return [{"path": c.config.path, "images": c.stop - c.start, "repeats": c.config.repeats,
-                 "draws_per_epoch": count[c.config.path], "loss_weight": self.weights[c.start],
-                 "is_reg": c.config.is_reg} for c in self.concepts]
+                 "draws_per_epoch": sum(c.start <= i < c.stop for i in self.draws),
+                 "loss_weight": self.weights[c.start], "is_reg": c.config.is_reg} for c in self.concepts]
 
 
 def build_draws(concepts: Sequence[Concept]) -> tuple[tuple[int, ...], int]:
