@@ -90,3 +90,26 @@ def test_two_concepts_resume_bit_exactly(tiny_models, tmp_path):
     assert torch.equal(full, resumed)
     with pytest.raises(TIStudioError, match=r"--prior-loss-weight 0.9 \(the run has 0.5\).*cannot change on resume"):
         config_for_resume(run, {"prior_loss_weight": 0.9}, label=lambda f: "--" + f.replace("_", "-"))
+
+
+def test_cli_trains_several_folders_and_reg_images(tiny_model_dirs, tiny_models, tmp_path, capsys):
+    from tistudio.cli.main import main
+
+    a = write_shapes_dataset(tmp_path / "a", n=2, seed=1)
+    b = write_shapes_dataset(tmp_path / "b", n=1, seed=2)
+    reg = write_shapes_dataset(tmp_path / "reg", n=1, seed=3)
+    emb = api.create_embedding(tiny_models["sd1"], "tok", "cat", 1, tmp_path / "emb")
+    assert main(["train", "--model", str(tiny_model_dirs["sd1"]), "--embedding", str(emb), "--data", str(a),
+                 "--data", str(b), "--reg-data", str(reg), "--prior-loss-weight", "0.5", "--steps", "1",
+                 "--width", "64", "--height", "64", "--save-every", "0", "--preview-every", "0", "--no-plot",
+                 "--template", "none", "--log-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "out.pt"),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert (f"info: concepts: {a}: 2 images x1 = 2 draws, weight 1; {b}: 1 images x1 = 1 draws, weight 1; "
+            f"{reg}: 1 images x1 = 3 draws (reg), weight 0.5; an epoch is 6 draws") in out
+    saved = load_toml(tmp_path / "runs" / "tok" / "config.toml")
+    assert saved["data"] == str(a) and saved["concept"] == [
+        {"path": str(b), "repeats": 1, "loss_weight": 1.0, "caption_source": "auto", "caption": "", "template": "",
+         "is_reg": False},
+        {"path": str(reg), "repeats": 1, "loss_weight": 1.0, "caption_source": "auto", "caption": "", "template": "",
+         "is_reg": True}]
