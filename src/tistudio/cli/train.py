@@ -31,7 +31,14 @@ def _help(opt: Option) -> str:
 
 
 def _add(group, opt: Option) -> None:
-    if opt.kind == "bool":  # a --no-X flag stores False, any other True
+    if opt.kind == "tables":  # [[concept]]: filled from repeated --data and --reg-data (overrides_from)
+        return
+    if opt.key == "data":  # repeatable: folders after the first become concepts
+        group.add_argument(opt.flag, dest=opt.dest, action="append", default=None, metavar="DIR", help=_help(opt))
+        group.add_argument("--reg-data", action="append", default=None, metavar="DIR",
+                           help="folder of regularization images (repeatable): drawn as often as the training "
+                           "images, their loss x --prior-loss-weight")
+    elif opt.kind == "bool":  # a --no-X flag stores False, any other True
         group.add_argument(opt.flag, dest=opt.dest, action="store_const", const=not opt.flag.startswith("--no-"),
                            default=None, help=_help(opt))
     elif opt.kind == "list":  # repeatable; argparse names a bad value with the choices
@@ -63,8 +70,16 @@ def register(sub) -> None:
 
 def overrides_from(args) -> dict:
     """The options given on the command line, as a config dict (nested sections as tables)."""
-    values = {o.key: getattr(args, o.dest) for o in all_options() if getattr(args, o.dest) is not None}
+    values = {o.key: getattr(args, o.dest) for o in all_options()
+              if o.kind != "tables" and getattr(args, o.dest, None) is not None}
+    folders = values.pop("data", [])
     given = nested({k: tuple(dict.fromkeys(v)) if isinstance(v, list) else v for k, v in values.items()})
+    if folders:
+        given["data"] = folders[0]
+    # More folders become [[concept]] tables, replacing the --config file's (flags override the file).
+    extra = [{"path": d} for d in folders[1:]] + [{"path": d, "is_reg": True} for d in args.reg_data or []]
+    if extra:
+        given["concept"] = extra
     if given.get("hypernetwork"):
         given.setdefault("method", "hypernetwork")
     return given

@@ -24,3 +24,4 @@ OPTIMIZERS = ("adamw", "adafactor", "prodigy", "lion", "adamw8bit")    # train/o
 LR_SCHEDULERS = ("step-grammar", "constant", "cosine", "cosine-restarts", "linear")
 NORMS = ("none", "preserve", "fixed-direction")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # whether one is present: train/session.pick_device
+CAPTION_SOURCES = ("auto", "sidecar", "filename", "fixed")  # a [[concept]]'s captions (data/concepts.py)

@@ -26,15 +26,18 @@ GROUPS = {
 
 
 def option(default: Any, help: str, *, group: str, choices: tuple[str, ...] = (), flag: str | None = None,
-           label: str | None = None) -> Any:
+           label: str | None = None, table: type | None = None) -> Any:
     """A dataclass field with its metadata.
 
     help: what the option does, without its default (rendered from `default`).
     group: a key of GROUPS; a nested section's fields name their section ("recipe").
     choices: the values a choice option takes (a tuple of config.choices).
     flag: the CLI flag when it is not --field-name; a flag starting --no- stores False.
-    label: the web form's label when the field's name, capitalised, does not say it."""
+    label: the web form's label when the field's name, capitalised, does not say it.
+    table: for a TOML array of tables ([[concept]]), the dataclass of one table; such a field has
+    no flag or widget of its own (the CLI fills it from repeated flags, docs list its keys)."""
     if group not in GROUPS:
         raise ValueError(f"group {group!r}: use one of {', '.join(GROUPS)}")
-    meta = {"help": help, "group": group, "choices": tuple(choices), "flag": flag, "label": label}
+    meta = {"help": help, "group": group, "choices": tuple(choices), "flag": flag, "label": label,
+            "table": table}
     return dataclasses.field(default=default, metadata=meta)

@@ -22,9 +22,10 @@ class Option:
     help: str
     label: str               # the web form's label
     default: Any
-    kind: str                # str | int | float | bool | list (a tuple of strings)
+    kind: str                # str | int | float | bool | list (a tuple of strings) | tables ([[concept]])
     optional: bool           # None is a value ("decided elsewhere": detected, from the profile...)
     choices: tuple[str, ...] = ()
+    table: type | None = None   # kind "tables": the dataclass of one [[table]]
 
     @property
     def name(self) -> str:
@@ -37,6 +38,8 @@ class Option:
 
 
 def _kind(f: dataclasses.Field) -> str:
+    if f.metadata.get("table"):
+        return "tables"
     words = annotation_words(f)
     if any(w.startswith("tuple") for w in words):
         return "list"
@@ -54,7 +57,7 @@ def _records(cls, prefix: str) -> list[Option]:
             raise TypeError(f"{cls.__name__}.{f.name}: declare it with config.option(default, help, group=...)")
         out.append(Option(prefix + f.name, meta["group"], meta["flag"] or "--" + f.name.replace("_", "-"),
                           meta["help"], meta["label"] or f.name.replace("_", " ").capitalize(), f.default,
-                          _kind(f), "None" in annotation_words(f), meta["choices"]))
+                          _kind(f), "None" in annotation_words(f), meta["choices"], meta["table"]))
     return out
 
 

@@ -14,7 +14,7 @@ from .train_config import HYPERNETWORK_DEFAULTS, TrainConfig
 # field is "section.field" (e.g. "model.clip_skip").
 RESUMABLE = frozenset({
     "steps", "early_stop", "output", "formats", "save_every", "keep_last", "preview_every",
-    "preview_prompt", "preview_negative", "preview_seed", "preview_steps", "preview_cfg", "preview_sampler",
+    "preview_prompt", "preview_prompts", "preview_negative", "preview_seed", "preview_steps", "preview_cfg", "preview_sampler",
     "png_embeddings", "plot", "tensorboard", "device", "threads", "heap_reuse",
 })
 

@@ -4,6 +4,7 @@ it. tests/test_config_options.py fails when the committed file differs."""
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 
 from ..atomic import write_text
 from .fields import GROUPS
@@ -25,6 +26,18 @@ def _row(opt: Option) -> str:
     return (f"| `{opt.flag}` | `{opt.key}` | {_cell(f'`{default}`') if default else ''} | {_cell(help_text)} |")
 
 
+def _table_keys(opt: Option) -> list[str]:
+    """The keys of one `[[KEY]]` table (a field of kind "tables"), which has no flags of its own."""
+    rows = []
+    for f in fields(opt.table):
+        meta = f.metadata
+        choices = f"; one of {', '.join(f'`{c}`' for c in meta['choices'])}" if meta["choices"] else ""
+        default = f"`{f.default}`" if f.default not in ("", None) else ""
+        rows.append(f"| `{f.name}` | {_cell(default)} | {_cell(meta['help'] + choices)} |")
+    return [f"Each `[[{opt.key}]]` table in a `--config` file takes these keys:", "",
+            "| key | default | help |", "|---|---|---|", *rows, ""]
+
+
 def reference() -> str:
     lines = [
         "# Training options",
@@ -41,6 +54,8 @@ def reference() -> str:
         if group in SECTIONS:
             lines += [f"The `[{group}]` table in TOML.", ""]
         lines += ["| option | TOML key | default | help |", "|---|---|---|---|", *map(_row, opts), ""]
+        for opt in (o for o in opts if o.table):
+            lines += _table_keys(opt)
     return "\n".join(lines)
 
 

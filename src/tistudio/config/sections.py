@@ -1,13 +1,13 @@
 """TrainConfig's nested sections, each a table of its own in TOML ([model], [dreamartist], [recipe])
-and a group of its own in the faces."""
+and a group of its own in the faces; and ConceptConfig, one table of the [[concept]] array."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .choices import (FAMILIES, LOSS_WEIGHTINGS, LOSSES, LR_SCHEDULERS, NORMS, OPTIMIZERS, PREDICTIONS,
+from .choices import (CAPTION_SOURCES, FAMILIES, LOSS_WEIGHTINGS, LOSSES, LR_SCHEDULERS, NORMS, OPTIMIZERS, PREDICTIONS,
                       REC_TIMESTEP_WEIGHTS, TIMESTEP_SAMPLINGS)
 from .fields import option
-from .validation import check_dreamartist, check_model, check_recipe
+from .validation import check_concept, check_dreamartist, check_model, check_recipe
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,22 @@ class RecipeConfig:
 
     def __post_init__(self):
         check_recipe(self)
+
+
+@dataclass(frozen=True)
+class ConceptConfig:
+    """One folder of a run's dataset, a `[[concept]]` table (docs/concepts.md): kohya's subset,
+    OneTrainer's concept. TrainConfig.data is shorthand for one more with every default."""
+
+    path: str = option("", "folder of the concept's images (scanned flat, as --data)", group="data")
+    repeats: int = option(1, "each image counts this many times per epoch", group="data")
+    loss_weight: float = option(1.0, "multiplies the loss of this concept's samples", group="data")
+    caption_source: str = option("auto", "auto (.txt, else the file name), sidecar (.txt required), filename, "
+                                 "or fixed (`caption` for every image)", group="data", choices=CAPTION_SOURCES)
+    caption: str = option("", "caption_source = \"fixed\": every image's caption", group="data")
+    template: str = option("", "this concept's prompt template; empty: the run's --template", group="data")
+    is_reg: bool = option(False, "regularization images: loss x --prior-loss-weight, drawn alongside",
+                          group="data")
+
+    def __post_init__(self):
+        check_concept(self)

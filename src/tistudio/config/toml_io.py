@@ -19,8 +19,8 @@ def to_dict(cfg: Any) -> dict:
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
             v = to_dict(v)
-        elif isinstance(v, tuple):
-            v = list(v)
+        elif isinstance(v, tuple):  # a list of strings, or of tables ([[concept]])
+            v = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
         if v is not None:
             out[f.name] = v
     return out
@@ -73,7 +73,9 @@ def from_dict(cls, data: dict, source: str = "config"):
         if key not in known:
             raise TIStudioError(f"{source}: unknown option {key!r}; known: {', '.join(sorted(known))}")
         sub = known[key].default
-        if dataclasses.is_dataclass(sub):
+        if known[key].metadata.get("table"):
+            value = _tables(known[key], value, source)
+        elif dataclasses.is_dataclass(sub):
             if not isinstance(value, dict):
                 raise TIStudioError(f"{source}: {key} must be a table ([{key}] with its own options)")
             value = from_dict(type(sub), value, source)
@@ -84,6 +86,17 @@ def from_dict(cls, data: dict, source: str = "config"):
         return cls(**kwargs)
     except TypeError as exc:
         raise TIStudioError(f"{source}: {exc}") from None
+
+
+def _tables(f: dataclasses.Field, value: Any, source: str) -> tuple:
+    """A TOML array of tables ([[concept]]) -> a tuple of its dataclass; one [concept] table is one."""
+    table, key = f.metadata["table"], f.name
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (dict, table)) for v in value):
+        raise TIStudioError(f"{source}: {key} must be tables: [[{key}]] with path = \"DIR\" and its options")
+    return tuple(v if isinstance(v, table) else from_dict(table, v, f"{source} [[{key}]] #{i}")
+                 for i, v in enumerate(value, 1))
 
 
 def load_toml(path: str | Path) -> dict:

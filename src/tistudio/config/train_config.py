@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .choices import (ATTENTION, CLIP_GRAD_MODES, EMBEDDING_FORMATS, LATENT_CACHES, LATENT_SAMPLING, METHODS,
                       PRECISIONS, PROFILES, SAMPLERS)
 from .fields import option
-from .sections import DreamArtistConfig, ModelConfig, RecipeConfig
+from .sections import ConceptConfig, DreamArtistConfig, ModelConfig, RecipeConfig
 from .validation import check_train
 
 # A hypernetwork run's own defaults where neither flag, file nor form gave one (config.overrides):
@@ -23,7 +23,8 @@ class TrainConfig:
     model: ModelConfig = ModelConfig()
     embedding: str = option("", "the embedding file to train (from `tistudio create`)", group="run",
                             label="Embedding file")
-    data: str = option("", "folder of training images with optional sidecar .txt captions", group="run",
+    data: str = option("", "folder of training images with optional sidecar .txt captions; the flag is "
+                       "repeatable: more folders are more concepts (docs/concepts.md)", group="run",
                        label="Dataset folder")
     method: str = option("ti", "what to train: an embedding (ti), a DreamArtist positive + negative pair "
                          "(docs/dreamartist.md) or --hypernetwork", group="run", choices=METHODS)
@@ -128,6 +129,20 @@ class TrainConfig:
     keep_last: int = option(0, "keep only the N latest snapshot steps in RUN/embeddings, 0 = all", group="output")
     latent_cache: str = option("auto", "where latents are kept: memory, disk (memory-mapped and reused, in "
                                "RUN/latents) or auto (disk from 1000 images)", group="data", choices=LATENT_CACHES)
+
+    # Concepts and caption extras (data/concepts.py, data/prompts.py, docs/concepts.md).
+    concept: tuple[ConceptConfig, ...] = option((), "more folders after --data, each with repeats, loss weight, "
+                                                "captions and template; --reg-data DIR adds a regularization "
+                                                "concept", group="data", flag="[[concept]]", table=ConceptConfig)
+    prior_loss_weight: float = option(1.0, "the loss of regularization (is_reg) samples is multiplied by this",
+                                      group="data")
+    keep_tokens: int = option(0, "with --shuffle-tags and --tag-dropout the first N tags stay in place",
+                              group="data")
+    caption_prefix: str = option("", "text before every caption's tags (never shuffled or dropped)", group="data")
+    caption_suffix: str = option("", "text after every caption's tags", group="data")
+    caption_dropout: float = option(0.0, "probability of training a sample without its caption", group="data")
+    preview_prompts: str = option("", "file of preview prompts, one per line with optional --n --w --h --s --l "
+                                  "--d: a grid per preview in RUN/previews", group="preview")
 
     @property
     def trained_file(self) -> str:

@@ -8,7 +8,7 @@ import re
 from ..cfg_schedule import parse_cfg
 from ..errors import TIStudioError
 from ..schedules import build_schedule
-from .choices import (ATTENTION, CLIP_GRAD_MODES, DEVICE_RE, EMBEDDING_FORMATS, LATENT_CACHES, LATENT_SAMPLING,
+from .choices import (ATTENTION, CAPTION_SOURCES, CLIP_GRAD_MODES, DEVICE_RE, EMBEDDING_FORMATS, LATENT_CACHES, LATENT_SAMPLING,
                       LOSS_WEIGHTINGS, LOSSES, LR_SCHEDULERS, METHODS, NORMS, OPTIMIZERS, PRECISIONS, PROFILES,
                       REC_TIMESTEP_WEIGHTS, SAMPLERS, TIMESTEP_SAMPLINGS)
 # The checks take the config objects unannotated: the classes call them from __post_init__, so
@@ -88,6 +88,7 @@ def check_train(cfg) -> None:
     check(cfg.keep_last >= 0, f"--keep-last {cfg.keep_last}: use 0 (keep all) or more")
     _one_of("--latent-cache", cfg.latent_cache, LATENT_CACHES)
     _check_hypernetwork(cfg)
+    _check_concepts(cfg)
     check(not (cfg.method == "dreamartist" and cfg.dreamartist.reconstruction and cfg.vae_offload),
           "--reconstruction decodes with the VAE every step; drop --vae-offload")
     if cfg.filename_regex:
@@ -111,6 +112,28 @@ def _check_hypernetwork(cfg) -> None:
     check(not given, f"{given[0] if given else ''} works on embeddings; a --hypernetwork run has none: drop it")
     check(not cfg.output or cfg.output.lower().endswith(".pt"), f"--output {cfg.output}: a hypernetwork "
           "is saved in A1111's format only; end the path in .pt")
+
+
+def check_concept(c) -> None:
+    where = f"[[concept]] {c.path or '(no path)'}"
+    check(bool(c.path), "[[concept]]: path is required: the folder of the concept's images")
+    check(c.repeats >= 1, f"{where}: repeats = {c.repeats}: must be at least 1")
+    check(c.loss_weight >= 0, f"{where}: loss_weight = {c.loss_weight}: use 0 or more")
+    check(c.caption_source in CAPTION_SOURCES,
+          f"{where}: caption_source = {c.caption_source!r}: use {'|'.join(CAPTION_SOURCES)}")
+    check((c.caption_source == "fixed") == bool(c.caption), f"{where}: caption_source = \"fixed\" goes with "
+          "caption = \"...\" (and caption only with it); give both or neither")
+
+
+def _check_concepts(cfg) -> None:
+    check(not cfg.concept or bool(cfg.data) or any(not c.is_reg for c in cfg.concept),
+          "[[concept]]: every concept is is_reg; add --data or a concept of training images")
+    check(cfg.prior_loss_weight >= 0, f"--prior-loss-weight {cfg.prior_loss_weight}: use 0 or more, e.g. 1")
+    check(cfg.keep_tokens >= 0, f"--keep-tokens {cfg.keep_tokens}: use 0 (off) or more")
+    check(0.0 <= cfg.caption_dropout <= 1.0, f"--caption-dropout {cfg.caption_dropout}: use 0 <= p <= 1")
+    # DreamArtist pairs each prompt with the same line of the run's template (its negative twin).
+    check(cfg.method != "dreamartist" or not any(c.template for c in cfg.concept),
+          "[[concept]] template: DreamArtist pairs its prompts with the run's --template; drop the concept's")
 
 
 def _check_speed(cfg) -> None:

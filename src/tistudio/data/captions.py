@@ -74,14 +74,27 @@ class UndecodableCaption(TIStudioError):
         self.path = path
 
 
-def caption_for(image_path: Path, regex: str | None = None, join: str = " ") -> str:
+class MissingCaption(TIStudioError):
+    """An image without the sidecar its concept requires (caption_source = "sidecar")."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"caption file {path} is missing (caption_source = \"sidecar\"); write it or use "
+                         "caption_source = \"auto\"")
+        self.path = path
+
+
+def caption_for(image_path: Path, regex: str | None = None, join: str = " ", source: str = "auto") -> str:
+    """`source` (a concept's caption_source): auto = sidecar, else file name; sidecar = the sidecar
+    only (MissingCaption without one); filename = the file name even beside a sidecar."""
     image_path = Path(image_path)
     sidecar = sidecar_path(image_path)
-    if sidecar.is_file():
+    if source != "filename" and sidecar.is_file():
         try:
             return read_caption(sidecar)
         except UnicodeDecodeError:
             raise UndecodableCaption(sidecar) from None
+    if source == "sidecar":
+        raise MissingCaption(sidecar)
     text = _LEADING_NUMBERS.sub("", image_path.stem, count=1)
     if not regex:
         return text

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import TIStudioError
-from .captions import UndecodableCaption, caption_for, undecodable_message
+from .captions import MissingCaption, UndecodableCaption, caption_for, undecodable_message
 
 # Attention (loss-weight) maps sit beside their image; they are never training images themselves
 # (the DreamArtist reference trained on its own `_att_proc` files).
@@ -141,19 +141,27 @@ def load_weight_map(path: str | Path, width: int, height: int, factor: int = 8) 
 
 
 def make_records(images: list[Path], *, width: int, height: int, factor: int = 8,
-                 regex: str | None = None, join: str = " ", weight_maps: bool = True) -> list[ImageRecord]:
-    """One record per image: its caption and, when `weight_maps`, its `_att` map if it has one.
-    Caption files that are not UTF-8 are all named in one error, so one fix pass is enough."""
-    records, undecodable = [], []
+                 regex: str | None = None, join: str = " ", weight_maps: bool = True,
+                 source: str = "auto") -> list[ImageRecord]:
+    """One record per image: its caption (`source`: captions.caption_for) and, when `weight_maps`,
+    its `_att` map if it has one. Caption files that are not UTF-8 (or missing where required) are
+    all named in one error, so one fix pass is enough."""
+    records, undecodable, missing = [], [], []
     for p in images:
         try:
-            caption = caption_for(p, regex, join)
+            caption = caption_for(p, regex, join, source)
         except UndecodableCaption as exc:
             undecodable.append(exc.path)
+            continue
+        except MissingCaption as exc:
+            missing.append(exc.path)
             continue
         records.append(ImageRecord(p, caption, load_weight_map(p, width, height, factor) if weight_maps else None))
     if undecodable:
         raise TIStudioError(undecodable_message(undecodable))
+    if missing:
+        raise TIStudioError(f"{len(missing)} caption file(s) missing in {missing[0].parent}: "
+                            f"{', '.join(p.name for p in missing)}; write them or use caption_source = \"auto\"")
     return records
 
 

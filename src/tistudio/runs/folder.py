@@ -9,6 +9,7 @@
     hypernetworks/NAME-STEP.pt, NAME-best.pt   a hypernetwork run's, instead of embeddings/
                                  (A1111's folder name; the .pt is its only format)
     images/NAME-STEP.png         previews
+    previews/NAME-STEP.png       --preview-prompts grids (one cell per prompt)
     image_embeddings/NAME-STEP.png
 
 NAME is the embedding's stored name (its trigger), not its file name: they differ for PNG
@@ -61,6 +62,7 @@ class RunFolder:
         self.name = name
         self.embeddings = self.root / "embeddings"
         self.images = self.root / "images"
+        self.preview_grids = self.root / "previews"
         self.image_embeddings = self.root / "image_embeddings"
         self.hypernetworks = self.root / HYPERNETWORKS_DIR
         self.config = self.root / CONFIG_FILE
@@ -108,6 +110,9 @@ class RunFolder:
 
     def preview(self, step: int) -> Path:
         return self.images / f"{self.name}-{step}.png"
+
+    def preview_grid(self, step: int) -> Path:
+        return self.preview_grids / f"{self.name}-{step}.png"
 
     def image_embedding(self, step: int, name: str | None = None) -> Path:
         return self.image_embeddings / f"{name or self.name}-{step}.png"

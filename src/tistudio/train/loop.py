@@ -49,7 +49,7 @@ def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
     noisy, target = noisy_and_target(s.recipe.noising, latents, noise, t)
     weights = s.cache.weights(list(indices), list(flips))
     prompts = s.prompts.batch(s.objective.embeddings[0].name, [s.cache.records[i].caption for i in indices],
-                              first_position)
+                              first_position, s.concepts.lines_of(indices))
     dev = s.device
     return MicroBatch(prompts=prompts, latents=latents.to(dev), noise=noise.to(dev), timesteps=t.to(dev),
                       noisy=noisy.to(dev), target=target.to(dev),
@@ -102,7 +102,7 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
 def _steps(s: Session, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
-    cfg, n = s.cfg, len(s.cache)
+    cfg, n = s.cfg, len(s.concepts)  # epoch items: images x repeats, plus reg draws (data/concepts.py)
     step, reason, last_loss = s.start_step, "completed", float("nan")
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
                unit="step", disable=not progress, dynamic_ncols=True)
@@ -124,11 +124,12 @@ def _steps(s: Session, progress: bool) -> TrainResult:
         s.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         per_step = cfg.batch_size * cfg.grad_accum
-        for m, (indices, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
-            mb = _micro_batch(s, indices, flips, step * per_step + m * cfg.batch_size)
+        for m, (items, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
+            mb = _micro_batch(s, s.concepts.records_of(items), flips, step * per_step + m * cfg.batch_size)
             mb = s.dist.share(mb)  # this process's samples (all of them when alone)
             # Mean over the whole optimizer batch: each micro-batch carries its share.
-            loss = s.recipe.weighted(s.objective.loss(mb), mb.timesteps).sum() / per_step
+            loss = s.recipe.weighted(s.objective.loss(mb), mb.timesteps,
+                                     s.concepts.sample_weights(mb.indices)).sum() / per_step
             if m == 0:  # once per optimizer step
                 loss = s.recipe.with_regularizer(loss, s.objective)
             (s.scaler.scale(loss) if s.scaler else loss).backward()

@@ -10,6 +10,7 @@ from ..events import Previewed
 from ..generate.sample import GenerateOptions, generate, save_png
 from .ema import output_vectors
 from .objectives.hypernetwork import TrainableHypernetwork, text_encoders_on
+from .preview_prompts import preview_grid
 
 
 def preview_prompt(s) -> str:
@@ -21,29 +22,30 @@ def preview_prompt(s) -> str:
     return fill(s.prompts.lines[0], name, caption)
 
 
-def preview_negative(s) -> str:
-    """--preview-negative, led by DreamArtist's negative embedding: its place is the negative prompt."""
+def negative_name(s) -> str:
+    """DreamArtist's negative embedding ("" for other methods): its place is the negative prompt."""
     negative = getattr(s.objective, "negative", None)
-    return ", ".join(p for p in (negative.name if negative else "", s.cfg.preview_negative) if p)
+    return negative.name if negative else ""
+
+
+def preview_negative(s) -> str:
+    """--preview-negative, led by DreamArtist's negative embedding."""
+    return ", ".join(p for p in (negative_name(s), s.cfg.preview_negative) if p)
 
 
 def write_preview(s, step: int) -> Path:
+    """The single preview (RUN/images), or with --preview-prompts a grid of them (RUN/previews)."""
     cfg = s.cfg
     options = GenerateOptions(prompt=preview_prompt(s), negative_prompt=preview_negative(s),
                               sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
                               seed=cfg.preview_seed, width=s.width, height=s.height)
     shown = output_vectors(s)  # the EMA average when there is one
-    vectors = {name: tuple(v.detach() for v in vs) for name, vs in shown.items()}
-    trained, networks = s.objective.embeddings[0], []
-    hyper = isinstance(trained, TrainableHypernetwork)
-    if hyper:  # no vectors to put in the prompt: the (averaged) hypernetwork goes on the UNet
-        networks, vectors = [(trained.snapshot(step, vectors=shown[trained.name]), 1.0)], {}
-    vae_device = next(s.c.vae.parameters()).device
-    s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decode
-    with torch.no_grad(), text_encoders_on(s.c, s.device if hyper and s.objective.offloaded else None):
-        image = generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip, hypernetworks=networks)[0]
-    s.c.vae.to(vae_device)
-    path = save_png(image, s.run.preview(step))
+    if s.preview_prompts:
+        image = preview_grid(s.preview_prompts, options, s.objective.embeddings[0].name,
+                             lambda o: sample_preview(s, step, o, shown), negative_name(s))
+    else:
+        image = sample_preview(s, step, options, shown)
+    path = save_png(image, s.run.preview_grid(step) if s.preview_prompts else s.run.preview(step))
     s.callback(Previewed(step, str(path)))
     if cfg.png_embeddings:
         from ..embedding.formats.a1111_png import save_png_embedding
@@ -55,3 +57,19 @@ def write_preview(s, step: int) -> Path:
             png = s.run.image_embedding(step, e.name)
             save_png_embedding(e.snapshot(step, name=png.stem, vectors=shown[e.name]), png, image)
     return path
+
+
+def sample_preview(s, step: int, options: GenerateOptions, shown: dict):
+    """One preview image for `options` with the vectors `shown` (output_vectors)."""
+    cfg = s.cfg
+    vectors = {name: tuple(v.detach() for v in vs) for name, vs in shown.items()}
+    trained, networks = s.objective.embeddings[0], []
+    hyper = isinstance(trained, TrainableHypernetwork)
+    if hyper:  # no vectors to put in the prompt: the (averaged) hypernetwork goes on the UNet
+        networks, vectors = [(trained.snapshot(step, vectors=shown[trained.name]), 1.0)], {}
+    vae_device = next(s.c.vae.parameters()).device
+    s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decode
+    with torch.no_grad(), text_encoders_on(s.c, s.device if hyper and s.objective.offloaded else None):
+        image = generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip, hypernetworks=networks)[0]
+    s.c.vae.to(vae_device)
+    return image

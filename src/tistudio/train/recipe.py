@@ -117,9 +117,14 @@ class Recipe:
         s = snr(self.noising.scheduler.alphas_cumprod, t)
         return timestep_weight(s, self.cfg.loss_weighting, self.cfg.snr_gamma, self.noising.prediction)
 
-    def weighted(self, per_sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        w = self.weights(t)
-        return per_sample if w is None else per_sample * w.to(per_sample.device)
+    def weighted(self, per_sample: torch.Tensor, t: torch.Tensor,
+                 sample_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-sample loss [B] times its SNR weight and its concept's weight [B] (a concept's
+        loss_weight, times --prior-loss-weight for reg images: data/concepts.py), where there are."""
+        for w in (self.weights(t), sample_weights):
+            if w is not None:
+                per_sample = per_sample * w.to(per_sample.device)
+        return per_sample
 
     def with_regularizer(self, loss: torch.Tensor, objective) -> torch.Tensor:
         reg = self.regularizer(objective)

@@ -10,11 +10,11 @@ import torch
 
 from ..config import TrainConfig, changes, dump_toml, from_dict, load_toml, merge, not_resumable
 from ..atomic import as_user_error, check_writable, remove_stale, write_text
-from ..data.dataset import grayscale_copies, make_records, scan_images
+from ..data.concepts import Concepts, load_concepts
 from ..data.latent_cache import LatentCache
 from ..data.latent_encode import vae_encoder
 from ..data.latent_store import store_for
-from ..data.prompts import PromptSampler
+from ..data.prompts import CaptionExtras, PromptSampler
 from ..data.templates import load_template
 from ..embedding.embedding import Embedding
 from ..embedding.formats import load_embedding
@@ -40,6 +40,7 @@ from .recipe import Recipe
 from ..schedules import LRSchedule, ShapedSchedule, build_schedule
 from .evaluation import hooks_for
 from .validation import held_out_cache, split_images
+from .preview_prompts import load_preview_prompts
 from .distributed import Distributed
 from .speed import SpeedSettings, apply as apply_speed, resolve as resolve_speed
 
@@ -73,6 +74,8 @@ class Session:
     guard: NumericGuard = field(default_factory=NumericGuard)   # non-finite steps (train/guards.py)
     lock: RunLock | None = None   # held on the run folder until train() ends (runs/lock.py)
     recipe: Recipe | None = None   # timesteps, noise, loss weights, norm control (train/recipe.py)
+    concepts: Concepts | None = None   # epoch draws, per-concept weights and templates (data/concepts.py)
+    preview_prompts: tuple = ()   # --preview-prompts lines (train/preview_prompts.py)
 
 
 def pick_device(name: str) -> torch.device:
@@ -230,19 +233,19 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     check_fits(c, width, height, cfg.batch_size * (2 if cfg.flip else 1), device, training=True)
     lines = load_template(cfg.template, needs_name=not hyper)
 
-    images, skipped = scan_images(cfg.data)
-    for path, reason in skipped:
-        callback(Message("warning", f"skipped {path}: {reason}"))
-    images, held_out = split_images(cfg, images)  # held-out validation images are never trained on
-    records = make_records(images, width=width, height=height, factor=c.vae_factor,
-                           regex=cfg.filename_regex, join=cfg.filename_join)
+    # Held-out validation images (split_images) are never trained on.
+    concepts, records, held_out, skipped = load_concepts(
+        cfg, width=width, height=height, factor=c.vae_factor, needs_name=not hyper,
+        split=lambda images: split_images(cfg, images), warn=lambda text: callback(Message("warning", text)))
+    if line := concepts.describe():
+        callback(Message("info", line))
+    previews = load_preview_prompts(cfg.preview_prompts, c.vae_factor)
     rc = cfg.recipe
     schedule = build_schedule(cfg.lr, cfg.steps, rc.lr_scheduler, rc.warmup_steps, rc.lr_cycles)
     # A hypernetwork has no vectors and no trigger word: these warnings are an embedding's.
-    for text in [] if hyper else start_warnings(c, emb.name, [r.caption for r in records], schedule):
+    for text in [] if hyper else start_warnings(c, emb.name, [r.caption for r in records if not r.grayscale],
+                                                schedule):
         callback(Message("warning", text))
-    if cfg.grayscale_copies:
-        records += grayscale_copies(records)
 
     speed = resolve_speed(cfg, device, sum(p.numel() for p in c.unet.parameters()), dist.world)
     dtype = DTYPES[speed.precision]
@@ -265,7 +268,8 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
     if hyper and cfg.vae_offload:
         captions = [r.caption for r in (*cache.records, *(val_cache.records if val_cache else ()))]
-        offload_text_encoders(cfg, c, objective, lines, captions, callback)
+        concept_lines = [line for k in concepts.concepts for line in k.lines or ()]
+        offload_text_encoders(cfg, c, objective, [*lines, *concept_lines], captions, callback)
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
     optimizer = build_optimizer(rc.optimizer, groups, device)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
@@ -295,11 +299,11 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
         run.truncate_after(start_step)
         callback(Message("info", f"resumed {resume} at step {start_step}"))
     session = Session(cfg=cfg, c=c, objective=objective, cache=cache,
-                   prompts=PromptSampler(lines, cfg.seed, cfg.shuffle_tags, cfg.tag_dropout),
+                   prompts=PromptSampler(lines, cfg.seed, cfg.shuffle_tags, cfg.tag_dropout, CaptionExtras.of(cfg)),
                    optimizer=optimizer, scaler=scaler, schedule=schedule, run=run,
                    device=device, start_step=start_step,
                    width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
-                   speed=speed, dist=dist, recipe=recipe)
+                   speed=speed, dist=dist, recipe=recipe, concepts=concepts, preview_prompts=previews)
     if resume:
         session.guard.load_state_dict(saved.get("extra", {}).get("guard", {}))
     session.hooks.extend(hooks_for(session, val_cache, resumed=bool(resume)))

@@ -94,7 +94,9 @@ class ValidationSet:
         lines = s.prompts.lines
         grid = timestep_grid(cfg.val_timesteps, c.scheduler.config.num_train_timesteps)
         latents, noise, ts, prompts, indices = [], [], [], [], []
-        for i in spread(len(cache), cfg.val_images):
+        # Without held-out images, the training concepts' own: reg images are not what is learnt.
+        pool = list(range(len(cache))) if held_out else s.concepts.training_indices()
+        for i in [pool[k] for k in spread(len(pool), cfg.val_images)]:
             # One generator per image: a "random"-mode cache draws the same latent every time.
             latent = cache.get([i], [False], torch_generator(cfg.seed, "val-latent", i)) * c.vae_scale
             filewords = process_tags(cache.records[i].caption, rng=None)

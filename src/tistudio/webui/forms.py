@@ -54,7 +54,8 @@ def _kind(opt: Option) -> tuple[str, tuple]:
 def train_fields() -> list[FieldSpec]:
     """One spec per TrainConfig option the page asks for, grouped as config.GROUPS orders them."""
     specs = []
-    for opt in (o for opts in grouped().values() for o in opts if o.key not in OWNED_BY_PAGE):
+    for opt in (o for opts in grouped().values() for o in opts
+                if o.key not in OWNED_BY_PAGE and o.kind != "tables"):  # [[concept]]: a --config file's
         kind, choices = _kind(opt)
         label = opt.label + (" (0 = default)" if opt.optional and kind in ("int", "float") else "")
         specs.append(FieldSpec(opt.key, kind, label, opt.default, opt.optional, choices, in_labels(opt.help), opt.group,

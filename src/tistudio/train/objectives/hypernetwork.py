@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from ...data.prompts import fill, process_tags
+from ...data.prompts import CaptionExtras, fill, process_tags
 from ...events import Message
 from ...hypernetwork.apply import applied, attach, detach
 from ...hypernetwork.model import Hypernetwork
@@ -156,7 +156,9 @@ def offload_text_encoders(cfg, c: Components, objective: HypernetworkObjective, 
                                  "--shuffle-tags/--tag-dropout make new prompts every step"))
         return False
     name = objective.hypernetwork.name
-    texts = [fill(line, name, process_tags(caption, rng=None)) for line in lines for caption in captions]
+    extras = CaptionExtras.of(cfg)  # prefix and suffix; with --caption-dropout also the empty caption
+    words = [extras.around(process_tags(caption, rng=None)) for caption in captions] + ([""] if extras.dropout else [])
+    texts = [fill(line, name, filewords) for line in lines for filewords in words]
     objective.cache_prompts(texts)
     for te in c.text_encoders:
         te.to("cpu")
