@@ -14,6 +14,7 @@ from ..runs.folder import final_hypernetwork, final_paths
 from .ema import output_vectors
 from .guards import finite
 from .loop import TrainResult, run_loop, save_point
+from .ownership import borrowed
 from . import side_optim
 from .session import Session, prepare
 
@@ -27,12 +28,13 @@ def _save_hypernetwork(cfg: TrainConfig, hn: Hypernetwork, s: Session) -> list[P
 
 def train(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
           stop: StopToken | None = None, progress: bool = True, resume: str | None = None) -> TrainResult:
-    s = prepare(cfg, components, callback, stop, progress, resume)
-    try:
-        return _run(s, progress)
-    finally:  # however it ends, the run folder is free for the next run (or a resume)
-        if s.lock is not None:
-            s.lock.release()
+    with borrowed(components):  # the caller's modules come back as they were (ownership.py)
+        s = prepare(cfg, components, callback, stop, progress, resume)
+        try:
+            return _run(s, progress)
+        finally:  # however it ends, the run folder is free for the next run (or a resume)
+            if s.lock is not None:
+                s.lock.release()
 
 
 def _run(s: Session, progress: bool) -> TrainResult:
