@@ -8,7 +8,6 @@ import torch
 from ..data.prompts import fill, process_tags
 from ..events import Previewed
 from ..generate.sample import GenerateOptions, generate, save_png
-from .ema import output_vectors
 from .objectives.hypernetwork import TrainableHypernetwork, text_encoders_on
 
 
@@ -27,12 +26,13 @@ def preview_negative(s) -> str:
     return ", ".join(p for p in (negative.name if negative else "", s.cfg.preview_negative) if p)
 
 
-def write_preview(s, step: int) -> Path:
+def write_preview(s, step: int, shown: dict) -> Path:
+    """`s`: the run's Setup; `shown`: {name: vectors} to preview (TrainState.output_vectors, the EMA
+    average when there is one)."""
     cfg = s.cfg
     options = GenerateOptions(prompt=preview_prompt(s), negative_prompt=preview_negative(s),
                               sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
                               seed=cfg.preview_seed, width=s.width, height=s.height)
-    shown = output_vectors(s)  # the EMA average when there is one
     vectors = {name: tuple(v.detach() for v in vs) for name, vs in shown.items()}
     trained, networks = s.objective.embeddings[0], []
     hyper = isinstance(trained, TrainableHypernetwork)
