@@ -35,6 +35,10 @@ class Hook(Protocol):
 
 @dataclass(frozen=True)
 class Setup:
+    """Frozen: no field is replaced once built. The objects it holds keep their own working state
+    (the latent cache, the run folder's loss rows, the hooks' records); what a resume must restore
+    lives in TrainState, not here."""
+
     cfg: TrainConfig
     c: Components
     objective: Objective
