@@ -44,7 +44,7 @@ class _PeakSampler:
 
 
 class _StepTimer:
-    """A Session hook: wall time of every optimizer step and its loss."""
+    """A loop hook (train/setup.py Hook): wall time of every optimizer step and its loss."""
 
     def __init__(self):
         self.start()
@@ -53,7 +53,7 @@ class _StepTimer:
     def start(self):
         self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
-    def after_step(self, session, step, loss, lr):
+    def after_step(self, step, loss, lr):
         # CPU seconds (all threads) barely change when other jobs share the machine; wall time does.
         now, cpu = time.perf_counter(), time.process_time()
         self.times.append(now - self.last)
@@ -61,7 +61,7 @@ class _StepTimer:
         self.losses.append(loss)
         self.last, self.last_cpu = now, cpu
 
-    def at_end(self, session, result):
+    def at_end(self, result):
         pass
 
 
@@ -87,7 +87,8 @@ def _register_cpu_sdpa_flops() -> None:
 
 
 def one_step(session) -> None:
-    """Forward and backward of every micro-batch of step 0, without the optimizer step."""
+    """Forward and backward of every micro-batch of step 0, without the optimizer step
+    (`session`: the run's train.setup.Setup)."""
     from tistudio.data.batches import batch_at
     from tistudio.train.loop import _micro_batch
 
@@ -97,7 +98,9 @@ def one_step(session) -> None:
     for m, (indices, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
         mb = _micro_batch(session, indices, flips, m * cfg.batch_size)
         session.objective.loss(mb).sum().backward()
-    session.optimizer.zero_grad(set_to_none=True)
+    for e in session.objective.embeddings:
+        for p in e.params:
+            p.grad = None
 
 
 def _count_flops(session) -> int:
@@ -141,8 +144,8 @@ def _weight_bytes(c) -> int:
 
 @contextlib.contextmanager
 def session_for(case: dict):
-    """A prepared training session for `case` (model, a small dataset, an embedding) in a temporary
-    folder, and {"build_seconds", "prepare_seconds"}: building the model, then everything before the
+    """A prepared training run for `case` (model, a small dataset, an embedding) in a temporary
+    folder, as prepare's (Setup, TrainState), and {"build_seconds", "prepare_seconds"}: building the model, then everything before the
     first step (latent caching included); None when the model is absent here."""
     import torch
 
@@ -178,8 +181,8 @@ def session_for(case: dict):
                           template="style", output=str(tmp / "out.pt"), batch_size=case.get("batch", 1),
                           method=case.get("method", "ti"), seed=0, **options)
         prepared = time.perf_counter()
-        session = prepare(cfg, components=c, progress=False)
-        yield session, {"build_seconds": built, "prepare_seconds": time.perf_counter() - prepared}
+        prepared_run = prepare(cfg, components=c, progress=False)
+        yield prepared_run, {"build_seconds": built, "prepare_seconds": time.perf_counter() - prepared}
 
 
 def measure(case: dict) -> dict:
@@ -189,9 +192,10 @@ def measure(case: dict) -> dict:
     from tistudio.train.loop import run_loop
 
     warmup = case.get("warmup", 1)
-    with session_for(case) as (session, timings):
-        if session is None:
+    with session_for(case) as (prepared, timings):
+        if prepared is None:
             return {"skipped": f"{case['model']} model not available here"}
+        session, state = prepared
         cfg = session.cfg
         rss_ready = rss_gib()
         timer = _StepTimer()
@@ -201,7 +205,7 @@ def measure(case: dict) -> dict:
         gpu = session.device.type == "cuda"
         if gpu:
             torch.cuda.reset_peak_memory_stats(session.device)
-        run_loop(session, progress=False)
+        run_loop(session, state, progress=False)
         train_peak = sampler.stop()
         gpu_allocated = torch.cuda.max_memory_allocated(session.device) / 2**30 if gpu else None
         flops = _count_flops(session) if case.get("flops", True) else None

@@ -51,10 +51,11 @@ def main() -> int:
 
     case = {"model": args.model, "size": args.size, "method": args.method, "steps": 1,
             "options": {"profile": args.profile}}
-    with session_for(case) as (session, _):
-        if session is None:
+    with session_for(case) as (prepared, _):
+        if prepared is None:
             print(f"{args.model}: model not available here")
             return 1
+        session, _state = prepared
         with reuse_freed_memory(session.speed.heap_reuse):
             for _ in range(2):
                 one_step(session)

@@ -20,7 +20,7 @@ from run_config import quick_config
 
 def _spied_run(cfg, c, run_dir):
     """Train `cfg`, recording each micro-batch's record indices, per-sample losses and prompts."""
-    s = prepare(cfg, components=c, progress=False)
+    s, state = prepare(cfg, components=c, progress=False)
     seen, plain = [], s.objective.loss
 
     def spy(mb):
@@ -29,7 +29,7 @@ def _spied_run(cfg, c, run_dir):
         return per_sample
     s.objective.loss = spy
     try:
-        run_loop(s, progress=False)
+        run_loop(s, state, progress=False)
         s.run.flush_loss()
     finally:
         s.lock.release()

@@ -1,6 +1,5 @@
 """Data-parallel training: 2 CPU processes (gloo) with the same seeds and global batch train the same
 vectors as one process; only the main process writes files."""
-import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ def _flags(model, emb, data, log_dir, out, launcher_flag):
 
 
 def _one_process(tiny_models, dataset, tmp_path):
-    c = copy.deepcopy(tiny_models["sd1"])
+    c = tiny_models["sd1"]
     emb = api.create_embedding(c, "tok", "cat", 2, tmp_path / "emb")
     cfg = TrainConfig(embedding=str(emb), data=str(dataset), log_dir=str(tmp_path / "runs1"),
                       output=str(tmp_path / "one.pt"), **COMMON)

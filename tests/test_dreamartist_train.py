@@ -58,13 +58,14 @@ def test_accumulation_4x1_equals_batch_4(tiny_models, dataset, tmp_path):
 
 
 class LrRecorder:
-    def __init__(self):
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
         self.rows = []
 
-    def after_step(self, s, step, loss, lr):
-        self.rows.append((lr, *(g["lr"] for g in s.optimizer.param_groups)))
+    def after_step(self, step, loss, lr):
+        self.rows.append((lr, *(g["lr"] for g in self.optimizer.param_groups)))
 
-    def at_end(self, s, result):
+    def at_end(self, result):
         pass
 
 
@@ -72,11 +73,11 @@ def test_negative_lr_multiplier_survives_schedule_changes(tiny_models, dataset, 
     """The reference reset the negative multiplier at the first schedule change."""
     c = tiny_models["sd1"]
     pos, _ = make_pair(c, tmp_path)
-    s = prepare(da_config(pos, dataset, tmp_path, steps=4, lr="0.02:1, 0.01:3, 0.005",
-                          da=dict(neg_lr_weight=0.25)), components=c, progress=False)
-    recorder = LrRecorder()
+    s, st = prepare(da_config(pos, dataset, tmp_path, steps=4, lr="0.02:1, 0.01:3, 0.005",
+                              da=dict(neg_lr_weight=0.25)), components=c, progress=False)
+    recorder = LrRecorder(st.optimizer)
     s.hooks.append(recorder)
-    run_loop(s, progress=False)
+    run_loop(s, st, progress=False)
     assert recorder.rows == [(lr, lr, lr * 0.25) for lr in (0.02, 0.01, 0.01, 0.005)]
 
 
@@ -87,11 +88,11 @@ def test_att_proc_files_are_not_training_images_and_att_maps_weight(tiny_models,
     Image.new("L", (64, 64), 0).save(first.with_name(first.stem + "_att.png"))
     Image.new("L", (64, 64), 255).save(first.with_name(first.stem + "_att_proc.png"))
     pos, _ = make_pair(c, tmp_path)
-    s = prepare(da_config(pos, dataset, tmp_path), components=c, progress=False)
+    s, st = prepare(da_config(pos, dataset, tmp_path), components=c, progress=False)
     assert len(s.cache) == 4 and not any("_att" in r.path.name for r in s.cache.records)
     index = [r.path for r in s.cache.records].index(first)
     assert torch.equal(s.cache.weights([index], [False]), torch.zeros(1, 1, 8, 8))  # black map: v/127 = 0
-    assert run_loop(s, progress=False).step == 2
+    assert run_loop(s, st, progress=False).step == 2
 
 
 def fixed_guided_loss(c, pos, neg, latents, seed=0):
@@ -163,7 +164,7 @@ def test_every_family_trains_the_pair(tiny_models, dataset, tmp_path, family):
 def test_greyscale_copies_double_the_dataset(tiny_models, dataset, tmp_path):
     c = tiny_models["sd1"]
     pos, _ = make_pair(c, tmp_path)
-    s = prepare(da_config(pos, dataset, tmp_path, grayscale_copies=True), components=c, progress=False)
+    s, _ = prepare(da_config(pos, dataset, tmp_path, grayscale_copies=True), components=c, progress=False)
     assert len(s.cache) == 8
     grey = s.cache.records[4]
     assert grey.grayscale and grey.path == s.cache.records[0].path and grey.caption.endswith(", monochrome")

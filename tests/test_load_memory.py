@@ -57,12 +57,12 @@ def test_bf16_training_loads_unet_and_text_encoders_in_bf16_and_vae_in_fp32(
     cfg = TrainConfig(model=model, embedding=str(emb), data=str(dataset), steps=1, width=64, height=64,
                       save_every=0, preview_every=0, log_dir=str(tmp_path / "runs"), precision="bf16",
                       device="cpu", output=str(tmp_path / "out.pt"))
-    session = prepare(cfg, progress=False)
+    setup, _ = prepare(cfg, progress=False)
     # Read in bf16 by the loader itself (no fp32 model that prepare() then casts), VAE fp32.
     assert loads == [((torch.bfloat16, torch.float32),
                       {"unet": torch.bfloat16, "vae": torch.float32, "text_encoder0": torch.bfloat16})]
-    assert session.speed.precision == "bf16"
-    assert_values(tiny_models["sd1"], session.c, {"unet": torch.bfloat16, "vae": torch.float32,
+    assert setup.speed.precision == "bf16" and setup.dtype == torch.bfloat16
+    assert_values(tiny_models["sd1"], setup.c, {"unet": torch.bfloat16, "vae": torch.float32,
                                                   "text_encoder0": torch.bfloat16})
 
 

@@ -241,7 +241,7 @@ def test_the_loop_uses_the_recipe_draws_loss_and_weights(tiny_models, dataset, t
     c = tiny_models["sd1"]
     path = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
     recipe = RecipeConfig(loss="l1", loss_weighting="p2", timestep_range="500:501", noise_offset=0.1)
-    s = prepare(quick_config(path, dataset, tmp_path, steps=3, save_every=0, recipe=recipe),
+    s, st = prepare(quick_config(path, dataset, tmp_path, steps=3, save_every=0, recipe=recipe),
                 components=c, progress=False)
     seen, plain = [], s.objective.loss
 
@@ -251,7 +251,7 @@ def test_the_loop_uses_the_recipe_draws_loss_and_weights(tiny_models, dataset, t
         return per_sample
     s.objective.loss = spy
     try:
-        run_loop(s, progress=False)
+        run_loop(s, st, progress=False)
         s.run.flush_loss()
     finally:
         s.lock.release()

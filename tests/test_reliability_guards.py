@@ -94,21 +94,21 @@ def test_rollback_restores_the_last_good_state(tiny_models, dataset, emb, tmp_pa
     real_prepare = session_mod.prepare
 
     def prepare(*a, **kw):
-        s = real_prepare(*a, **kw)
+        s, st = real_prepare(*a, **kw)
 
         class Spy:
-            def after_step(self, s, step, loss, lr):
+            def after_step(self, step, loss, lr):
                 if step == 2:
                     with torch.no_grad():
                         s.objective.embeddings[0].params[0].add_(1.0)
                 if step == 5:
                     seen["after_rollback"] = s.objective.embeddings[0].params[0].detach().clone()
 
-            def at_end(self, s, result):
+            def at_end(self, result):
                 pass
 
         s.hooks.append(Spy())
-        return s
+        return s, st
 
     monkeypatch.setattr("tistudio.train.run.prepare", prepare)
     train(config(emb, dataset, tmp_path, steps=5, save_every=0), components=tiny_models["sd1"], progress=False)
@@ -121,19 +121,19 @@ def test_non_finite_vectors_are_never_saved(tiny_models, dataset, emb, tmp_path,
     real_prepare = session_mod.prepare
 
     def prepare(*a, **kw):
-        s = real_prepare(*a, **kw)
+        s, st = real_prepare(*a, **kw)
 
         class Poison:  # runs after the guard's check, before the save: only the save check is left
-            def after_step(self, s, step, loss, lr):
+            def after_step(self, step, loss, lr):
                 if step == 2:
                     with torch.no_grad():
                         s.objective.embeddings[0].params[0].fill_(float("nan"))
 
-            def at_end(self, s, result):
+            def at_end(self, result):
                 pass
 
         s.hooks.append(Poison())
-        return s
+        return s, st
 
     monkeypatch.setattr("tistudio.train.run.prepare", prepare)
     messages = []

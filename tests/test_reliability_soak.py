@@ -25,11 +25,11 @@ class MemoryCurve:
     def __init__(self):
         self.points: list[tuple[int, float]] = []
 
-    def after_step(self, s, step, loss, lr):
+    def after_step(self, step, loss, lr):
         if step % EVERY == 0:
             self.points.append((step, rss_mib()))
 
-    def at_end(self, s, result):
+    def at_end(self, result):
         pass
 
 
@@ -45,9 +45,9 @@ def test_ten_thousand_steps_keep_memory_flat_and_disk_bounded(tiny_models, tmp_p
     real_prepare = session_mod.prepare
 
     def prepare(*a, **kw):
-        s = real_prepare(*a, **kw)
+        s, st = real_prepare(*a, **kw)
         s.hooks.append(curve)
-        return s
+        return s, st
 
     monkeypatch.setattr("tistudio.train.run.prepare", prepare)
     cfg = TrainConfig(embedding=str(emb), data=str(data), steps=STEPS, width=32, height=32, save_every=100,

@@ -1,6 +1,5 @@
 """Training behaviour on tiny models: what changes, what must not, resume equivalence, errors."""
 import csv
-import copy
 
 import pytest
 import torch
@@ -133,7 +132,7 @@ def test_interrupt_saves_and_stops(tiny_models, dataset, tmp_path):
 
 
 def test_half_precision_weights_keep_fp32_vectors(tiny_models, dataset, tmp_path):
-    c = copy.deepcopy(tiny_models["sd1"])
+    c = tiny_models["sd1"]
     path = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
     r = train(config(path, dataset, tmp_path, steps=2, precision="bf16", clip_grad_mode="norm"),
               components=c, progress=False)

@@ -12,7 +12,7 @@ from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from tistudio.events import Message
 from tistudio.train import validation
-from tistudio.train.evaluation import Evaluation, Evaluator
+from tistudio.train.validator import Evaluation, Validator
 from tistudio.train.health import vocabulary_medians
 from tistudio.train.run import train
 from tistudio.train.session import prepare
@@ -32,42 +32,45 @@ def emb(tiny_models, tmp_path):
 
 
 def test_validation_loss_is_identical_for_identical_vectors_and_moves_with_them(tiny_models, dataset, tmp_path, emb):
-    s = prepare(config(emb, dataset, tmp_path, val_every=1), components=tiny_models["sd1"], progress=False)
-    evaluator = s.hooks[-1]
-    first = evaluator.validation.loss(s)
-    rebuilt = validation.ValidationSet.build(s)
+    s, _ = prepare(config(emb, dataset, tmp_path, val_every=1), components=tiny_models["sd1"], progress=False)
+    validator = s.hooks[0]
+    first = validator.loss()
+    rebuilt = validation.ValidationSet.build(s.cfg, s.c, s.cache, "tok", s.prompts.lines, held_out=False)
     assert len(rebuilt) == 4 * 3 and rebuilt.timesteps[:3].tolist() == [166, 500, 833]
-    assert first == evaluator.validation.loss(s) == rebuilt.loss(s) == evaluator.initial_val
+    again = rebuilt.loss(s.objective, s.c, s.device, s.cfg.batch_size, (s.height, s.width))
+    assert first == validator.loss() == again == validator.initial_val
     with torch.no_grad():
         p = s.objective.embeddings[0].params[0]
         p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 5)
-    moved = evaluator.validation.loss(s)
+    moved = validator.loss()
     # A random tiny UNet barely listens to its context, so the change is small, but any change is the
     # vectors': everything else is fixed.
-    assert moved != first and moved == evaluator.validation.loss(s), (first, moved)
+    assert moved != first and moved == validator.loss(), (first, moved)
 
 
 def test_held_out_images_are_never_trained_on(tiny_models, dataset, tmp_path, emb):
-    s = prepare(config(emb, dataset, tmp_path, val_every=1, val_split=0.5), components=tiny_models["sd1"],
-                progress=False)
+    messages = []
+    s, _ = prepare(config(emb, dataset, tmp_path, val_every=1, val_split=0.5), components=tiny_models["sd1"],
+                   progress=False, callback=lambda e: messages.append(e.text) if isinstance(e, Message) else None)
     trained = {r.path.name for r in s.cache.records}
-    assert len(trained) == 2 and s.hooks[-1].validation.held_out
-    assert len(s.hooks[-1].validation) == 2 * 3
+    assert len(trained) == 2
+    assert any(m.startswith("validation: 6 fixed (image, timestep, noise) triples from held-out images")
+               for m in messages), messages  # 2 images x 3 timesteps
     s.lock.release()  # prepare() holds the run folder until train() ends; this test prepares it again
     # --val-data: a copy of a training image (another name, same bytes) is removed from training.
     val_dir = tmp_path / "val"
     val_dir.mkdir()
     first = sorted(dataset.glob("*.png"))[0]
     shutil.copy(first, val_dir / "copy.png")
-    s = prepare(config(emb, dataset, tmp_path, val_every=1, val_data=str(val_dir)), components=tiny_models["sd1"],
-                progress=False)
+    s, _ = prepare(config(emb, dataset, tmp_path, val_every=1, val_data=str(val_dir)),
+                   components=tiny_models["sd1"], progress=False)
     assert first.name not in {r.path.name for r in s.cache.records} and len(s.cache) == 3
 
 
 def fake_losses(monkeypatch, values):
     """The validation loss returns `values` in turn (the first one is the pre-training value)."""
     it = iter(values)
-    monkeypatch.setattr(validation.ValidationSet, "loss", lambda self, s: next(it))
+    monkeypatch.setattr(validation.ValidationSet, "loss", lambda self, *args: next(it))
 
 
 def test_early_stop_on_a_plateau_keeps_the_best_vectors(tiny_models, dataset, tmp_path, emb, monkeypatch):
@@ -92,17 +95,13 @@ def test_early_stop_on_a_plateau_keeps_the_best_vectors(tiny_models, dataset, tm
 
 
 def test_overfitting_is_flagged_once_when_validation_rises_while_training_falls():
-    ev = Evaluator.__new__(Evaluator)
-    ev.names, ev.overfit_steps, ev.history = ["tok"], [], []
+    ev = Validator.__new__(Validator)
     messages = []
-
-    class S:
-        callback = staticmethod(messages.append)
-
+    ev.names, ev.overfit_steps, ev.history, ev.say = ["tok"], [], [], messages.append
     for step, val, ema in [(10, 0.5, 0.9), (20, 0.4, 0.8), (30, 0.45, 0.7), (40, 0.5, 0.6), (50, 0.6, 0.5)]:
         ev.history.append(Evaluation(step, {"val_loss": val, "loss_ema": ema}))
         ev.best = min(ev.history, key=lambda h: h.val_loss)
-        ev._check_overfit(S)
+        ev._check_overfit()
     assert ev.overfit_steps == [40, 50]
     assert len(messages) == 1 and messages[0].level == "warning"
     assert "step 40: overfitting" in messages[0].text and "best so far is step 20" in messages[0].text

@@ -36,6 +36,9 @@ def create_dreamartist_pair(model: str | Components, name: str, init_text: str =
 
 def train(cfg, components: Components | None = None, callback=None, stop=None, progress: bool = True,
           resume: str | None = None):
+    """Train as `cfg` says. `components` passed in come back as they were (dtypes, devices, modes,
+    requires_grad, checkpointing, compile, torch's thread count: train/ownership.py), so a shared
+    model can go on generating; without them the run loads and owns its own."""
     from .toy import scorer  # noqa: F401  registers --eval-toy's scorer; waits for torch like the rest
     from .train.run import train as _train
 

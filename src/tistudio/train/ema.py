@@ -56,9 +56,8 @@ class EMA:
             self.shadow[name] = tuple(v.to(m.device, m.dtype).clone() for v, m in zip(saved[name], mine))
 
 
-def output_vectors(session) -> dict[str, tuple[torch.Tensor, ...]]:
+def output_vectors(embeddings, ema: EMA | None) -> dict[str, tuple[torch.Tensor, ...]]:
     """The vectors to preview and save: the EMA shadow when there is one, else the live vectors."""
-    embeddings = session.objective.embeddings
-    if session.ema is None:
+    if ema is None:
         return {e.name: e.params for e in embeddings}
-    return session.ema.vectors(embeddings)
+    return ema.vectors(embeddings)

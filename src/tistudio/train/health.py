@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..events import Message
+
 # Ratio to the vocabulary median above which we warn: ordinary tokens sit within about 0.5-2x of
 # the median, so 4x means the vector is louder than any word the model learned.
 WARN_RATIO = 4.0
@@ -79,3 +81,33 @@ def cap_norms(objective, medians: tuple[float, ...], max_ratio: float) -> None:
                 cap = max_ratio * medians[enc]
                 norms = param.norm(dim=1, keepdim=True).clamp_min(1e-12)
                 param.mul_((cap / norms).clamp(max=1.0))
+
+
+class VectorWatch:
+    """The health of a run's trained vectors: their drift from where the run began (`start`), and
+    a warning when a norm passes WARN_RATIO x the vocabulary median (once per onset). `last_ratio`
+    is the latest max ratio seen (summary.json)."""
+
+    def __init__(self, objective, start: dict[str, tuple[torch.Tensor, ...]], medians: tuple[float, ...],
+                 say, last_ratio: float | None = None):
+        self.objective = objective
+        self.start = start
+        self.medians = medians
+        self.say = say
+        self.last_ratio = last_ratio
+        self.warned = False
+
+    def measure(self) -> list[VectorHealth]:
+        return measure(self.objective, self.start, self.medians)
+
+    def watch(self, step: int) -> None:
+        """The cheap check after every step (when no evaluation measures the vectors)."""
+        self.check(step, max_ratio(self.objective, self.medians))
+
+    def check(self, step: int, ratio: float) -> None:
+        self.last_ratio = ratio
+        if ratio > WARN_RATIO and not self.warned:
+            self.say(Message("warning", f"step {step}: a vector's norm is {ratio:.1f}x the vocabulary's median "
+                                        "token norm; the embedding may drown out the rest of the prompt "
+                                        "(lower --lr or cap it with --max-norm 3)"))
+        self.warned = ratio > WARN_RATIO

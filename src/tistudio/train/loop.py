@@ -1,7 +1,8 @@
 """The one training loop, shared by every objective and model family. It reads top to bottom:
 lr for this step (a pure function of it), micro-batches (a pure function of it), loss, backward,
-unscale, clip, step; then logs, snapshots and previews. Everything random comes from generators that
-are pure functions of the step or saved with the state, so a resumed run continues exactly."""
+unscale, clip, step, cap (--max-norm); then logs, snapshots and previews. It reads the run's Setup
+and steps its TrainState. Everything random comes from generators that are pure functions of the
+step or saved with the state, so a resumed run continues exactly."""
 from __future__ import annotations
 
 import time
@@ -15,12 +16,13 @@ from ..hypernetwork.model import Hypernetwork
 from ..models.denoiser import noisy_and_target
 from ..rng import torch_generator
 from . import state as train_state
-from .ema import output_vectors
 from .guards import finite
-from .objectives.base import MicroBatch, attached
+from .health import cap_norms, vocabulary_medians
+from .objectives.base import MicroBatch
 from .preview import write_preview
-from .session import Session
+from .setup import Setup
 from .speed import reuse_freed_memory
+from .state import TrainState
 
 
 @dataclass
@@ -32,7 +34,7 @@ class TrainResult:
     run_dir: str = ""
 
 
-def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
+def _micro_batch(s: Setup, indices, flips, first_position: int) -> MicroBatch:
     c = s.c
     latents, noise, t = [], [], []
     for j, (index, flip) in enumerate(zip(indices, flips)):
@@ -58,7 +60,7 @@ def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
                       criterion=s.recipe.criterion)
 
 
-def _clip(s: Session) -> None:
+def _clip(s: Setup) -> None:
     mode, value = s.cfg.clip_grad_mode, s.cfg.clip_grad
     for e in s.objective.embeddings:  # per embedding, so one cannot starve the other of its norm
         if mode == "norm":
@@ -67,47 +69,52 @@ def _clip(s: Session) -> None:
             torch.nn.utils.clip_grad_value_(e.params, value)
 
 
-def save_point(s: Session, step: int, final: bool = False) -> list:
+def _cap(s: Setup, medians: tuple[float, ...]) -> None:
+    """--max-norm: after the optimizer step, so the vectors that train on, are averaged and saved
+    never exceed the cap."""
+    if s.cfg.max_norm:
+        cap_norms(s.objective, medians, s.cfg.max_norm)
+
+
+def save_point(s: Setup, st: TrainState, final: bool = False) -> list:
     """Snapshot embeddings (run folder), the resumable state, and the loss CSV, all atomically."""
     paths = []
-    shown = output_vectors(s)  # the EMA average when there is one
+    shown = st.output_vectors()  # the EMA average when there is one
     for e in s.objective.embeddings:
-        emb = e.snapshot(step, vectors=shown[e.name])
+        emb = e.snapshot(st.step, vectors=shown[e.name])
         if not (finite(emb.vectors) and finite(e.params)):  # never save a non-finite vector
-            s.callback(Message("warning", f"step {step}: {e.name} has non-finite values; not saved"))
+            s.callback(Message("warning", f"step {st.step}: {e.name} has non-finite values; not saved"))
             return []
         if not final:  # a hypernetwork has one format, A1111's .pt
             paths += ([s.run.save_hypernetwork(emb)] if isinstance(emb, Hypernetwork)
                       else s.run.save_snapshot(emb, s.cfg.formats))
-    extra = {"ema": s.ema.state_dict()} if s.ema is not None else {}
-    extra["recipe"] = s.recipe.state_dict()
     if not final:  # a stop's final save is no save point: an uninterrupted run would not remember it
-        s.guard.remember(s)
-    extra["guard"] = s.guard.state_dict()
-    state = train_state.capture(step, s.objective.vectors(), s.optimizer, s.scaler, extra)
+        st.remember()
     # state.pt last: it is the commit point a resume starts from (RELIABILITY.md). A kill before it
     # leaves the previous state, and the resumed run rewrites these snapshots and CSV rows identically.
     s.run.flush_loss()
-    train_state.save(s.run.root, state)
+    train_state.save(s.run.root, st.state_dict())
     if s.cfg.keep_last:  # also at the final save: a kill may have come between a state and its pruning
         s.run.prune_snapshots(s.cfg.keep_last)
     return paths
 
 
-def run_loop(s: Session, progress: bool = True) -> TrainResult:
-    with reuse_freed_memory(s.speed is not None and s.speed.heap_reuse), attached(s.objective):
-        return _steps(s, progress)
+def run_loop(s: Setup, st: TrainState, progress: bool = True) -> TrainResult:
+    with reuse_freed_memory(s.speed.heap_reuse), s.objective.attached():
+        return _steps(s, st, progress)
 
 
-def _steps(s: Session, progress: bool) -> TrainResult:
+def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
     cfg, n = s.cfg, len(s.concepts)  # epoch items: images x repeats, plus reg draws (data/concepts.py)
-    step, reason, last_loss = s.start_step, "completed", float("nan")
+    step, reason, last_loss = st.step, "completed", float("nan")
+    medians = vocabulary_medians(s.c) if cfg.max_norm else ()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
                unit="step", disable=not progress, dynamic_ncols=True)
     started, done_here = time.perf_counter(), 0
-    s.guard.start(s)  # the state a rollback returns to until the first save point
+    if st.guard.good is None:  # the state a rollback returns to until the first save point (or a resume's)
+        st.remember()
     while step < cfg.steps:
         if s.dist.any_stopped(s.stop.stopped):  # every process stops at the same step
             reason = s.stop.reason
@@ -116,12 +123,12 @@ def _steps(s: Session, progress: bool) -> TrainResult:
         if lr is None:
             reason = "schedule-ended"
             break
-        lr *= s.guard.lr_scale  # lowered by each rollback (train/guards.py)
-        for group in s.optimizer.param_groups:
+        lr *= st.guard.lr_scale  # lowered by each rollback (train/guards.py)
+        for group in st.optimizer.param_groups:
             group["lr"] = lr * group["lr_weight"]  # every change, so a multiplier is never lost
         plan = batch_at(step, n_items=n, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                         seed=cfg.seed, flip=cfg.flip)
-        s.optimizer.zero_grad(set_to_none=True)
+        st.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         per_step = cfg.batch_size * cfg.grad_accum
         for m, (items, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
@@ -132,24 +139,26 @@ def _steps(s: Session, progress: bool) -> TrainResult:
                                      s.concepts.sample_weights(mb.indices)).sum() / per_step
             if m == 0:  # once per optimizer step
                 loss = s.recipe.with_regularizer(loss, s.objective)
-            (s.scaler.scale(loss) if s.scaler else loss).backward()
+            (st.scaler.scale(loss) if st.scaler else loss).backward()
             total += float(loss.detach())
         total = s.dist.reduce([p for e in s.objective.embeddings for p in e.params], total)
-        if s.scaler:
-            s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
-        if s.guard.admit(s, step + 1, total):  # False: non-finite loss or gradient, step skipped
+        if st.scaler:
+            st.scaler.unscale_(st.optimizer)  # clip the true gradients, not the scaled ones
+        if st.admit(step + 1, total, s.callback):  # False: non-finite loss or gradient, step skipped
             s.recipe.before_step(s.objective)
             _clip(s)
-            if s.scaler:
-                s.scaler.step(s.optimizer)
-                s.scaler.update()
+            if st.scaler:
+                st.scaler.step(st.optimizer)
+                st.scaler.update()
             else:
-                s.optimizer.step()
+                st.optimizer.step()
             s.recipe.renormalise(s.objective)
-            s.guard.check_vectors(s, step + 1)
+            _cap(s, medians)
+            st.check_vectors(step + 1, s.callback)
         step += 1
-        if s.ema is not None:
-            s.ema.update(s.objective.embeddings, step)
+        st.step = step
+        if st.ema is not None:
+            st.ema.update(s.objective.embeddings, step)
         done_here += 1
         last_loss = total
         s.run.log_loss(step, plan.epoch, plan.epoch_step, total, lr)
@@ -158,20 +167,19 @@ def _steps(s: Session, progress: bool) -> TrainResult:
         bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2g}")
         s.callback(Progress(step, cfg.steps, total, lr, plan.epoch, plan.epoch_step, seconds,
                             seconds * (cfg.steps - step)))
-        # Hooks before snapshots: one may change the vectors (--max-norm), and the files must hold
-        # the vectors that training continues from.
+        # Hooks before snapshots: the validation's early stop and best files see this step first.
         for hook in s.hooks:
-            hook.after_step(s, step, total, lr)
+            hook.after_step(step, total, lr)
         # Previews before the save point: state.pt commits the step, so a kill right after it
         # must not leave the step without its preview (a resume never redoes that step).
         if cfg.preview_every and step % cfg.preview_every == 0 and s.dist.is_main:
-            write_preview(s, step)
+            write_preview(s, step, st.output_vectors())
         if cfg.save_every and step % cfg.save_every == 0 and s.dist.is_main:
-            paths = save_point(s, step)
+            paths = save_point(s, st)
             s.callback(Saved(step, tuple(map(str, paths))))
     bar.close()
     result = TrainResult(step, reason, [], last_loss, str(s.run.root))
     for hook in s.hooks:
-        hook.at_end(s, result)
+        hook.at_end(result)
     return result
 

@@ -8,7 +8,6 @@ import torch
 from ..data.prompts import fill, process_tags
 from ..events import Previewed
 from ..generate.sample import GenerateOptions, generate, save_png
-from .ema import output_vectors
 from .objectives.hypernetwork import TrainableHypernetwork, text_encoders_on
 from .preview_prompts import preview_grid
 
@@ -33,13 +32,14 @@ def preview_negative(s) -> str:
     return ", ".join(p for p in (negative_name(s), s.cfg.preview_negative) if p)
 
 
-def write_preview(s, step: int) -> Path:
-    """The single preview (RUN/images), or with --preview-prompts a grid of them (RUN/previews)."""
+def write_preview(s, step: int, shown: dict) -> Path:
+    """The single preview (RUN/images), or with --preview-prompts a grid of them (RUN/previews).
+    `s`: the run's Setup; `shown`: {name: vectors} to preview (TrainState.output_vectors, the EMA
+    average when there is one)."""
     cfg = s.cfg
     options = GenerateOptions(prompt=preview_prompt(s), negative_prompt=preview_negative(s),
                               sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
                               seed=cfg.preview_seed, width=s.width, height=s.height)
-    shown = output_vectors(s)  # the EMA average when there is one
     if s.preview_prompts:
         image = preview_grid(s.preview_prompts, options, s.objective.embeddings[0].name,
                              lambda o: sample_preview(s, step, o, shown), negative_name(s))

@@ -1,8 +1,8 @@
 """Set-up of a training run: config -> model, embedding(s), data, latent cache, objective,
-optimizer, run folder, and (on resume) the saved state. Everything the loop needs, built once."""
+optimizer, run folder, and (on resume) the saved state. `prepare` builds the read-only Setup and
+the TrainState the loop steps (setup.py, state.py), once."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -10,7 +10,7 @@ import torch
 
 from ..config import TrainConfig, changes, dump_toml, from_dict, load_toml, merge, not_resumable
 from ..atomic import as_user_error, check_writable, remove_stale, write_text
-from ..data.concepts import Concepts, load_concepts
+from ..data.concepts import load_concepts
 from ..data.latent_cache import LatentCache
 from ..data.latent_encode import vae_encoder
 from ..data.latent_store import store_for
@@ -31,52 +31,18 @@ from ..runs.lock import RunLock
 from . import side_optim, state as train_state
 from .advice import start_warnings
 from .ema import EMA
-from .guards import NumericGuard
 from .objectives.hypernetwork import offload_text_encoders
 from .objectives.select import build_objective, ema_decays
 from .outputs import TrainingFolder
 from .optimizers import build_optimizer
 from .recipe import Recipe
-from ..schedules import LRSchedule, ShapedSchedule, build_schedule
-from .evaluation import hooks_for
+from ..schedules import build_schedule
+from .report import hooks_for
+from .setup import DTYPES, Setup
 from .validation import held_out_cache, split_images
 from .preview_prompts import load_preview_prompts
 from .distributed import Distributed
-from .speed import SpeedSettings, apply as apply_speed, resolve as resolve_speed
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Session:
-    cfg: TrainConfig
-    c: Components
-    objective: object     # TI, DreamArtist or Hypernetwork objective: .embeddings, .vectors(), .loss()
-    cache: LatentCache
-    prompts: PromptSampler
-    optimizer: torch.optim.Optimizer
-    scaler: object | None
-    schedule: LRSchedule | ShapedSchedule
-    run: TrainingFolder
-    device: torch.device
-    start_step: int
-    width: int
-    height: int
-    callback: Callback
-    stop: StopToken
-    skipped: list = field(default_factory=list)
-    # Observers run after every optimizer step and at the end (validation, plots, TensorBoard...):
-    # objects with after_step(session, step, loss, lr) and at_end(session, result).
-    hooks: list = field(default_factory=list)
-    ema: EMA | None = None   # averaged vectors for previews and outputs (train/ema.py)
-    speed: SpeedSettings | None = None   # resolved --profile and speed options (train/speed.py)
-    dist: Distributed = field(default_factory=Distributed)   # this process's share (train/distributed.py)
-    guard: NumericGuard = field(default_factory=NumericGuard)   # non-finite steps (train/guards.py)
-    lock: RunLock | None = None   # held on the run folder until train() ends (runs/lock.py)
-    recipe: Recipe | None = None   # timesteps, noise, loss weights, norm control (train/recipe.py)
-    concepts: Concepts | None = None   # epoch draws, per-concept weights and templates (data/concepts.py)
-    preview_prompts: tuple = ()   # --preview-prompts lines (train/preview_prompts.py)
-
+from .speed import apply as apply_speed, resolve as resolve_speed
 
 def pick_device(name: str) -> torch.device:
     """The --device (its spelling is checked in config.py), refused when this machine lacks it."""
@@ -188,7 +154,10 @@ def _unclaim(run: TrainingFolder, lock: RunLock | None, made: list[Path]) -> Non
 
 
 def prepare(cfg: TrainConfig, components: Components | None = None, callback: Callback | None = None,
-            stop: StopToken | None = None, progress: bool = True, resume: str | None = None) -> Session:
+            stop: StopToken | None = None, progress: bool = True,
+            resume: str | None = None) -> tuple[Setup, train_state.TrainState]:
+    """The run's Setup and its TrainState (at the embedding's step, or the resumed state's). The
+    run folder stays locked (Setup.lock) until train() releases it."""
     callback = callback or (lambda event: None)
     stop = stop or StopToken()
     folder = resume
@@ -208,7 +177,7 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
     device = dist.device(device)
     run, lock, made = _claim(cfg, emb, dist, folder, callback)
     try:
-        session = _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist)
+        return _build(cfg, components, callback, stop, progress, resume, emb, saved, run, lock, device, dist)
     except Exception:  # refused before training: the folder is free again, and a new one is gone
         _unclaim(run, lock, made)
         raise
@@ -216,11 +185,10 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         if lock is not None:
             lock.release()
         raise
-    session.lock = lock
-    return session
 
 
-def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist) -> Session:
+def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, lock, device,
+           dist) -> tuple[Setup, train_state.TrainState]:
     c = components or load_components(cfg, device, dist.world)
     c.freeze()
     width = cfg.width or c.resolution
@@ -234,7 +202,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     lines = load_template(cfg.template, needs_name=not hyper)
 
     # Held-out validation images (split_images) are never trained on.
-    concepts, records, held_out, skipped = load_concepts(
+    concepts, records, held_out, _ = load_concepts(
         cfg, width=width, height=height, factor=c.vae_factor, needs_name=not hyper,
         split=lambda images: split_images(cfg, images), warn=lambda text: callback(Message("warning", text)))
     if line := concepts.describe():
@@ -273,7 +241,6 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
     optimizer = build_optimizer(rc.optimizer, groups, device)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
-    start_step = emb.step
     if not resume:
         side_optim.restore(cfg.trained_file, objective, optimizer, callback)
     recipe = Recipe.build(rc, c, objective, fresh=not resume)
@@ -282,32 +249,19 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
                                     "so that step teaches nothing; it is meant for v-prediction models"))
     decays = ema_decays(cfg, objective)
     ema = EMA(objective.embeddings, decays, cfg.ema_replace_every) if decays else None
+    state = train_state.TrainState(step=emb.step, trained=objective.embeddings, optimizer=optimizer, scaler=scaler,
+                                   ema=ema, recipe=recipe)
     if resume:
-        for e in objective.embeddings:
-            for p, v in zip(e.params, saved["vectors"][e.name]):
-                p.data.copy_(v.to(device))
-        optimizer.load_state_dict(saved["optimizer"])
-        for group, e in zip(optimizer.param_groups, objective.embeddings):
-            group["lr_weight"] = e.lr_weight  # this run's --neg-lr-weight, not the saved one
-        if ema is not None:
-            ema.load_state_dict(saved.get("extra", {}).get("ema", {}), f"--resume {resume}")
-        recipe.load_state_dict(saved.get("extra", {}).get("recipe", {}), device)
-        if scaler is not None and saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        train_state.restore_rngs(saved)
-        start_step = int(saved["step"])
-        run.truncate_after(start_step)
-        callback(Message("info", f"resumed {resume} at step {start_step}"))
-    session = Session(cfg=cfg, c=c, objective=objective, cache=cache,
-                   prompts=PromptSampler(lines, cfg.seed, cfg.shuffle_tags, cfg.tag_dropout, CaptionExtras.of(cfg)),
-                   optimizer=optimizer, scaler=scaler, schedule=schedule, run=run,
-                   device=device, start_step=start_step,
-                   width=width, height=height, callback=callback, stop=stop, skipped=skipped, ema=ema,
-                   speed=speed, dist=dist, recipe=recipe, concepts=concepts, preview_prompts=previews)
-    if resume:
-        session.guard.load_state_dict(saved.get("extra", {}).get("guard", {}))
-    session.hooks.extend(hooks_for(session, val_cache, resumed=bool(resume)))
-    return session
+        state.load_state_dict(saved, resume)
+        run.truncate_after(state.step)
+        callback(Message("info", f"resumed {resume} at step {state.step}"))
+    setup = Setup(cfg=cfg, c=c, objective=objective, cache=cache,
+                  prompts=PromptSampler(lines, cfg.seed, cfg.shuffle_tags, cfg.tag_dropout, CaptionExtras.of(cfg)),
+                  schedule=schedule, recipe=recipe, run=run, device=device, width=width, height=height,
+                  callback=callback, stop=stop, speed=speed, dist=dist, lock=lock, concepts=concepts,
+                  preview_prompts=previews)
+    setup.hooks.extend(hooks_for(setup, state.step, val_cache, resumed=bool(resume)))
+    return setup, state
 
 
 def config_for_resume(run_dir: str | Path, overrides: dict,

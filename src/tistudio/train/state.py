@@ -1,38 +1,136 @@
-"""Training state for an exact resume: vectors, optimizer, loss scaler, every RNG, and the step.
-Written atomically to RUN/state.pt; read back without executing any pickled code.
+"""Training state for an exact resume (TrainState): vectors, optimizer, loss scaler, EMA, guard,
+torch's RNG, and the step. Written atomically to RUN/state.pt; read back without executing any
+pickled code.
 
 state.pt is the authoritative commit point of a run: the loop writes snapshots and loss.csv first and
 state.pt last, so whatever a kill leaves, a resume restarts from the last complete state and rewrites
 any newer snapshot identically (RELIABILITY.md)."""
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from ..atomic import write_with
+from ..events import Callback
 from ..embedding.formats import load_embedding
 from ..errors import TIStudioError
 from ..hypernetwork import format as hypernetwork_format
 from ..runs.folder import CONFIG_FILE, STATE_FILE, RunFolder
+from .ema import EMA, output_vectors
+from .guards import NumericGuard, finite
+from .objectives.base import Trainable
+from .recipe import Recipe
 
 
-def capture(step: int, vectors: dict[str, tuple[torch.Tensor, ...]], optimizer, scaler,
-            extra: dict | None = None) -> dict:
-    """Every draw of the loop (noise, timesteps, latents, prompts) is a pure function of the seed and
-    the sample's position (rng.py), so only torch's global RNG is kept, for any library code that
-    draws from it."""
-    return {
-        "step": step,
-        "vectors": {k: [v.detach().float().cpu().clone() for v in vs] for k, vs in vectors.items()},
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},
-        "torch_rng": torch.get_rng_state(),
-        "extra": extra or {},
-    }
+@dataclass
+class TrainState:
+    """Everything a resume restores, and what the loop changes as it trains: the step, the trained
+    tensors (the objective's, which `trained` holds), the optimizer, the fp16 loss scaler, the EMA
+    average, the numeric guard, the recipe's start vectors (--init-reg) and torch's global RNG.
+    One state_dict() / load_state_dict() pair writes and reads RUN/state.pt."""
+
+    step: int
+    trained: Sequence[Trainable]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    ema: EMA | None
+    recipe: Recipe
+    guard: NumericGuard = field(default_factory=NumericGuard)
+
+    def params(self) -> list[torch.Tensor]:
+        return [p for e in self.trained for p in e.params]
+
+    def output_vectors(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        """What previews and saved files show: the EMA average when there is one."""
+        return output_vectors(self.trained, self.ema)
+
+    # -- state.pt ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Every draw of the loop (noise, timesteps, latents, prompts) is a pure function of the seed
+        and the sample's position (rng.py), so only torch's global RNG is kept, for any library code
+        that draws from it. The layout is the one state.pt has always had."""
+        extra = {"ema": self.ema.state_dict()} if self.ema is not None else {}
+        extra["recipe"] = self.recipe.state_dict()
+        extra["guard"] = self.guard.state_dict()
+        return {
+            "step": self.step,
+            "vectors": {e.name: [v.detach().float().cpu().clone() for v in e.params] for e in self.trained},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "torch_rng": torch.get_rng_state(),
+            "extra": extra,
+        }
+
+    def load_state_dict(self, state: dict, where: str) -> None:
+        """Put a saved state back (`where`: the --resume folder, for messages). This run's
+        learning-rate weights (--neg-lr-weight) win over the saved ones."""
+        extra = state.get("extra", {})
+        for e in self.trained:
+            for p, v in zip(e.params, state["vectors"][e.name]):
+                p.data.copy_(v.to(p.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group, e in zip(self.optimizer.param_groups, self.trained):
+            group["lr_weight"] = e.lr_weight
+        if self.ema is not None:
+            self.ema.load_state_dict(extra.get("ema", {}), f"--resume {where}")
+        self.recipe.load_state_dict(extra.get("recipe", {}), self.trained[0].params[0].device)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.guard.load_state_dict(extra.get("guard", {}))
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+
+    # -- the guard's rollback target ---------------------------------------------------------------
+
+    def remember(self) -> None:
+        """A copy of the current (good) state for the guard: at the start and at each save point."""
+        self.guard.remember({
+            "vectors": {e.name: [p.detach().clone() for p in e.params] for e in self.trained},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "ema": copy.deepcopy(self.ema.state_dict()) if self.ema is not None else None,
+            "scaler": copy.deepcopy(self.scaler.state_dict()) if self.scaler is not None else None,
+        })
+
+    def admit(self, step: int, loss: float, say: Callback) -> bool:
+        """The guard's verdict on optimizer step `step` (1-based): False when it is skipped (its
+        gradients cleared; after too many in a row the good state comes back)."""
+        if self.guard.admit(step, loss, self.params(), self.scaler is not None, say):
+            return True
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.update()  # lower the scale, as a skipped scaler step would
+        why = self.guard.rollback_due()
+        if why:
+            self.roll_back(step, why, say)
+        return False
+
+    def check_vectors(self, step: int, say: Callback) -> None:
+        """After the optimizer step: a step that made a vector non-finite is undone."""
+        if not finite(self.params()):
+            self.roll_back(step, "the vectors became non-finite", say)
+
+    def roll_back(self, step: int, why: str, say: Callback) -> None:
+        good = self.guard.target()
+        with torch.no_grad():
+            for e in self.trained:
+                for p, v in zip(e.params, good["vectors"][e.name]):
+                    p.copy_(v)
+        self.optimizer.load_state_dict(copy.deepcopy(good["optimizer"]))
+        if self.ema is not None and good["ema"] is not None:
+            self.ema.load_state_dict(copy.deepcopy(good["ema"]))
+        if self.scaler is not None and good["scaler"]:
+            self.scaler.load_state_dict(copy.deepcopy(good["scaler"]))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.guard.rolled_back(step, why, say)
 
 
 def save(run_dir: Path, state: dict) -> Path:
+    """RUN/state.pt, atomically (`state`: TrainState.state_dict())."""
     return write_with(run_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 
@@ -76,7 +174,3 @@ def _fallback(run: RunFolder) -> str:
         return (f"continue from the newest intact snapshot with {option} {snapshot} (step {step}, "
                 f"without --resume), or delete {run.state} to --resume from step 0")
     return f"no intact snapshot in {folder}; delete {run.state} to --resume from step 0"
-
-
-def restore_rngs(state: dict) -> None:
-    torch.set_rng_state(state["torch_rng"])

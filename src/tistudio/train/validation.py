@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -21,6 +22,7 @@ from ..data.latent_cache import LatentCache
 from ..data.prompts import Prompt, fill, process_tags
 from ..errors import TIStudioError
 from ..hashing import file_sha256
+from ..models.components import Components
 from ..models.denoiser import noisy_and_target
 from ..rng import python_random, torch_generator
 from .objectives.base import MicroBatch
@@ -86,16 +88,15 @@ class ValidationSet:
     held_out: bool
 
     @classmethod
-    def build(cls, s, cache: LatentCache | None = None) -> "ValidationSet":
-        cfg, c = s.cfg, s.c
-        held_out = cache is not None
-        cache = cache or s.cache
-        name = s.objective.embeddings[0].name
-        lines = s.prompts.lines
+    def build(cls, cfg, c: Components, cache: LatentCache, name: str, lines: Sequence[str],
+              held_out: bool, training: Sequence[int] | None = None) -> "ValidationSet":
+        """Triples from `cache` (the held-out images', else the training cache: its `training`
+        indices, the training concepts' images), prompts from the template `lines` with the trigger
+        `name`."""
         grid = timestep_grid(cfg.val_timesteps, c.scheduler.config.num_train_timesteps)
         latents, noise, ts, prompts, indices = [], [], [], [], []
         # Without held-out images, the training concepts' own: reg images are not what is learnt.
-        pool = list(range(len(cache))) if held_out else s.concepts.training_indices()
+        pool = list(range(len(cache))) if held_out or training is None else list(training)
         for i in [pool[k] for k in spread(len(pool), cfg.val_images)]:
             # One generator per image: a "random"-mode cache draws the same latent every time.
             latent = cache.get([i], [False], torch_generator(cfg.seed, "val-latent", i)) * c.vae_scale
@@ -116,17 +117,19 @@ class ValidationSet:
         return len(self.prompts)
 
     @torch.no_grad()
-    def loss(self, s) -> float:
-        """Mean per-sample objective loss over every triple, in micro-batches of --batch-size."""
-        total, dev, step = 0.0, s.device, s.cfg.batch_size
+    def loss(self, objective, c: Components, device: torch.device, batch_size: int,
+             pixel_size: tuple[int, int]) -> float:
+        """Mean per-sample `objective` loss over every triple, in micro-batches of `batch_size`
+        (--batch-size); `pixel_size` (height, width)."""
+        total, dev, step = 0.0, device, batch_size
         for a in range(0, len(self), step):
             b = min(a + step, len(self))
             latents, noise, t = self.latents[a:b], self.noise[a:b], self.timesteps[a:b]
-            noisy, target = noisy_and_target(s.c, latents, noise, t)
+            noisy, target = noisy_and_target(c, latents, noise, t)
             mb = MicroBatch(prompts=list(self.prompts[a:b]), latents=latents.to(dev), noise=noise.to(dev),
                             timesteps=t.to(dev), noisy=noisy.to(dev), target=target.to(dev),
                             weights=None if self.weights is None else self.weights[a:b].to(dev),
                             indices=list(self.indices[a:b]), flips=[False] * (b - a),
-                            pixel_size=(s.height, s.width))
-            total += float(s.objective.loss(mb).double().sum())
+                            pixel_size=pixel_size)
+            total += float(objective.loss(mb).double().sum())
         return total / len(self)

@@ -1,15 +1,43 @@
-"""What every objective shares: trainable embeddings (only their rows are Parameters, fp32) and the
-step batch the loop prepares."""
+"""What every objective shares: the Objective protocol the loop trains through, trainable
+embeddings (only their rows are Parameters, fp32) and the step batch the loop prepares."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, ContextManager, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from ...embedding.embedding import Embedding
+from ...models.components import Components
 from ...models.denoiser import per_sample_mse
+
+
+class Trainable(Protocol):
+    """What the loop steps: an embedding's vectors or a hypernetwork's weights (`params`, the
+    optimizer's tensors), a learning-rate weight, and a snapshot to save at a step."""
+
+    lr_weight: float
+    params: tuple[torch.Tensor, ...]
+
+    @property
+    def name(self) -> str: ...
+
+    def snapshot(self, step: int, name: str | None = None, vectors=None): ...
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A training objective (TI, DreamArtist, hypernetwork): what trains, positive first, and the
+    per-sample loss [B] of a micro-batch. `attached()` is its set-up for the loop's lifetime."""
+
+    c: Components
+    embeddings: Sequence[Trainable]
+
+    def vectors(self) -> dict[str, tuple[torch.Tensor, ...]]: ...
+
+    def loss(self, batch: "MicroBatch") -> torch.Tensor: ...
+
+    def attached(self) -> ContextManager: ...
 
 
 class TrainableEmbedding:
@@ -49,8 +77,3 @@ class MicroBatch:
     # (pred, target, weights) -> per-sample loss [B]: the recipe's --loss (train/recipe.py)
     criterion: Callable = per_sample_mse
 
-
-def attached(objective):
-    """The objective's set-up for the loop's lifetime (a hypernetwork's hooks on the UNet), or none."""
-    hold = getattr(objective, "attached", None)
-    return hold() if hold is not None else contextlib.nullcontext()

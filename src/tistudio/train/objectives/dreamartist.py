@@ -16,6 +16,7 @@ Per micro-batch of B samples:
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import torch
@@ -58,6 +59,10 @@ class DreamArtistObjective:
 
     def vectors(self) -> dict[str, tuple[torch.Tensor, ...]]:
         return {e.name: e.params for e in self.embeddings}
+
+    def attached(self):
+        """Nothing to set up for the loop: the vectors enter through the prompt encoder."""
+        return contextlib.nullcontext()
 
     def negative_prompts(self, prompts) -> list[str]:
         """The negative twin of each positive prompt: same template line and the same tags."""

@@ -2,6 +2,8 @@
 recipe's --loss) to the noise, or to the velocity for v-prediction models."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ...models.components import Components
@@ -18,6 +20,10 @@ class TIObjective:
 
     def vectors(self) -> dict[str, tuple[torch.Tensor, ...]]:
         return {e.name: e.params for e in self.embeddings}
+
+    def attached(self):
+        """Nothing to set up for the loop: the vectors enter through the prompt encoder."""
+        return contextlib.nullcontext()
 
     def loss(self, batch: MicroBatch) -> torch.Tensor:
         cond = self.encoder.encode([p.text for p in batch.prompts], self.vectors())
