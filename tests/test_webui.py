@@ -347,20 +347,21 @@ def test_train_status_lists_the_compat_summary_of_each_output(tmp_path):
     from tistudio.embedding.embedding import Embedding
     from tistudio.embedding.formats import save_embedding
     from tistudio.webui.jobs import JobView
-    from tistudio.webui.tab_train import status_text
+    from tistudio.webui.tab_train_output import saved_text, status_text
 
     out = save_embedding(Embedding("tok", (torch.randn(1, 768),)), tmp_path / "tok.safetensors")
     view = JobView(id=1, name="tok", status="finished", cfg=None, resume=None, points=(),
                    last=Progress(3, 3, 0.1, 0.01, 0, 2, 0.5, 0.0), previews=(), saved=(), messages=(),
                    finished=Finished(3, "completed", (str(out), str(tmp_path / "gone.pt"))), error=None,
                    run_dir=str(tmp_path))
-    text = status_text(view)
+    text = saved_text(view)
     assert f"`{out}` loads in: A1111 ✓ `tok`" in text and "gone.pt` loads in" not in text
+    assert status_text(view).count("\n") == 0  # the status stays one line above the chart
 
 
 def test_the_train_status_shows_latent_caching_with_its_eta(tmp_path):
     from tistudio.events import Caching
-    from tistudio.webui.tab_train import status_text
+    from tistudio.webui.tab_train_output import saved_text, status_text
 
     release = threading.Event()
 

@@ -3,6 +3,7 @@ model given on the command line, and a scratch folder for downloads."""
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,10 @@ class Context:
         return self.jobs.models.get(path, family or None)
 
 
-def user_errors(fn):
-    """Show a TIStudioError as the page's error pop-up (one line), like the CLI's `error:` line."""
+def user_errors(fn, say: dict[str, str] | None = None):
+    """Show a TIStudioError as the page's error pop-up (one line), like the CLI's `error:` line, and
+    log that one line on the server (no traceback: it is the user's input, not a bug). `say` rewords
+    a CLI phrase for the page, e.g. {"pass --overwrite": "tick Overwrite"}."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import gradio as gr
@@ -40,5 +43,20 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except TIStudioError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            text = str(exc)
+            for cli, page in (say or {}).items():
+                text = text.replace(cli, page)
+            print(f"webui: error: {text}", file=sys.stderr, flush=True)
+            raise gr.Error(text, print_exception=False) from None
     return wrapper
+
+
+def clicked(event, fn, inputs, outputs, clear: bool = True, say: dict[str, str] | None = None) -> None:
+    """Wire `fn` to `event` (a button's .click, a dropdown's .input) with user_errors. With `clear`,
+    `outputs` (one message box) is emptied first, so an error never sits beside the success message
+    of the click before."""
+    if clear:
+        event(lambda: "", None, outputs, queue=False, show_progress="hidden").then(
+            user_errors(fn, say), inputs, outputs)
+    else:
+        event(user_errors(fn, say), inputs, outputs)
