@@ -361,7 +361,7 @@ def test_train_status_lists_the_compat_summary_of_each_output(tmp_path):
 
 def test_the_train_status_shows_latent_caching_with_its_eta(tmp_path):
     from tistudio.events import Caching
-    from tistudio.webui.tab_train_output import saved_text, status_text
+    from tistudio.webui.tab_train_output import status_text
 
     release = threading.Event()
 
