@@ -32,6 +32,11 @@ class Context:
         return self.jobs.models.get(path, family or None)
 
 
+# The Create tabs' checkbox, and the CLI's advice reworded for it (embedding/create.py, hypernetwork/create.py).
+OVERWRITE = "Overwrite an existing file"
+SAY_OVERWRITE = {"pass --overwrite": f"tick “{OVERWRITE}”"}
+
+
 def user_errors(fn, say: dict[str, str] | None = None):
     """Show a TIStudioError as the page's error pop-up (one line), like the CLI's `error:` line, and
     log that one line on the server (no traceback: it is the user's input, not a bug). `say` rewords

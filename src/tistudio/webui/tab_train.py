@@ -54,7 +54,7 @@ def load_run(ctx: Context, specs, run):
     if not run:
         return [gr.update(interactive=True) for _ in specs] + [""]
     root, cfg = train_resume.stored(ctx, run)
-    values = train_resume.form_values(specs, cfg)
+    values = train_resume.form_values(specs, cfg, ctx.guard.show)
     updates = [gr.update(value=v, interactive=not train_resume.locked(s)) for s, v in zip(specs, values)]
     note = (f"Loaded `{ctx.guard.show(root / 'config.toml')}` (model `{ctx.guard.show(cfg.model.model)}`). "
             "**Resume** continues it exactly; greyed fields shape what is trained and keep the run's values. "

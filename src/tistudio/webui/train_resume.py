@@ -26,13 +26,15 @@ def _value(cfg, key: str):
     return cfg
 
 
-def form_values(specs: list[FieldSpec], cfg: TrainConfig) -> list:
+def form_values(specs: list[FieldSpec], cfg: TrainConfig, show=str) -> list:
     """`cfg` as the form's widgets hold it (build_train_config's way back): empty text and 0 for
-    unset optional values, lists for multiple choices."""
+    unset optional values, lists for multiple choices, paths through `show` (relative to the root)."""
     out = []
     for spec in specs:
         v = _value(cfg, spec.key)
-        if spec.kind == "bool":
+        if spec.kind == "path" and v:
+            out.append(show(v))
+        elif spec.kind == "bool":
             out.append(bool(v))
         elif spec.kind == "multi":
             out.append(list(v or ()))
@@ -102,7 +104,7 @@ def config(ctx: Context, specs: list[FieldSpec], run: str, values: list) -> tupl
             raise TIStudioError(f"Resume: {ctx.guard.show(root)} holds no run yet; press Train to start one, or "
                                 "pick a run under Continue a run")
         root, before = stored(ctx, ctx.guard.show(root))
-    loaded = form_values(specs, before)
+    loaded = form_values(specs, before, ctx.guard.show)  # as load_run put them in the form
     # The form's values converted as for a new run (fields read-only here hold the stored values).
     form = build_train_config(specs, values, ctx.guard, ctx.model_path(str(Path(before.model.model).absolute())),
                               before.model.family)
