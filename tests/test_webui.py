@@ -465,3 +465,21 @@ def test_the_starting_point_is_never_the_default_download(tmp_path):
         (folder / name).write_bytes(b"x")
         os.utime(folder / name, (1000 + i, 1000 + i))
     assert [p.name for p in runs.snapshots(tmp_path / "tok")] == ["tok-best.pt", "tok-2.pt", "tok-init.safetensors"]
+
+
+def test_the_server_starts_without_advertising_a_public_link(tmp_path, capfd):
+    pytest.importorskip("gradio")
+    import socket
+
+    from tistudio.webui.app import make_context, serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app, url = serve(make_context(tmp_path), "127.0.0.1", port, block=False)
+    try:
+        assert url.startswith(f"http://127.0.0.1:{port}")
+    finally:
+        app.close()
+    out = capfd.readouterr()
+    assert "share=True" not in out.out + out.err  # this tool never opens a public tunnel

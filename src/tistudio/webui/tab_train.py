@@ -138,12 +138,14 @@ def build(ctx: Context, model, family) -> None:
     values = [widgets[s.key] for s in specs]
 
     if by_method:
+
         def show_sections(method):
             updates = [gr.update(visible=method == name) for name in by_method]
             return updates[0] if len(updates) == 1 else updates  # one output takes one update, not a list
         widgets["method"].change(show_sections, widgets["method"], list(by_method.values()), show_progress="hidden")
     log_dir = widgets.get("log_dir")
     listed = [log_dir] if log_dir else []
+
     def list_runs(folder="runs"):
         return gr.update(choices=train_resume.choices(ctx, folder))
     # Also read when the dropdown opens, so it lists the runs of the log folder the form names now.
