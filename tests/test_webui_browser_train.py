@@ -119,6 +119,11 @@ def test_live_output_beside_the_form_and_dreamartist_trains(server, browser):
     assert "moving average" in page.locator("#loss-chart").text_content()  # the legend names the series
     assert page.locator("#latest-preview img").count() == 1
     shot(page, "train-1400x900-dreamartist")
+    page.screenshot(path=str(ARTIFACTS / "webui" / "train-dreamartist-full.png"), full_page=True)
+    box(page, "embedding").fill("")
+    page.locator("#train-button").click()
+    page.get_by_text("Embedding file: empty").first.wait_for()  # the error pop-up...
+    assert "Started run" not in page.locator("#train-action").inner_text()  # ...and no stale success beside it
     config = (root / "runs" / "da" / "config.toml").read_text()
     assert 'method = "dreamartist"' in config
     assert re.search(r'\[dreamartist\][^\[]*cfg = "2.5"', config, re.S), config

@@ -94,15 +94,17 @@ def _title(section: str) -> str:
 
 
 def _form(specs: list[FieldSpec], widgets: dict) -> dict:
-    """The basic fields, then one closed group per other section, in the order train_fields() gives
-    them. Returns {section: accordion} for the sections named after a method (shown with it)."""
+    """The basic fields, then the chosen method's own section (open, before the other groups), then
+    one closed group per other section in the order train_fields() gives them. Returns {section:
+    accordion} for the sections named after a method (each shown while its method is chosen)."""
     import gradio as gr
 
     _grid([s for s in specs if s.section == BASIC], widgets)
     methods = next((s.choices for s in specs if s.key == "method"), ())
     method = next((s.default for s in specs if s.key == "method"), None)
     by_method = {}
-    for section in dict.fromkeys(s.section for s in specs if s.section != BASIC):
+    sections = dict.fromkeys(s.section for s in specs if s.section != BASIC)
+    for section in sorted(sections, key=lambda name: name not in methods):  # stable: the rest keep their order
         own = section in methods
         with gr.Accordion(_title(section) + (" (this method's settings)" if own else ""), open=own,
                           visible=not own or section == method, elem_id=f"train-section-{section}") as box:
