@@ -8,7 +8,9 @@ chromium (Playwright, headless) with the Train tab open and polling, as a user w
 Both train a fresh copy of the same embedding on the shipped toy model at 32 px with the same options
 and seed; each is timed by the run's own clock (summary.json `seconds`: the training loop, model
 loading and latent caching excluded) and, for the UI, also from the Train click to the page showing
-"completed". The final losses must be equal (the UI trains the same run, not a cheaper one). The
+"completed". CPU seconds: the whole CLI process (start-up included) against the UI server's while
+its run trains (polling included): on a machine shared with other jobs the wall times swing with
+their load, CPU seconds much less. The final losses must be equal (the UI trains the same run, not a cheaper one). The
 runs alternate (CLI, UI, CLI, ...) so load from other jobs on a shared machine hits both alike.
 Prints a table and writes bench/results/webui-speed-*.json."""
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -58,11 +61,24 @@ def run_cli(root: Path, model: str, embedding: Path, steps: int) -> dict:
             "--data", str(root / "data"), "--log-dir", str(log_dir), "--quiet"]
     for key, value in _options(steps).items():
         argv += [f"--{key.replace('_', '-')}", value]
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _children_cpu()
     subprocess.run(argv, check=True, env=_env(), stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, _children_cpu() - cpu
     s = _summary(log_dir / embedding.stem)
-    return {"face": "cli", "seconds": s["seconds"], "wall_seconds": round(wall, 1), "final_loss": s["final_loss"]}
+    return {"face": "cli", "seconds": s["seconds"], "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+            "final_loss": s["final_loss"]}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the finished children (the whole CLI process: start-up and model loading too)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds of a running process so far (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_ui(root: Path, model: str, embedding: Path, steps: int) -> dict:
@@ -92,16 +108,17 @@ def run_ui(root: Path, model: str, embedding: Path, steps: int) -> dict:
                 box = page.locator(f"#train-{key.replace('.', '-')}").locator("input, textarea").first
                 box.fill(value)
                 box.press("Tab")
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), _process_cpu(server.pid)
             page.locator("#train-button").click()
             page.locator("#train-status").get_by_text("completed").wait_for(timeout=600_000)
-            wall = time.perf_counter() - t
+            wall, cpu = time.perf_counter() - t, _process_cpu(server.pid) - cpu
             browser.close()
     finally:
         server.terminate()
         server.wait(30)
     s = _summary(root / "runs-ui" / embedding.stem)
-    return {"face": "ui", "seconds": s["seconds"], "wall_seconds": round(wall, 1), "final_loss": s["final_loss"]}
+    return {"face": "ui", "seconds": s["seconds"], "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+            "final_loss": s["final_loss"]}
 
 
 def main(argv=None) -> int:
@@ -132,9 +149,10 @@ def main(argv=None) -> int:
     cli = [r["seconds"] for r in rows if r["face"] == "cli"]
     ui = [r["seconds"] for r in rows if r["face"] == "ui"]
     ratio = min(ui) / min(cli)
-    print(f"\n{'face':6} {'train s':>8} {'wall s':>8} {'final loss':>11}")
+    print(f"\n{'face':6} {'train s':>8} {'wall s':>8} {'CPU s':>7} {'final loss':>11}")
     for r in rows:
-        print(f"{r['face']:6} {r['seconds']:8.1f} {r['wall_seconds']:8.1f} {r['final_loss']:11.6f}")
+        print(f"{r['face']:6} {r['seconds']:8.1f} {r['wall_seconds']:8.1f} {r['cpu_seconds']:7.1f} "
+              f"{r['final_loss']:11.6f}")
     print(f"UI / CLI (best of each): {ratio:.2f}x over {args.steps} steps")
     same = len({round(r["final_loss"], 6) for r in rows}) == 1
     if not same:
