@@ -354,20 +354,21 @@ def test_train_status_lists_the_compat_summary_of_each_output(tmp_path):
     from tistudio.embedding.embedding import Embedding
     from tistudio.embedding.formats import save_embedding
     from tistudio.webui.jobs import JobView
-    from tistudio.webui.tab_train import status_text
+    from tistudio.webui.tab_train_output import saved_text, status_text
 
     out = save_embedding(Embedding("tok", (torch.randn(1, 768),)), tmp_path / "tok.safetensors")
     view = JobView(id=1, name="tok", status="finished", cfg=None, resume=None, points=(),
                    last=Progress(3, 3, 0.1, 0.01, 0, 2, 0.5, 0.0), previews=(), saved=(), messages=(),
                    finished=Finished(3, "completed", (str(out), str(tmp_path / "gone.pt"))), error=None,
                    run_dir=str(tmp_path))
-    text = status_text(view)
+    text = saved_text(view)
     assert f"`{out}` loads in: A1111 ✓ `tok`" in text and "gone.pt` loads in" not in text
+    assert status_text(view).count("\n") == 0  # the status stays one line above the chart
 
 
 def test_the_train_status_shows_latent_caching_with_its_eta(tmp_path):
     from tistudio.events import Caching
-    from tistudio.webui.tab_train import status_text
+    from tistudio.webui.tab_train_output import status_text
 
     release = threading.Event()
 
@@ -384,3 +385,108 @@ def test_the_train_status_shows_latent_caching_with_its_eta(tmp_path):
     assert "caching latents: **3/8** images | ETA 0:00:10" in status_text(job.view())
     release.set()
     wait_for(lambda: job.view().status == "finished")
+
+
+def test_page_errors_log_one_line_and_name_the_checkbox(capsys):
+    gr = pytest.importorskip("gradio")
+    from tistudio.webui.context import SAY_OVERWRITE, user_errors
+
+    def create():
+        raise TIStudioError("embeddings/tok.pt already exists; pass --overwrite to replace it or choose another name")
+    with pytest.raises(gr.Error) as caught:
+        user_errors(create, SAY_OVERWRITE)()
+    assert caught.value.message == ("embeddings/tok.pt already exists; tick “Overwrite an existing file” to replace "
+                                    "it or choose another name")
+    assert capsys.readouterr().err == f"webui: error: {caught.value.message}\n"  # one line, no traceback
+
+
+def test_the_live_chart_draws_loss_moving_average_and_validation(tmp_path):
+    from tistudio.train.outputs import EMA_BETA
+    from tistudio.webui import tab_train_output
+    from tistudio.webui.jobs import JobView
+
+    (tmp_path / "loss.csv").write_text("step,epoch,epoch_step,loss,learn_rate,loss_ema,val_loss\n"
+                                       "1,0,0,0.5,0.01,0.5,\n2,0,1,0.3,0.01,0.48,0.40\n")
+    live = tuple((step, 0.1, 0.01) for step in range(3, 2503))
+    view = JobView(id=1, name="tok", status="running", cfg=None, resume=str(tmp_path), points=live, last=None,
+                   previews=(), saved=(), messages=(), finished=None, error=None, run_dir=str(tmp_path))
+    frame = tab_train_output.chart(view)
+    by = {name: rows for name, rows in frame.groupby("series")}
+    assert set(by) == {"training", "moving average", "validation"}
+    assert by["validation"][["step", "loss"]].values.tolist() == [[2, 0.40]]
+    assert len(by["training"]) <= tab_train_output.MAX_POINTS and by["training"]["step"].iloc[-1] == 2502
+    ema = by["moving average"].set_index("step")["loss"]
+    at3 = EMA_BETA * 0.48 + (1 - EMA_BETA) * 0.1  # continues loss.csv's average (0.48 at step 2)
+    assert ema[1] == 0.5 and ema[4] == pytest.approx(EMA_BETA * at3 + (1 - EMA_BETA) * 0.1)  # every 3rd step kept
+
+
+def test_a_stored_config_round_trips_through_the_form(guard):
+    from tistudio.webui.train_resume import form_values
+
+    (guard.root / "emb.pt").write_bytes(b"x")
+    cfg = TrainConfig(embedding=str(guard.root / "emb.pt"), data=str(guard.root / "data"),
+                      log_dir=str(guard.root / "runs"), lr="0.02:2, 0.01", steps=7, width=64, template="subject",
+                      filename_regex=r"\d+", formats=("safetensors",), method="dreamartist",
+                      dreamartist=TrainConfig().dreamartist.__class__(cfg="2-4:cos", reconstruction=True))
+    # A checkbox holds no "unset": the profile-decided switches (None) go through the form as False.
+    cfg = TrainConfig(**{**cfg.__dict__, "model": cfg.model.__class__(model="/models/m"),
+                         **dict.fromkeys(("gradient_checkpointing", "channels_last", "compile", "heap_reuse"), False)})
+    specs = train_fields()
+    values = form_values(specs, cfg, guard.show)
+    assert values[[s.key for s in specs].index("embedding")] == "emb.pt"  # shown relative to the root
+    assert build_train_config(specs, values, guard, "/models/m") == cfg
+
+
+def test_resume_keeps_the_stored_config_and_takes_only_resumable_changes(guard, tiny_model_dirs):
+    from tistudio.config import dump_toml
+    from tistudio.webui.app import make_context
+    from tistudio.webui.train_resume import config, form_values
+
+    ctx = make_context(guard.root, str(tiny_model_dirs["sd1"]))
+    (guard.root / "emb.pt").write_bytes(b"x")
+    run = guard.root / "runs" / "emb"
+    run.mkdir(parents=True)
+    stored = TrainConfig(embedding=str(guard.root / "emb.pt"), data=str(guard.root / "data"), lr="0.02",
+                         log_dir=str(guard.root / "runs"), steps=3, template="subject",
+                         model=TrainConfig().model.__class__(model=str(tiny_model_dirs["sd1"])))
+    (run / "config.toml").write_text(dump_toml(stored))
+    specs = train_fields()
+    values = dict(zip([s.key for s in specs], form_values(specs, stored, ctx.guard.show)))
+    values.update(steps=6, lr="0.5")  # lr is read-only in the page: a value sent anyway is not taken
+    root, cfg, diff = config(ctx, specs, "runs/emb", list(values.values()))
+    assert root == run and diff == [("steps", 3, 6)]
+    assert cfg == TrainConfig(**{**stored.__dict__, "steps": 6})
+    (run / "config.toml").write_text(dump_toml(TrainConfig(**{**stored.__dict__, "data": "/elsewhere"})))
+    with pytest.raises(TIStudioError, match="outside the web UI root"):
+        config(ctx, specs, "runs/emb", list(values.values()))
+
+
+def test_the_starting_point_is_never_the_default_download(tmp_path):
+    import os
+
+    from tistudio.webui import runs
+
+    folder = tmp_path / "tok" / "embeddings"
+    folder.mkdir(parents=True)
+    for i, name in enumerate(["tok-2.pt", "tok-best.pt", "tok-init.safetensors"]):
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (1000 + i, 1000 + i))
+    assert [p.name for p in runs.snapshots(tmp_path / "tok")] == ["tok-best.pt", "tok-2.pt", "tok-init.safetensors"]
+
+
+def test_the_server_starts_without_advertising_a_public_link(tmp_path, capfd):
+    pytest.importorskip("gradio")
+    import socket
+
+    from tistudio.webui.app import make_context, serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app, url = serve(make_context(tmp_path), "127.0.0.1", port, block=False)
+    try:
+        assert url.startswith(f"http://127.0.0.1:{port}")
+    finally:
+        app.close()
+    out = capfd.readouterr()
+    assert "share=True" not in out.out + out.err  # this tool never opens a public tunnel

@@ -89,7 +89,10 @@ def fill_train_form(tab) -> None:
                          ("Save embedding every N steps", "2"), ("Preview image every N steps", "2"),
                          ("Learning rate", "0.01")]:
         field(tab, label).fill(value)
-    field(tab, "Preview steps").fill("2")
+    preview_steps = tab.locator("#train-preview_steps")
+    if not preview_steps.is_visible():  # its group is closed
+        tab.locator("#train-section-preview > button.label-wrap").click()
+    preview_steps.locator("input").fill("2")
 
 
 def shot(page, name: str) -> None:
@@ -158,8 +161,9 @@ def test_create_preprocess_train_interrupt_resume_generate(server, browser, tmp_
 
     tab = open_tab(page, "Train")
     fill_train_form(tab)
+    tab.get_by_text("Example prompts", exact=True).click()  # open the group
     tab.get_by_role("button", name="Show example prompts").click()
-    wait_until(page, lambda: "tok" in tab.get_by_label("Example prompts").input_value(), "example prompts")
+    wait_until(page, lambda: "tok" in tab.locator("#train-prompts textarea").input_value(), "example prompts")
     page.locator("#train-button").click()
     page.locator("#train-action").get_by_text("Started run 1").wait_for()
     wait_until(page, lambda: status_step(page) >= 2 and page.locator("#latest-preview img").count() > 0,

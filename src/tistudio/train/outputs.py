@@ -23,6 +23,16 @@ LOSS_COLUMNS = ("step", "epoch", "epoch_step", "loss", "learn_rate", "loss_ema",
 EMA_BETA = 0.9
 
 
+def moving_average(prev: float | None, loss: float) -> float:
+    """The loss_ema after a step of `loss`, given the previous step's (None: the first step). The web
+    UI's live chart continues it between flushes of loss.csv."""
+    if prev is None:
+        return loss
+    if math.isfinite(loss):
+        return EMA_BETA * prev + (1 - EMA_BETA) * loss
+    return prev  # one non-finite step must not poison the average for the rest of the run
+
+
 class TrainingFolder(RunFolder):
     """The run folder a training process writes (it holds the folder's lock, runs/lock.py)."""
 
@@ -46,12 +56,7 @@ class TrainingFolder(RunFolder):
         the run that actually continued."""
         self._rows = [r for r in self._rows if int(r[0]) < step]
         prev = self._rows[-1][5] if self._rows and len(self._rows[-1]) > 5 else ""
-        if not prev:
-            ema = loss
-        elif math.isfinite(loss):
-            ema = EMA_BETA * float(prev) + (1 - EMA_BETA) * loss
-        else:  # one non-finite step must not poison the average for the rest of the run
-            ema = float(prev)
+        ema = moving_average(float(prev) if prev else None, loss)
         self._rows.append([step, epoch, epoch_step, f"{loss:.6f}", f"{lr:.8g}", f"{ema:.6f}", ""])
 
     def set_val(self, step: int, val_loss: float) -> None:

@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from . import tab_train_output
 from .context import Context
 from .jobs import JobRegistry
 from .safety import PathGuard, check_bind
@@ -59,9 +60,12 @@ def serve(ctx: Context, host: str = "127.0.0.1", port: int = 7860, auth: list | 
                               font_mono=["ui-monospace", "monospace"])
     app = build_app(ctx)
     app.queue(default_concurrency_limit=2)
+    # quiet: gradio's own start-up lines advertise share=True, a public tunnel this tool never opens;
+    # `tistudio webui` prints the address itself.
     _, url, _ = app.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=True,
                            allowed_paths=[str(ctx.guard.root), str(ctx.scratch)], theme=theme,
-                           ssr_mode=False, quiet=not block, show_error=True, footer_links=[])
+                           css=tab_train_output.CSS, ssr_mode=False, quiet=True, show_error=True,
+                           footer_links=[])
     if block:
         app.block_thread()
     return app, url

@@ -3,6 +3,7 @@ model given on the command line, and a scratch folder for downloads."""
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +33,24 @@ class Context:
         return self.jobs.models.get(path, family or None)
 
 
-def user_message(exc: TIStudioError) -> str:
+# The Create tabs' checkbox, and the CLI's advice reworded for it (embedding/create.py, hypernetwork/create.py).
+OVERWRITE = "Overwrite an existing file"
+SAY_OVERWRITE = {"pass --overwrite": f"tick “{OVERWRITE}”"}
+
+
+def user_message(exc: TIStudioError, say: dict[str, str] | None = None) -> str:
     """What the page shows for an error: the config names options by their CLI flag, the page by
-    its labels ("--steps 0: ..." -> "Max steps 0: ...")."""
-    return in_labels(str(exc))
+    its labels ("--steps 0: ..." -> "Max steps 0: ..."); `say` rewords a CLI phrase for the page."""
+    text = str(exc)
+    for cli, page in (say or {}).items():
+        text = text.replace(cli, page)
+    return in_labels(text)
 
 
-def user_errors(fn):
-    """Show a TIStudioError as the page's error pop-up (one line), like the CLI's `error:` line."""
+def user_errors(fn, say: dict[str, str] | None = None):
+    """Show a TIStudioError as the page's error pop-up (one line), like the CLI's `error:` line, and
+    log that one line on the server (no traceback: it is the user's input, not a bug). `say` rewords
+    a CLI phrase for the page, e.g. {"pass --overwrite": "tick Overwrite"}."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import gradio as gr
@@ -47,5 +58,18 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except TIStudioError as exc:
-            raise gr.Error(user_message(exc), print_exception=False) from None
+            text = user_message(exc, say)
+            print(f"webui: error: {text}", file=sys.stderr, flush=True)
+            raise gr.Error(text, print_exception=False) from None
     return wrapper
+
+
+def clicked(event, fn, inputs, outputs, clear: bool = True, say: dict[str, str] | None = None) -> None:
+    """Wire `fn` to `event` (a button's .click, a dropdown's .input) with user_errors. With `clear`,
+    `outputs` (one message box) is emptied first, so an error never sits beside the success message
+    of the click before."""
+    if clear:
+        event(lambda: "", None, outputs, queue=False, show_progress="hidden").then(
+            user_errors(fn, say), inputs, outputs)
+    else:
+        event(user_errors(fn, say), inputs, outputs)

@@ -3,6 +3,7 @@ model and the training jobs; each job runs `api.train` in a thread and records i
 opened later (or reopened after the tab was closed) reads the same progress by polling."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import traceback
@@ -161,7 +162,8 @@ class JobRegistry:
                                  progress=False, resume=job.resume)
             job.run_dir = result.run_dir or job.run_dir
             job.status = "finished"
-        except TIStudioError as exc:
+        except TIStudioError as exc:  # the user's input: one line in the server log, as the CLI prints it
+            print(f"webui: run {job.id} failed: {exc}", file=sys.stderr, flush=True)
             job.error, job.status = str(exc), "failed"
         except Exception as exc:  # the thread must always end in a state the page can show
             traceback.print_exc()

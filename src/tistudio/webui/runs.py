@@ -97,8 +97,10 @@ def chart_rows(runs: dict[str, list[dict]], with_validation: bool = True) -> lis
 
 
 def snapshots(run_dir: Path) -> list[Path]:
-    """Saved embeddings of a run, newest first (NAME-STEP.*, NAME-best.*)."""
-    return RunFolder.open(run_dir).embedding_files()
+    """Saved embeddings of a run, newest first (NAME-STEP.*, NAME-best.*), the run's starting point
+    NAME-init last: it is no result, so never the default download (after a run stopped at step 0
+    it is the newest file)."""
+    return sorted(RunFolder.open(run_dir).embedding_files(), key=lambda p: p.stem.endswith("-init"))
 
 
 def previews(run_dir: Path) -> list[tuple[Path, int]]:

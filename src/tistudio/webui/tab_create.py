@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import api
-from .context import Context, user_errors
+from .context import OVERWRITE, SAY_OVERWRITE, Context, clicked
 from .runs import compat_summary
 
 
@@ -37,8 +37,8 @@ def build(ctx: Context, model, family) -> None:
     with gr.Row():
         out_dir = gr.Textbox(label="Embeddings folder", value="embeddings")
         fmt = gr.Dropdown(["a1111-pt", "safetensors"], value="a1111-pt", label="File format")
-        overwrite = gr.Checkbox(label="Overwrite an existing file", value=False)
+        overwrite = gr.Checkbox(label=OVERWRITE, value=False)
     button = gr.Button("Create embedding", variant="primary")
     result = gr.Markdown(elem_id="create-result")
-    button.click(user_errors(lambda *a: create(ctx, *a)),
-                 [model, family, name, init_text, vectors, neg_vectors, neg_init, out_dir, fmt, overwrite], result)
+    clicked(button.click, lambda *a: create(ctx, *a),
+            [model, family, name, init_text, vectors, neg_vectors, neg_init, out_dir, fmt, overwrite], result, say=SAY_OVERWRITE)

@@ -6,7 +6,7 @@ from .. import api
 from ..hypernetwork import format as hn_format
 from ..hypernetwork.model import Structure, parse_numbers
 from ..hypernetwork.options import ACTIVATIONS, INITS
-from .context import Context, user_errors
+from .context import OVERWRITE, SAY_OVERWRITE, Context, clicked
 
 
 def create(ctx: Context, model, family, name, modules, layer_structure, activation, activate_output,
@@ -41,9 +41,9 @@ def build(ctx: Context, model, family) -> None:
         dropout = gr.Textbox(label="Dropout structure (empty = none)", value="", placeholder="0, 0.3, 0")
     with gr.Row():
         out_dir = gr.Textbox(label="Hypernetworks folder", value="hypernetworks")
-        overwrite = gr.Checkbox(label="Overwrite an existing file", value=False)
+        overwrite = gr.Checkbox(label=OVERWRITE, value=False)
     button = gr.Button("Create hypernetwork", variant="primary")
     result = gr.Markdown(elem_id="create-hypernetwork-result")
-    button.click(user_errors(lambda *a: create(ctx, *a)),
-                 [model, family, name, modules, layer_structure, activation, activate_output, layer_norm,
-                  dropout, init, out_dir, overwrite], result)
+    clicked(button.click, lambda *a: create(ctx, *a),
+            [model, family, name, modules, layer_structure, activation, activate_output, layer_norm,
+             dropout, init, out_dir, overwrite], result, say=SAY_OVERWRITE)

@@ -1,134 +1,31 @@
-"""Train tab: the form (from TrainConfig's fields), Train / Interrupt / Resume, and live progress that
-polls the job registry every second, so a reopened page picks up a run that kept going."""
+"""Train tab: the form on the left (generated from TrainConfig's fields: the basic ones first, then
+one collapsible group per config section; a method's own section shows while that method is
+chosen), Train / Interrupt / Resume and the live output on the right (tab_train_output.py).
+"Continue a run" loads a run's stored config into the form for Resume (train_resume.py)."""
 from __future__ import annotations
 
-import functools
-import os
 from pathlib import Path
 
-from ..config import GROUPS, METHODS
-from ..errors import TIStudioError
-from ..runs.identity import folder_for
-from . import pickers, runs as run_files
-from .context import Context, user_errors
+from ..config import GROUPS
+from . import pickers, tab_train_output, train_resume
+from .context import Context, clicked
 from .forms import FieldSpec, build_train_config, example_prompts, train_fields
-from .jobs import JobView
 
-POLL_SECONDS = 1.0
-
-
-def _eta(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def status_text(v: JobView | None) -> str:
-    if v is None:
-        return "No training run in this session yet."
-    head = f"**{v.name}** (run {v.id}{', resumed' if v.resume else ''}): "
-    if v.status == "failed":
-        return head + f"failed: {v.error}"
-    if v.last is None:
-        state = "preparing (loading the model, caching latents)..." if v.status == "running" else v.status
-        if v.status == "running" and v.caching is not None:
-            c = v.caching
-            state = f"caching latents: **{c.done}/{c.total}** images | ETA {_eta(c.eta_seconds)}"
-        return head + state
-    p = v.last
-    if v.status == "running":
-        state = "stopping after this step" if v.stopping else "training"
-    else:
-        state = v.finished.reason if v.finished else v.status
-    speed = f"{1 / p.seconds_per_step:.2f} it/s" if p.seconds_per_step > 0 else "-"
-    text = (f"{head}{state} | step **{p.step}/{p.max_steps}** | loss {p.loss:.4f} | lr {p.lr:.3g} | "
-            f"{speed} | ETA {_eta(p.eta_seconds) if v.status == 'running' else '0:00:00'}")
-    if v.finished and v.finished.outputs:
-        text += "\n\nSaved: " + ", ".join(f"`{o}`" for o in v.finished.outputs)
-        # An .optim is a side file no program loads by itself: nothing to judge.
-        text += "".join(f"\n\n{_compat(o, os.stat(o).st_mtime_ns)}" for o in v.finished.outputs
-                        if os.path.isfile(o) and not o.endswith(".optim"))
-    return text
-
-
-@functools.lru_cache(maxsize=64)
-def _compat(path: str, mtime_ns: int) -> str:
-    """The page polls every second: judge each saved file once (per version of it)."""
-    try:
-        return run_files.compat_summary(Path(path))
-    except TIStudioError as exc:
-        return f"`{path}`: {exc}"
-
-
-def chart(v: JobView | None):
-    """Loss points for the chart: the run's loss.csv history before this job's first step (a resumed
-    run shows its whole curve), this job's live steps, and validation loss when the run logs it.
-    None while there is nothing to draw: the plot fixes its axis types from the first frame it gets,
-    so it must never be handed an empty one."""
-    import pandas as pd
-
-    if v is None:
-        return None
-    rows = run_files.loss_rows(Path(v.run_dir))
-    live = {step: loss for step, loss, _ in v.points}
-    first = min(live, default=float("inf"))
-    train = {int(r["step"]): r["loss"] for r in rows if "loss" in r and r["step"] < first}
-    train.update(live)
-    if not train:
-        return None
-    points = [{"step": step, "loss": loss, "series": "training"} for step, loss in sorted(train.items())]
-    points += [{"step": int(r["step"]), "loss": r["val_loss"], "series": "validation"}
-               for r in rows if "val_loss" in r]
-    return pd.DataFrame(points, columns=["step", "loss", "series"])
-
-
-def _gallery(v: JobView) -> list[tuple[str, str]]:
-    """Every preview of the run folder up to the current step (a resumed run keeps its earlier ones),
-    newest first."""
-    step = v.last.step if v.last else 0
-    shown = {s: str(p) for p, s in run_files.previews(Path(v.run_dir)) if s <= step}
-    shown.update({p.step: p.path for p in v.previews})
-    return [(path, f"step {s}") for s, path in sorted(shown.items(), reverse=True)]
-
-
-def poll(ctx: Context, seen: dict | None):
-    """Outputs for one timer tick; pieces that did not change are skipped so images do not flicker."""
-    import gradio as gr
-
-    job = ctx.jobs.latest()
-    v = job.view() if job else None
-    seen = seen or {}
-    now = {"id": v.id if v else None, "status": v.status if v else None, "points": len(v.points) if v else 0,
-           "previews": len(v.previews) if v else 0, "messages": len(v.messages) if v else 0, "stopping": v.stopping if v else False}
-    changed = now != seen
-    images_changed = (now["id"], now["previews"]) != (seen.get("id"), seen.get("previews"))
-    if not changed:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
-    latest = v.previews[-1].path if v and v.previews else None
-    gallery = _gallery(v) if v else []
-    messages = "\n".join(f"{m.level}: {m.text}" for m in v.messages) if v else ""
-    frame = chart(v)
-    return (status_text(v), gr.skip() if frame is None else frame, latest if images_changed else gr.skip(),
-            gallery if images_changed else gr.skip(), messages, now)
-
-
-def _config(ctx: Context, specs, model, family, values):
-    return build_train_config(specs, list(values), ctx.guard, ctx.model_path(model), family or None)
+BASIC = "run"   # the group train_fields() puts first (what to train, on which images); the rest collapse
+OPEN = ("schedule",)  # groups open at first: learning rate, steps and batch are set on every run
 
 
 def start(ctx: Context, specs, model, family, *values) -> str:
-    cfg = _config(ctx, specs, model, family, values)
+    cfg = build_train_config(specs, list(values), ctx.guard, ctx.model_path(model), family or None)
     job = ctx.jobs.start(cfg)
     return f"Started run {job.id}: training `{Path(cfg.trained_file).name}` for {cfg.steps} steps."
 
 
-def resume(ctx: Context, specs, model, family, *values) -> str:
-    cfg = _config(ctx, specs, model, family, values)
-    run = folder_for(cfg.log_dir, cfg.trained_file)  # the folder training chose for this file
-    run_dir = run.root
-    if not run.state.is_file():
-        raise TIStudioError(f"Resume: {ctx.guard.show(run_dir)} has no saved state; press Train to start a run")
-    job = ctx.jobs.start(cfg, resume=str(run_dir))
-    return f"Resumed `{ctx.guard.show(run_dir)}` as run {job.id}, up to step {cfg.steps}."
+def resume(ctx: Context, specs, run, *values) -> str:
+    root, cfg, diff = train_resume.config(ctx, specs, run, list(values))
+    job = ctx.jobs.start(cfg, resume=str(root))
+    changed = f" Changed: {train_resume.describe(diff, specs)}." if diff else ""
+    return f"Resumed `{ctx.guard.show(root)}` as run {job.id}, up to step {cfg.steps}, with its stored settings.{changed}"
 
 
 def interrupt(ctx: Context) -> str:
@@ -148,6 +45,22 @@ def prompts_preview(ctx: Context, specs, values) -> str:
     name = Path(v.get("hypernetwork") or v.get("embedding") or "NAME").stem
     return "\n".join(example_prompts(template, name, data, v.get("filename_regex") or None,
                                      v.get("filename_join") or " "))
+
+
+def load_run(ctx: Context, specs, run):
+    """Choosing a run: its stored values in the form, read-only where resume may not change them;
+    "New run" unlocks every field and keeps what it holds."""
+    import gradio as gr
+
+    if not run:
+        return [gr.update(interactive=True) for _ in specs] + [""]
+    root, cfg = train_resume.stored(ctx, run)
+    values = train_resume.form_values(specs, cfg, ctx.guard.show)
+    updates = [gr.update(value=v, interactive=not train_resume.locked(s)) for s, v in zip(specs, values)]
+    note = (f"Loaded `{ctx.guard.show(root / 'config.toml')}` (model `{ctx.guard.show(cfg.model.model)}`). "
+            "**Resume** continues it exactly; greyed fields shape what is trained and keep the run's values. "
+            "Choose *New run* to edit everything.")
+    return updates + [note]
 
 
 def _widget(spec: FieldSpec, ctx: Context):
@@ -170,13 +83,34 @@ def _widget(spec: FieldSpec, ctx: Context):
     return gr.Textbox(value="" if spec.default is None else str(spec.default), **common)
 
 
-def _grid(specs: list[FieldSpec], widgets: dict, ctx: Context, per_row: int = 4) -> None:
+def _grid(specs: list[FieldSpec], widgets: dict, ctx: Context, per_row: int = 2) -> None:
     import gradio as gr
 
     for i in range(0, len(specs), per_row):
-        with gr.Row():
+        with gr.Row(equal_height=True):
             for spec in specs[i:i + per_row]:
                 widgets[spec.key] = _widget(spec, ctx)
+
+
+def _form(specs: list[FieldSpec], widgets: dict, ctx: Context) -> dict:
+    """The basic fields, then the chosen method's own section (open, before the other groups), then
+    one closed group per other section in the order train_fields() gives them. Returns {section:
+    accordion} for the sections named after a method (each shown while its method is chosen)."""
+    import gradio as gr
+
+    _grid([s for s in specs if s.section == BASIC], widgets, ctx)
+    methods = next((s.choices for s in specs if s.key == "method"), ())
+    method = next((s.default for s in specs if s.key == "method"), None)
+    by_method = {}
+    sections = dict.fromkeys(s.section for s in specs if s.section != BASIC)
+    for section in sorted(sections, key=lambda name: name not in methods):  # stable: the rest keep their order
+        own = section in methods
+        with gr.Accordion(GROUPS[section] + (" (this method's settings)" if own else ""), open=own or section in OPEN,
+                          visible=not own or section == method, elem_id=f"train-section-{section}") as box:
+            _grid([s for s in specs if s.section == section], widgets, ctx)
+        if own:
+            by_method[section] = box
+    return by_method
 
 
 def build(ctx: Context, model, family) -> None:
@@ -184,39 +118,42 @@ def build(ctx: Context, model, family) -> None:
 
     specs = train_fields()
     widgets: dict = {}
-    method_default = next((s.default for s in specs if s.key == "method"), None)
-    sections = {}  # a method's own group (dreamartist): shown while that method is chosen
-    for section in dict.fromkeys(s.section for s in specs):
-        with gr.Accordion(GROUPS[section], open=True,
-                          visible=section not in METHODS or section == method_default) as box:
-            _grid([s for s in specs if s.section == section], widgets, ctx)
-        if section in METHODS:
-            sections[section] = box
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=6, elem_id="train-form"):
+            with gr.Row(equal_height=True):
+                run = gr.Dropdown([train_resume.NEW_RUN], value="", label="Continue a run",
+                                  info="a run under the log folder: loads its settings for Resume", scale=5,
+                                  elem_id="train-run")
+                refresh = gr.Button("Refresh", scale=1, min_width=80, elem_id="train-run-refresh")
+            note = gr.Markdown(elem_id="train-run-note")
+            by_method = _form(specs, widgets, ctx)
+            with gr.Accordion("Example prompts", open=False):
+                preview_button = gr.Button("Show example prompts")
+                prompts = gr.Textbox(label="Example prompts", lines=4, show_label=False, elem_id="train-prompts")
+        with gr.Column(scale=5, elem_id="train-live"):
+            with gr.Row():
+                train_button = gr.Button("Train", variant="primary", elem_id="train-button")
+                interrupt_button = gr.Button("Interrupt", variant="stop", elem_id="interrupt-button")
+                resume_button = gr.Button("Resume", elem_id="resume-button")
+            live = tab_train_output.build(ctx.jobs)
     values = [widgets[s.key] for s in specs]
-    with gr.Row():
-        preview_button = gr.Button("Show example prompts")
-        train_button = gr.Button("Train", variant="primary", elem_id="train-button")
-        interrupt_button = gr.Button("Interrupt", variant="stop", elem_id="interrupt-button")
-        resume_button = gr.Button("Resume", elem_id="resume-button")
-    prompts = gr.Textbox(label="Example prompts", lines=3, visible=True)
-    action = gr.Markdown(elem_id="train-action")
-    status = gr.Markdown(status_text(None), elem_id="train-status")
-    with gr.Row():
-        plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=260, elem_id="loss-chart",
-                           scale=2, color_map={"training": "#ea580c", "validation": "#2563eb"})
-        latest = gr.Image(label="Latest preview", type="filepath", height=260, elem_id="latest-preview", scale=1)
-    gallery = gr.Gallery(label="Previews by step (newest first)", columns=8, height=200, elem_id="preview-gallery",
-                         object_fit="contain", fit_columns=False)
-    messages = gr.Textbox(label="Messages", lines=2, elem_id="train-messages")
-    seen = gr.State(None)
-    timer = gr.Timer(POLL_SECONDS)
 
-    if "method" in widgets and sections:
-        widgets["method"].change(lambda m: [gr.update(visible=m == name) for name in sections],
-                                 widgets["method"], list(sections.values()))
-    preview_button.click(user_errors(lambda *v: prompts_preview(ctx, specs, v)), values, prompts)
-    train_button.click(user_errors(lambda m, f, *v: start(ctx, specs, m, f, *v)), [model, family, *values], action)
-    resume_button.click(user_errors(lambda m, f, *v: resume(ctx, specs, m, f, *v)), [model, family, *values], action)
-    interrupt_button.click(lambda: interrupt(ctx), None, action)
-    timer.tick(lambda s: poll(ctx, s), seen, [status, plot, latest, gallery, messages, seen],
-               show_progress="hidden")
+    if by_method:
+
+        def show_sections(method):
+            updates = [gr.update(visible=method == name) for name in by_method]
+            return updates[0] if len(updates) == 1 else updates  # one output takes one update, not a list
+        widgets["method"].change(show_sections, widgets["method"], list(by_method.values()), show_progress="hidden")
+    log_dir = widgets.get("log_dir")
+    listed = [log_dir] if log_dir else []
+
+    def list_runs(folder="runs"):
+        return gr.update(choices=train_resume.choices(ctx, folder))
+    # Also read when the dropdown opens, so it lists the runs of the log folder the form names now.
+    for event in (refresh.click, run.focus):
+        clicked(event, list_runs, listed, run, clear=False)
+    clicked(run.input, lambda r: load_run(ctx, specs, r), run, [*values, note], clear=False)
+    clicked(preview_button.click, lambda *v: prompts_preview(ctx, specs, v), values, prompts)
+    clicked(train_button.click, lambda m, f, *v: start(ctx, specs, m, f, *v), [model, family, *values], live.action)
+    clicked(resume_button.click, lambda r, *v: resume(ctx, specs, r, *v), [run, *values], live.action)
+    interrupt_button.click(lambda: interrupt(ctx), None, live.action)

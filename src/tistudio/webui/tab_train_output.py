@@ -1,0 +1,191 @@
+"""The Train tab's live side: status line, loss chart (training loss, its moving average, validation
+points), the latest preview and the previews by step, messages. A timer polls the job registry every
+second, so a reopened page picks up a run that kept going.
+
+The poll runs in the server's threads beside the training thread, and both need the GIL: each tick
+does work only for what changed since the last one, reads loss.csv only when the file changed (it is
+flushed at saves and evaluations, not every step), judges each saved file once, and sends at most
+MAX_POINTS points per series."""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TIStudioError
+from ..train.outputs import moving_average
+from . import runs as run_files
+from .jobs import JobView
+
+POLL_SECONDS = 1.0
+MAX_POINTS = 1000   # per series: a 3000-step run still draws its shape, at a third of the bytes per tick
+SERIES = {"training": "#fdba74", "moving average": "#ea580c", "validation": "#2563eb"}
+# Tiny previews (the toy model draws 32 px) are scaled up with hard pixels instead of shown as a dot;
+# the form scrolls while the live side stays in view.
+CSS = """
+#latest-preview img, #preview-gallery img { image-rendering: pixelated; }
+#latest-preview img { width: 100%; height: 100%; object-fit: contain; }
+#train-live { position: sticky; top: 8px; align-self: flex-start; }
+"""
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def status_text(v: JobView | None) -> str:
+    if v is None:
+        return "No training run in this session yet."
+    head = f"**{v.name}** (run {v.id}{', resumed' if v.resume else ''}): "
+    if v.status == "failed":
+        return head + f"failed: {v.error}"
+    if v.last is None:
+        state = "preparing (loading the model, caching latents)..." if v.status == "running" else v.status
+        if v.status == "running" and v.caching is not None:
+            c = v.caching
+            state = f"caching latents: **{c.done}/{c.total}** images | ETA {_eta(c.eta_seconds)}"
+        elif v.finished:
+            state = v.finished.reason
+        return head + state
+    p = v.last
+    if v.status == "running":
+        state = "stopping after this step" if v.stopping else "training"
+    else:
+        state = v.finished.reason if v.finished else v.status
+    speed = f"{1 / p.seconds_per_step:.2f} it/s" if p.seconds_per_step > 0 else "-"
+    return (f"{head}{state} | step **{p.step}/{p.max_steps}** | loss {p.loss:.4f} | lr {p.lr:.3g} | "
+            f"{speed} | ETA {_eta(p.eta_seconds) if v.status == 'running' else '0:00:00'}")
+
+
+def saved_text(v: JobView | None) -> str:
+    """The files a finished run wrote and which programs load them (below the chart: the status
+    stays one line)."""
+    if v is None or not (v.finished and v.finished.outputs):
+        return ""
+    text = "Saved: " + ", ".join(f"`{o}`" for o in v.finished.outputs)
+    # An .optim is a side file no program loads by itself: nothing to judge.
+    return text + "".join(f"\n\n{_compat(o, os.stat(o).st_mtime_ns)}" for o in v.finished.outputs
+                          if os.path.isfile(o) and not o.endswith(".optim"))
+
+
+@functools.lru_cache(maxsize=64)
+def _compat(path: str, mtime_ns: int) -> str:
+    """The page polls every second: judge each saved file once (per version of it)."""
+    try:
+        return run_files.compat_summary(Path(path))
+    except TIStudioError as exc:
+        return f"`{path}`: {exc}"
+
+
+@functools.lru_cache(maxsize=8)
+def _loss_rows(path: str, mtime_ns: int) -> tuple[dict, ...]:
+    """loss.csv, read again only when training flushed it."""
+    return tuple(run_files.loss_rows(Path(path)))
+
+
+def _rows(run_dir: str) -> tuple[dict, ...]:
+    csv_path = Path(run_dir) / "loss.csv"
+    try:
+        mtime = csv_path.stat().st_mtime_ns
+    except OSError:
+        return ()
+    return _loss_rows(run_dir, mtime)
+
+
+def _thin(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """At most MAX_POINTS of them, evenly spaced, the last one always kept."""
+    if len(points) <= MAX_POINTS:
+        return points
+    stride = -(-len(points) // MAX_POINTS)
+    return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
+
+
+def chart(v: JobView | None):
+    """Loss points for the chart: the run's loss.csv history before this job's first step (a resumed
+    run shows its whole curve), this job's live steps, their moving average (loss.csv's loss_ema,
+    continued live with the same formula) and validation loss where the run logs it. None while
+    there is nothing to draw: the plot fixes its axis types from the first frame it gets, so it must
+    never be handed an empty one."""
+    import pandas as pd
+
+    if v is None:
+        return None
+    rows = _rows(v.run_dir)
+    live = {step: loss for step, loss, _ in v.points}
+    first = min(live, default=float("inf"))
+    before = [r for r in rows if "loss" in r and r["step"] < first]
+    train = {int(r["step"]): r["loss"] for r in before}
+    ema = {int(r["step"]): r["loss_ema"] for r in before if "loss_ema" in r}
+    avg = ema[max(ema)] if ema else None
+    for step in sorted(live):
+        avg = moving_average(avg, live[step])
+        train[step], ema[step] = live[step], avg
+    if not train:
+        return None
+    series = {"training": sorted(train.items()), "moving average": sorted(ema.items()),
+              "validation": [(int(r["step"]), r["val_loss"]) for r in rows if "val_loss" in r]}
+    points = [{"step": step, "loss": loss, "series": name}
+              for name, values in series.items() for step, loss in _thin(values)]
+    return pd.DataFrame(points, columns=["step", "loss", "series"])
+
+
+def _gallery(v: JobView) -> list[tuple[str, str]]:
+    """Every preview of the run folder up to the current step (a resumed run keeps its earlier ones),
+    newest first."""
+    step = v.last.step if v.last else 0
+    shown = {s: str(p) for p, s in run_files.previews(Path(v.run_dir)) if s <= step}
+    shown.update({p.step: p.path for p in v.previews})
+    return [(path, f"step {s}") for s, path in sorted(shown.items(), reverse=True)]
+
+
+def poll(jobs, seen: dict | None):
+    """Outputs for one timer tick; pieces that did not change are skipped so images do not flicker."""
+    import gradio as gr
+
+    job = jobs.latest()
+    v = job.view() if job else None
+    seen = seen or {}
+    now = {"id": v.id if v else None, "status": v.status if v else None, "points": len(v.points) if v else 0,
+           "previews": len(v.previews) if v else 0, "messages": len(v.messages) if v else 0,
+           "stopping": v.stopping if v else False, "caching": v.caching.done if v and v.caching else 0}
+    if now == seen:
+        return (gr.skip(),) * 6 + (seen,)
+    images_changed = (now["id"], now["previews"]) != (seen.get("id"), seen.get("previews"))
+    latest = v.previews[-1].path if v and v.previews else None
+    messages = "\n".join(f"{m.level}: {m.text}" for m in v.messages) if v else ""
+    frame = chart(v) if (now["id"], now["points"], now["status"]) != (seen.get("id"), seen.get("points"),
+                                                                      seen.get("status")) else None
+    return (status_text(v), gr.skip() if frame is None else frame,
+            latest if images_changed else gr.skip(), (_gallery(v) if v else []) if images_changed else gr.skip(),
+            messages, saved_text(v), now)
+
+
+@dataclass(frozen=True)
+class Live:
+    """The live side's components, for the form's buttons to write into."""
+    action: object
+    status: object
+
+
+def build(jobs) -> Live:
+    """The right-hand column's content under the buttons; starts the polling timer."""
+    import gradio as gr
+
+    action = gr.Markdown(elem_id="train-action")
+    status = gr.Markdown(status_text(None), elem_id="train-status")
+    plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", show_label=False, height=240, elem_id="loss-chart",
+                       color_title="", color_map=SERIES, colors_in_legend=list(SERIES), x_title="step", y_title="loss")
+    with gr.Row():
+        latest = gr.Image(label="Latest preview", type="filepath", height=220, elem_id="latest-preview",
+                          show_label=True, scale=1, min_width=200)
+        gallery = gr.Gallery(label="Previews by step (newest first)", columns=2, height=220,
+                             elem_id="preview-gallery", object_fit="contain", scale=1, min_width=200)
+    messages = gr.Textbox(label="Messages", lines=3, max_lines=8, elem_id="train-messages")
+    saved = gr.Markdown(elem_id="train-saved")
+    seen = gr.State(None)
+    timer = gr.Timer(POLL_SECONDS)
+    timer.tick(lambda s: poll(jobs, s), seen, [status, plot, latest, gallery, messages, saved, seen],
+               show_progress="hidden")
+    return Live(action, status)
