@@ -133,13 +133,13 @@ def test_the_train_status_judges_a_hypernetwork_output_and_not_its_optim(tmp_pat
     from tistudio.events import Finished, Progress
     from tistudio.hypernetwork.model import create
     from tistudio.webui.jobs import JobView
-    from tistudio.webui.tab_train import status_text
+    from tistudio.webui.tab_train_output import saved_text
 
     pt = hn_format.save(create("hn", (32, 16), Structure(activation="gelu")), tmp_path / "hn.pt")
     optim = hn_format.save_optim(pt, {"state": {}, "param_groups": []})
     view = JobView(id=1, name="hn", status="finished", cfg=None, resume=None, points=(),
                    last=Progress(3, 3, 0.1, 0.01, 0, 2, 0.5, 0.0), previews=(), saved=(), messages=(),
                    finished=Finished(3, "completed", (str(pt), str(optim))), error=None, run_dir=str(tmp_path))
-    text = status_text(view)
+    text = saved_text(view)
     assert f"`{pt}` loads in: A1111 ✓ · ComfyUI ✗\n- ComfyUI (refused): its loader knows only" in text
     assert "no embedding found" not in text and f"`{optim}` loads in" not in text
