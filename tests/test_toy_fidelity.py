@@ -12,8 +12,8 @@ import pytest
 
 from tistudio.errors import TIStudioError
 from tistudio.toy.concepts import parse_concept
-from tistudio.toy.fidelity import (NAME, FidelityResult, FidelitySettings, draw, format_table, prepare_out,
-                                   run_fidelity, sample_prompts)
+from tistudio.toy.fidelity import NAME, FidelityResult, FidelitySettings, format_table, prepare_out, run_fidelity
+from tistudio.toy.sample import SAMPLE_SEED, draw, sample_prompts
 
 
 def _bench(*args, cwd=None):
@@ -112,6 +112,29 @@ def test_each_image_starts_from_its_own_seed_whatever_the_batch(toy_model):
     for a, b in zip(one, all_):  # the same noise; batching changes float rounding only
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
     assert one[0].shape == (32, 32, 3) and not np.array_equal(one[0], one[1])
+
+
+def test_toy_scores_draw_what_generate_draws(toy_model, tmp_path):
+    """One sampler: the benchmark's image i is `tistudio generate`'s image with DDIM, CFG 5 and seed
+    SAMPLE_SEED + i, and its init-word baseline is `toy score --baselines`' rate."""
+    from PIL import Image
+
+    from tistudio import api
+    from tistudio.generate.sample import GenerateOptions
+    from tistudio.toy.evaluate import init_word_rate
+
+    prompts = sample_prompts("star", 2)
+    drawn = draw(toy_model, prompts, [""] * 2, {}, steps=4)
+    for i, prompt in enumerate(prompts):
+        options = GenerateOptions(prompt=prompt, sampler="ddim", steps=4, cfg=5.0, seed=SAMPLE_SEED + i)
+        (path,) = api.generate(toy_model, options, out_dir=tmp_path / str(i))
+        assert path.name == f"00000-{SAMPLE_SEED + i}.png"
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), drawn[i])
+    from tistudio.toy.classifier import fraction_of
+
+    star = parse_concept("teal star")
+    images = draw(toy_model, sample_prompts("star", 8), [""] * 8, {}, steps=4)
+    assert init_word_rate(toy_model, star, 8, sampler_steps=4) == fraction_of(images, star.colour, star.shape)
 
 
 def test_textual_inversion_on_the_toy_model_beats_its_init_word(tmp_path, toy_model_dir):
