@@ -76,9 +76,8 @@ class Distributed:
             return mb
         n = len(mb.indices) // self.world
         part = slice(self.rank * n, (self.rank + 1) * n)
-        return replace(mb, prompts=mb.prompts[part], latents=mb.latents[part], noise=mb.noise[part],
-                       timesteps=mb.timesteps[part], noisy=mb.noisy[part], target=mb.target[part],
-                       weights=None if mb.weights is None else mb.weights[part],
+        return replace(mb, prompts=mb.prompts[part], timesteps=mb.timesteps[part], noisy=mb.noisy[part],
+                       target=mb.target[part], weights=None if mb.weights is None else mb.weights[part],
                        indices=mb.indices[part], flips=mb.flips[part], position=mb.position + self.rank * n)
 
     def reduce(self, params, loss: float) -> float:
