@@ -114,7 +114,9 @@ def sample(c: Components, options: GenerateOptions, prompts: Sequence[str], nega
            ti_hashes: Mapping[str, str] | None = None, hypernetworks: Sequence = ()) -> list:
     """One image per (prompt, negative prompt, seed), `options` giving the sampler, steps, CFG, size
     and batch size (its own prompt, negative prompt, seed and n are not read). PIL images, each with
-    its `.info["parameters"]`; `callback(done, total)` after each pipeline call."""
+    its `.info["parameters"]`; `callback(done, total)` after each pipeline call. Prompts of one call
+    share its longest prompt's count of 75-token chunks (as A1111's batches do), so image i is the
+    same alone or in a batch when no prompt beside it is longer than 75 tokens."""
     if not len(prompts) == len(negatives) == len(seeds):
         raise ValueError(f"sample: {len(prompts)} prompts, {len(negatives)} negatives, {len(seeds)} seeds")
     o = options
