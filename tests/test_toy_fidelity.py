@@ -128,7 +128,8 @@ def test_toy_scores_draw_what_generate_draws(toy_model, tmp_path):
         options = GenerateOptions(prompt=prompt, sampler="ddim", steps=4, cfg=5.0, seed=SAMPLE_SEED + i)
         (path,) = api.generate(toy_model, options, out_dir=tmp_path / str(i))
         assert path.name == f"00000-{SAMPLE_SEED + i}.png"
-        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), drawn[i])
+        alone = np.asarray(Image.open(path).convert("RGB"), dtype=int)
+        assert np.abs(alone - drawn[i]).max() <= 2  # drawn alone there, beside another here: float rounding only
     star = parse_concept("teal star")
     images = draw(toy_model, sample_prompts("star", 8), [""] * 8, {}, steps=4)
     assert init_word_rate(toy_model, star, 8, sampler_steps=4) == fraction_of(images, star.colour, star.shape)
