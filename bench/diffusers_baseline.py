@@ -8,7 +8,7 @@ The example is compared in its best mode for this CPU kind (train/speed.py cpu_k
 bf16 is native (AMX, AVX-512 BF16), fp32 elsewhere, where torch emulates bf16 (on an AVX2 Zen 3 its
 bf16 step did not finish in 36 minutes). --both-modes runs the other one too.
 
-Issue 7 states its targets relative to diffusers' examples/textual_inversion/textual_inversion.py.
+The project states its speed targets relative to diffusers' examples/textual_inversion/textual_inversion.py.
 That script needs downloaded weights, torchvision and a dataset folder, none of which this machine
 has, so `ExampleStep` below re-enacts its training step in our own code, on the same SD1.5
 architecture with random weights (bench/arch.py) that our own benchmark uses. What the example does
@@ -45,8 +45,8 @@ per step, read at diffusers commit 58eb52c0 (S = https://github.com/huggingface/
   xformers (S#L434-L435), so the UNet keeps diffusers' default attention processor, SDPA
   (AttnProcessor2_0: src/diffusers/models/attention_processor.py#L300-L309 at the same commit);
   the UNet stays in eval mode (as loaded), the text encoder is put in train mode (CLIP's dropout is 0).
-- Defaults that differ from issue 7's measurement: batch 16 (S#L269-L272) and one vector
-  (S#L203-L208); the issue measured batch 1, and both sides here use batch 1 and one vector.
+- Defaults that differ from the targets' measurement: batch 16 (S#L269-L272) and one vector
+  (S#L203-L208); the targets are for batch 1, and both sides here use batch 1 and one vector.
 
 Left out of the re-enactment, all outside the step or negligible at 512²: decoding the image file
 (the images are held in memory as PIL images), logging, checkpoint saving, validation. Models are

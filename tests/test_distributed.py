@@ -55,6 +55,18 @@ def test_two_processes_train_the_same_vectors_as_one(tiny_models, tiny_model_dir
     assert len(rows) == 4
 
 
+def test_a_failing_process_fails_the_launch_with_its_error(tiny_models, tiny_model_dirs, dataset, tmp_path):
+    """--num-processes goes through accelerate's launcher: each of the 2 processes sees WORLD_SIZE 2
+    (so batch 3 cannot split), prints its one-line error, and its exit code is the command's."""
+    emb = api.create_embedding(tiny_models["sd1"], "tok", "cat", 1, tmp_path / "emb")
+    argv = _flags(tiny_model_dirs["sd1"], emb, dataset, tmp_path / "runs", tmp_path / "out.pt", ["--num-processes", "2"])
+    argv[argv.index("--batch-size") + 1] = "3"
+    proc = subprocess.run([sys.executable, "-m", "tistudio", *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("error: --batch-size 3: must be a multiple of the 2 processes") == 2
+    assert not (tmp_path / "out.pt").exists()
+
+
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
@@ -63,8 +75,10 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 def test_accelerate_launch_matches_one_process(tiny_models, tiny_model_dirs, dataset, tmp_path):
     emb, one = _one_process(tiny_models, dataset, tmp_path)
     argv = _flags(tiny_model_dirs["sd1"], emb, dataset, tmp_path / "runs2", tmp_path / "two.pt", [])
-    proc = subprocess.run([str(ACCELERATE), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tistudio", *argv],
+    # --multi_gpu: N local processes under torchrun, over gloo on a CPU (accelerate's --cpu starts one).
+    proc = subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+                           "-m", "tistudio", *argv],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     _check_same(one, load_embedding(tmp_path / "two.pt"), load_embedding(emb))

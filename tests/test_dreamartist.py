@@ -65,7 +65,7 @@ def micro_batch(c, lines, captions=("red, square", "blue, square"), timesteps=(1
     t = torch.tensor(timesteps)
     noisy, target = noisy_and_target(c, latents, noise, t)
     prompts = [Prompt(i % len(lines), cap, fill(lines[i % len(lines)], "tok", cap)) for i, cap in enumerate(captions)]
-    return MicroBatch(prompts=prompts, latents=latents, noise=noise, timesteps=t, noisy=noisy, target=target,
+    return MicroBatch(prompts=prompts, timesteps=t, noisy=noisy, target=target,
                       weights=weights, indices=list(range(b)), flips=[False] * b, pixel_size=(64, 64))
 
 

@@ -103,7 +103,7 @@ def fixed_guided_loss(c, pos, neg, latents, seed=0):
     prompts = [Prompt(0, "", "tok")] * latents.shape[0]
 
     def guided(noisy, ts, noise, target):
-        return obj.guided(MicroBatch(prompts, latents, noise, ts, noisy, target, None, [], [], (64, 64)))
+        return obj.guided(MicroBatch(prompts, ts, noisy, target, None, [], [], (64, 64)))
 
     return fixed_triple_loss(c, latents, guided, seed)
 

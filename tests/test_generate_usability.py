@@ -114,3 +114,31 @@ def test_scan_lists_equal_copies_apart_from_duplicates(tmp_path):
     assert list(result.embeddings) == ["mystyle"]
     assert result.copies == {"mystyle": [tmp_path / "mystyle.safetensors"]}
     assert result.duplicates == {"mystyle": [tmp_path / "mystyle.pt", tmp_path / "more" / "MyStyle.pt"]}
+
+
+def test_batched_images_are_the_images_drawn_one_at_a_time(tiny_models, tmp_path):
+    """One pipeline call per batch, a generator per image: image i (seed 7 + i) is the same drawn alone
+    or in a batch (up to float rounding), with the same names and seeds; euler_a also draws noise at
+    every step, from that image's own generator."""
+    import numpy as np
+
+    from tistudio import api
+    from tistudio.generate.sample import GenerateOptions
+
+    c = tiny_models["sd1"]
+    opts = dict(prompt="a cat", steps=3, width=64, height=64, seed=7, n=3)
+    batched = api.generate(c, GenerateOptions(**opts, batch_size=3), out_dir=tmp_path / "batched")
+    split = api.generate(c, GenerateOptions(**opts, batch_size=2), out_dir=tmp_path / "split")
+    alone = [api.generate(c, GenerateOptions(**{**opts, "seed": 7 + i, "n": 1}), out_dir=tmp_path / f"alone{i}")[0]
+             for i in range(3)]
+    assert [p.name for p in batched] == [p.name for p in split] == ["00000-7.png", "00001-8.png", "00002-9.png"]
+    pixels = [[np.asarray(Image.open(p), dtype=int) for p in paths] for paths in (batched, split, alone)]
+    for i in range(3):
+        assert np.abs(pixels[0][i] - pixels[2][i]).max() <= 2 and np.abs(pixels[1][i] - pixels[2][i]).max() <= 2
+        assert Image.open(batched[i]).info["parameters"] == Image.open(alone[i]).info["parameters"]
+    assert not np.array_equal(pixels[0][0], pixels[0][1])  # each image its own noise
+
+
+def test_batch_size_below_one_is_refused(tiny_model_dirs, tmp_path, capsys):
+    assert _gen(tiny_model_dirs["sd1"], tmp_path, "--prompt", "x", "--batch-size", 0) == 2
+    assert "--batch-size must be at least 1" in capsys.readouterr().err

@@ -110,3 +110,24 @@ def test_eval_clip_without_a_model_folder_is_a_one_line_error(tiny_models, datas
     emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
     with pytest.raises(TIStudioError, match="--eval-clip .*no config.json"):
         train(config(emb, dataset, tmp_path, val_every=2, eval_clip=str(tmp_path)), components=c, progress=False)
+
+
+def test_clip_images_are_resized_centre_cropped_and_normalised_as_clip_expects(tmp_path):
+    """CLIPImageProcessor, built from the model's image size: shorter side to 32, centre crop, the
+    OpenAI mean and std."""
+    from types import SimpleNamespace
+
+    from tistudio.train.fidelity import ClipScorer
+
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (40, 40), (128, 128, 128)).save(ref)
+    records = [SimpleNamespace(path=ref)]
+    s = SimpleNamespace(cache=SimpleNamespace(records=records), concepts=SimpleNamespace(training=lambda rs: rs))
+    scorer = ClipScorer(s, str(tiny_clip(tmp_path / "clip")))
+    wide = Image.new("RGB", (96, 48), (255, 0, 0))
+    wide.paste((0, 0, 255), (0, 0, 24, 48))  # the left quarter, cut off by the centre crop
+    pixels = scorer._pixels([wide])
+    assert pixels.shape == (1, 3, 32, 32)
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    expected = [(v - m) / sd for v, m, sd in zip((1.0, 0.0, 0.0), mean, std)]
+    assert pixels[0, :, :, 1:-1].reshape(3, -1).mean(dim=1).tolist() == pytest.approx(expected, abs=1e-3)

@@ -1,4 +1,4 @@
-"""Every traceback a new user met (issue 15) is now one line naming the file or option and the fix,
+"""Every traceback a new user met is now one line naming the file or option and the fix,
 and the exit codes say what happened. In-process `main([...])` unless the process itself is tested."""
 import os
 import subprocess

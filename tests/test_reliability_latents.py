@@ -18,6 +18,7 @@ from tistudio.data.dataset import ImageRecord
 from tistudio.data.latent_cache import LatentCache
 from tistudio.data.latent_store import LatentStore, store_for, vae_fingerprint
 from tistudio.embedding.formats import load_embedding
+from tistudio.memory import status_field
 from tistudio.train.run import train
 
 
@@ -157,10 +158,8 @@ def test_training_on_the_disk_cache_equals_the_ram_cache(tiny_models, dataset, t
 
 
 def rss_anon_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    kib = status_field("RssAnon")
+    return int(kib) / 1024 if kib is not None else float("nan")
 
 
 @pytest.mark.slow

@@ -3,22 +3,19 @@ after a 1,000-step warm-up) and the run folder bounded (--keep-last 3 over 100 s
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
 from tistudio import api
 from tistudio.config import TrainConfig
+from tistudio.memory import rss_gib
 from tistudio.train import session as session_mod
 
 STEPS, WARM_UP, EVERY = 10_000, 1_000, 500
 
 
 def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no /proc/self/status")
+    return rss_gib() * 1024
 
 
 class MemoryCurve:

@@ -33,25 +33,19 @@ def test_shipped_model_is_a_small_sd1_folder_that_load_model_reads():
 
 
 @pytest.mark.slow
-def test_shipped_model_follows_its_captions():
-    from tistudio.models.tokenizer import load_clip_tokenizer
+def test_shipped_model_follows_its_captions(toy_model):
     from tistudio.toy.evaluate import caption_accuracy
-    from tistudio.toy.model import load_toy_parts
 
-    vae, unet, text_encoder, scheduler = load_toy_parts(default_model_path())
-    acc = caption_accuracy(vae, unet, text_encoder, scheduler, load_clip_tokenizer(), 128)
+    acc = caption_accuracy(toy_model, 128)
     assert acc["colour"] >= 0.9 and acc["shape"] >= 0.9
 
 
 @pytest.mark.slow
-def test_init_word_alone_rarely_draws_a_held_out_concept():
-    from tistudio.models.tokenizer import load_clip_tokenizer
+def test_init_word_alone_rarely_draws_a_held_out_concept(toy_model):
     from tistudio.toy.concepts import parse_concept
     from tistudio.toy.evaluate import init_word_rate
-    from tistudio.toy.model import load_toy_parts
 
-    parts = (*load_toy_parts(default_model_path()), load_clip_tokenizer())
-    assert init_word_rate(parts, parse_concept("teal star"), 64) <= 0.2
+    assert init_word_rate(toy_model, parse_concept("teal star"), 64) <= 0.2
 
 
 def test_train_base_recipe_writes_a_loadable_folder_with_its_history(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import TIStudioError
+from .memory import status_field
 
 TMP_SUFFIX = ".tmp"
 # errno -> the fix to suggest. Anything else is a bug or an odd file system: re-raised unchanged.
@@ -30,12 +31,9 @@ _FIXES = {
 
 def _umask() -> int:
     """The process umask, read without changing it (os.umask would race with other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
+    value = status_field("Umask")
+    if value is not None and set(value) <= set("01234567"):
+        return int(value, 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -1,5 +1,5 @@
 """This process's resident memory and the bytes modules hold, for benchmarks and memory tests
-(resident memory from Linux /proc; 0 elsewhere).
+(resident memory from Linux /proc; 0 elsewhere), and the one reader of /proc/self/status.
 
 The peak is the kernel's VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork and
 exec, so a child started by a process holding 14 GB reports at least 14 GB whatever it does itself,
@@ -7,15 +7,22 @@ while VmHWM belongs to the child's own address space."""
 from __future__ import annotations
 
 
-def _status_kib(field: str) -> int:
+def status_field(field: str) -> str | None:
+    """The first word of `field`'s value in /proc/self/status ("VmRSS", "Umask"); None where Linux's
+    /proc is missing or has no such field."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
                 if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
+                    return line.split()[1]
+    except (OSError, IndexError):
         pass
-    return 0
+    return None
+
+
+def _status_kib(field: str) -> int:
+    value = status_field(field)
+    return int(value) if value is not None else 0
 
 
 def peak_rss_gib() -> float:

@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--n", type=int, default=1, help="number of images")
+    p.add_argument("--batch-size", type=int, default=4, help="images drawn together in one pipeline call "
+                   "(default 4; lower it if memory runs out); each image keeps its own seed, so the images "
+                   "are the same whatever the batch")
     p.add_argument("--clip-skip", type=int, default=1)
     p.add_argument("--out", default="outputs", help="output folder (default outputs/); images are named "
                    "NNNNN-SEED.png, numbered on from the files already there, never overwritten")
@@ -37,7 +40,7 @@ def run(args) -> int:
 
     options = GenerateOptions(prompt=args.prompt, negative_prompt=args.negative_prompt, sampler=args.sampler,
                               steps=args.steps, cfg=args.cfg, seed=args.seed, width=args.width,
-                              height=args.height, n=args.n)
+                              height=args.height, n=args.n, batch_size=args.batch_size)
     tagged_files(args.hypernetworks, parse_tags(args.prompt)[1])  # a missing one: refused before anything is made
     check_out_dir(args.out)  # before loading a multi-GB model
     c = api.load_model(args.model, family=args.family, prediction=args.prediction)

@@ -84,19 +84,18 @@ def run_train_base(args) -> int:
 
 
 def run_score(args) -> int:
-    from ..models.tokenizer import load_clip_tokenizer
+    from ..models.load import load_model
     from ..toy import default_model_path
     from ..toy.concepts import held_out_concepts
     from ..toy.evaluate import caption_accuracy, init_word_rate
-    from ..toy.model import load_toy_parts
 
-    parts = (*load_toy_parts(args.model or default_model_path()), load_clip_tokenizer())
+    c = load_model(str(args.model or default_model_path()))
     options = dict(sampler_steps=args.sampler_steps, guidance=args.cfg)
-    acc = caption_accuracy(*parts, args.n, **options)
+    acc = caption_accuracy(c, args.n, **options)
     print(f"caption accuracy over {args.n} images: colour {acc['colour']:.1%}, "
           f"shape {acc['shape']:.1%}, both {acc['both']:.1%}")
     if args.baselines:
         for concept in held_out_concepts():
-            rate = init_word_rate(parts, concept, args.n, **options)
+            rate = init_word_rate(c, concept, args.n, **options)
             print(f"init word {concept.init_word!r} alone draws {concept.spec!r}: {rate:.1%}")
     return 0

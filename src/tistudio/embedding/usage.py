@@ -39,7 +39,7 @@ def prompt_usage(tokenizer, triggers: dict[str, int], *prompts: str) -> PromptUs
             if isinstance(item, str):
                 used.setdefault(item)
         for word in _BRACKETED.findall(prompt):
-            if not matcher.used_triggers(word):
+            if not any(isinstance(item, str) for item in matcher.parse(word)):
                 unknown.setdefault(word, _closest(word.strip("<>"), lowered))
         for word in _WORD.findall(prompt):
             if len(word) >= MIN_NEAR_MISS_LEN and word.lower() not in lowered \

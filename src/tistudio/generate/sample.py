@@ -1,11 +1,14 @@
-"""txt2img with embeddings: our prompt encoding (so any number of embeddings work in prompt and
-negative prompt) handed to diffusers' pipelines as prompt embeddings, which bring the samplers.
+"""txt2img with embeddings, the one sampler of the project (generate, previews, fidelity scores and
+the toy benchmark all draw here): our prompt encoding (so any number of embeddings work in prompt
+and negative prompt) handed to diffusers' pipelines as prompt embeddings, which bring the samplers.
+Images go through the pipeline --batch-size at a time, each with a torch generator of its own seed,
+so image i is the same image (up to float rounding) whatever the batch it was drawn in.
 Hypernetworks (`<hypernet:name:mult>` in the prompt, resolved by the caller) are on the UNet for
 the sampling only; their tags are removed from the encoded prompt and kept in the PNG's text."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -36,6 +39,7 @@ class GenerateOptions:
     width: int | None = None
     height: int | None = None
     n: int = 1
+    batch_size: int = 4       # images per pipeline call; the last call takes what is left
 
     def __post_init__(self):
         if self.sampler not in SAMPLER_CLASSES:
@@ -43,8 +47,8 @@ class GenerateOptions:
         for opt, v in (("--width", self.width), ("--height", self.height)):
             if v is not None and (v <= 0 or v % 8):
                 raise TIStudioError(f"{opt} {v}: must be a positive multiple of 8")
-        if self.steps < 1 or self.n < 1:
-            raise TIStudioError("--steps and --n must be at least 1")
+        if self.steps < 1 or self.n < 1 or self.batch_size < 1:
+            raise TIStudioError("--steps, --n and --batch-size must be at least 1")
         if self.seed < -1:
             raise TIStudioError(f"--seed {self.seed}: use -1 (a random seed) or 0 or more")
 
@@ -89,7 +93,6 @@ def parameters_text(o: GenerateOptions, width: int, height: int, seed: int, c: C
     return "\n".join(lines)
 
 
-@torch.no_grad()
 def generate(c: Components, options: GenerateOptions, vectors: Mapping[str, Sequence[torch.Tensor]] | None = None,
              clip_skip: int = 1, progress: bool = False,
              callback: Callable[[int, int], None] | None = None,
@@ -98,32 +101,54 @@ def generate(c: Components, options: GenerateOptions, vectors: Mapping[str, Sequ
     `--seed -1` first: generate/files.py). `hypernetworks`: [(Hypernetwork, strength)] applied in
     order (hypernetwork/apply.py)."""
     o = options
+    first_seed = resolve_seed(o.seed)
+    return sample(c, o, [o.prompt] * o.n, [o.negative_prompt] * o.n, [first_seed + i for i in range(o.n)],
+                  vectors, clip_skip=clip_skip, progress=progress, callback=callback, ti_hashes=ti_hashes,
+                  hypernetworks=hypernetworks)
+
+
+@torch.no_grad()
+def sample(c: Components, options: GenerateOptions, prompts: Sequence[str], negatives: Sequence[str],
+           seeds: Sequence[int], vectors: Mapping[str, Sequence[torch.Tensor]] | None = None, *,
+           clip_skip: int = 1, progress: bool = False, callback: Callable[[int, int], None] | None = None,
+           ti_hashes: Mapping[str, str] | None = None, hypernetworks: Sequence = ()) -> list:
+    """One image per (prompt, negative prompt, seed), `options` giving the sampler, steps, CFG, size
+    and batch size (its own prompt, negative prompt, seed and n are not read). PIL images, each with
+    its `.info["parameters"]`; `callback(done, total)` after each pipeline call. Prompts of one call
+    share its longest prompt's count of 75-token chunks (as A1111's batches do), so image i is the
+    same alone or in a batch when no prompt beside it is longer than 75 tokens."""
+    if not len(prompts) == len(negatives) == len(seeds):
+        raise ValueError(f"sample: {len(prompts)} prompts, {len(negatives)} negatives, {len(seeds)} seeds")
+    o = options
     width = o.width or c.resolution
     height = o.height or c.resolution
-    check_fits(c, width, height, 1, c.unet.device, training=False)
+    batch = min(o.batch_size, len(prompts))
+    check_fits(c, width, height, batch, c.unet.device, training=False)
     encoder = PromptEncoder(c, clip_skip)
-    # One call for both prompts so they share a chunk count (the pipeline needs equal shapes).
-    cond = encoder.encode([parse_tags(o.prompt)[0], o.negative_prompt], vectors)
     pipe = _pipeline(c, o.sampler)
     pipe.set_progress_bar_config(disable=not progress)
     dtype = c.unet.dtype
-    kwargs = dict(prompt_embeds=cond.context[:1].to(dtype), negative_prompt_embeds=cond.context[1:].to(dtype))
-    if cond.pooled is not None:
-        kwargs.update(pooled_prompt_embeds=cond.pooled[:1].to(dtype),
-                      negative_pooled_prompt_embeds=cond.pooled[1:].to(dtype))
     images = []
-    first_seed = resolve_seed(o.seed)
-    for i in range(o.n):
-        seed = first_seed + i
-        gen = torch.Generator(device="cpu").manual_seed(seed)
+    for at in range(0, len(prompts), batch):
+        texts = [parse_tags(p)[0] for p in prompts[at:at + batch]]
+        n = len(texts)
+        # One call for both prompts so they share a chunk count (the pipeline needs equal shapes).
+        cond = encoder.encode([*texts, *negatives[at:at + n]], vectors)
+        kwargs = dict(prompt_embeds=cond.context[:n].to(dtype), negative_prompt_embeds=cond.context[n:].to(dtype))
+        if cond.pooled is not None:
+            kwargs.update(pooled_prompt_embeds=cond.pooled[:n].to(dtype),
+                          negative_pooled_prompt_embeds=cond.pooled[n:].to(dtype))
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds[at:at + n]]
         with applied(c.unet, hypernetworks):
             out = pipe(num_inference_steps=o.steps, guidance_scale=o.cfg, width=width, height=height,
-                       generator=gen, output_type="pil", **kwargs)
-        image = out.images[0]
-        image.info["parameters"] = parameters_text(o, width, height, seed, c, ti_hashes)
-        images.append(image)
+                       generator=generators, output_type="pil", **kwargs)
+        for image, prompt, negative, seed in zip(out.images, prompts[at:at + n], negatives[at:at + n],
+                                                 seeds[at:at + n]):
+            shown = replace(o, prompt=prompt, negative_prompt=negative)
+            image.info["parameters"] = parameters_text(shown, width, height, seed, c, ti_hashes)
+            images.append(image)
         if callback:
-            callback(i + 1, o.n)
+            callback(len(images), len(prompts))
     return images
 
 

@@ -64,6 +64,3 @@ class TriggerMatcher:
             else:
                 current.tokens.append(item)
         return chunks
-
-    def used_triggers(self, prompt: str) -> set[str]:
-        return {item for item in self.parse(prompt) if isinstance(item, str)}

@@ -25,8 +25,7 @@ from .classifier import classify
 from .concepts import base_training_caption, base_training_scene
 from .evaluate import caption_accuracy
 from .model import (ToyArch, build_scheduler, build_text_encoder, build_unet, build_vae,
-                    save_toy_model)
-from .sample import to_uint8, token_ids
+                    save_toy_model, toy_components)
 from .scenes import Scene, render
 
 
@@ -68,6 +67,17 @@ def render_pool(r: BaseRecipe, rng: np.random.Generator) -> tuple[list[Scene], t
 
 def as_unit(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] in [-1, 1] -> [B, H, W, 3] uint8."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def token_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """[B, 77] ids, padded with <|endoftext|> as SD1 does."""
+    return tokenizer(prompts, padding="max_length", max_length=77, truncation=True,
+                     return_tensors="pt").input_ids
 
 
 def train_vae(vae, pixels: torch.Tensor, r: BaseRecipe, rng: np.random.Generator, log: Callable) -> dict:
@@ -163,9 +173,8 @@ def train_denoiser(parts: dict, latents: torch.Tensor, scenes: list[Scene], r: B
             log(f"step {step} loss {loss.item():.4f} lr {lr_at(step, r):.2e} "
                 f"{(time.time() - started) / (step + 1):.2f}s/step")
         if (step + 1) % r.eval_every == 0 or step == r.steps - 1:
-            acc = caption_accuracy(parts["vae"], ema["unet"], ema["text_encoder"], scheduler,
-                                   parts["tokenizer"], r.eval_n, sampler_steps=r.eval_sampler_steps,
-                                   guidance=r.guidance)
+            model = toy_components(parts["vae"], ema["unet"], ema["text_encoder"], scheduler, parts["tokenizer"])
+            acc = caption_accuracy(model, r.eval_n, sampler_steps=r.eval_sampler_steps, guidance=r.guidance)
             history.append({"step": step + 1, "minutes": (time.time() - started) / 60, **acc})
             log(f"eval step {step + 1}: colour {acc['colour']:.1%} shape {acc['shape']:.1%} "
                 f"both {acc['both']:.1%}")

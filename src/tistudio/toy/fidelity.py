@@ -28,10 +28,9 @@ from ..models.load import load_model
 from ..runs.folder import RunFolder
 from ..train.run import train
 from .concepts import Concept
-from .scenes import FRAMES
+from .sample import SAMPLE_SEED, draw, sample_prompts
 
 NAME = "toy-concept"   # the trigger; free of colour/shape words, so only the vectors can carry them
-SAMPLE_SEED = 4321     # seed of sample 0 of both the learned and the baseline images
 
 
 @dataclass(frozen=True)
@@ -101,39 +100,6 @@ class FidelityResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def sample_prompts(word: str, n: int, seed: int = SAMPLE_SEED) -> list[str]:
-    """n prompts from the toy captions' template frames ("a photo of a {}", ...) around `word`."""
-    rng = np.random.default_rng(seed)
-    return [FRAMES[int(rng.integers(len(FRAMES)))].format(word) for _ in range(n)]
-
-
-@torch.no_grad()
-def draw(c, prompts: list[str], negatives: list[str], vectors: dict, *, seed: int = SAMPLE_SEED,
-         steps: int = 20, guidance: float = 5.0, progress: bool = False, batch: int = 64) -> list[np.ndarray]:
-    """uint8 RGB images, one per prompt, batched DDIM with classifier-free guidance. Image i's
-    starting noise depends only on (seed, i), so two calls with the same seed (the init word and the
-    embedding) start every image from the same noise."""
-    from tqdm import tqdm
-
-    from ..models.conditioning import PromptEncoder
-    from .sample import denoise
-
-    encoder = PromptEncoder(c)
-    unet = c.unet
-    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    noise = torch.cat([torch.randn(1, *shape, generator=torch.Generator().manual_seed(seed + i))
-                       for i in range(len(prompts))])
-    out = []
-    bar = tqdm(total=len(prompts) * steps, desc=f"sampling {len(prompts)} images", unit="step",
-               disable=not progress, dynamic_ncols=True)
-    for at in range(0, len(prompts), batch):
-        context = encoder.encode(prompts[at:at + batch] + negatives[at:at + batch], vectors).context
-        out += denoise(unet, c.vae, c.scheduler, context, noise[at:at + batch], steps=steps,
-                       guidance=guidance, on_step=bar.update)
-    bar.close()
-    return out
 
 
 def before_after_grid(before: list[np.ndarray], after: list[np.ndarray], labels: tuple[str, str],

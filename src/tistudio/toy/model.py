@@ -71,21 +71,27 @@ def build_scheduler():
                          beta_schedule="linear", prediction_type="epsilon", clip_sample=False)
 
 
-def save_toy_model(vae, unet, text_encoder, scheduler, dest: str | Path) -> Path:
-    """Write a diffusers SD1 folder, replacing `dest` only once the new folder is complete."""
+def toy_components(vae, unet, text_encoder, scheduler, tokenizer=None):
+    """The bare modules as the Components an SD1 model loads into (what the sampler and the saver take),
+    so the base recipe can score and save its EMA weights without a folder round trip."""
     from ..models.components import Components
     from ..models.family import get_family
-    from ..models.tiny import save_diffusers_folder
     from ..models.tokenizer import load_clip_tokenizer
+
+    return Components(family=get_family("sd1"), prediction="epsilon", tokenizer=tokenizer or load_clip_tokenizer(),
+                      text_encoders=[text_encoder], pad_ids=[PAD_ID], unet=unet, vae=vae, scheduler=scheduler,
+                      name="toy")
+
+
+def save_toy_model(vae, unet, text_encoder, scheduler, dest: str | Path) -> Path:
+    """Write a diffusers SD1 folder, replacing `dest` only once the new folder is complete."""
+    from ..models.tiny import save_diffusers_folder
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        parts = Components(family=get_family("sd1"), prediction="epsilon",
-                           tokenizer=load_clip_tokenizer(), text_encoders=[text_encoder],
-                           pad_ids=[PAD_ID], unet=unet, vae=vae, scheduler=scheduler, name="toy")
-        save_diffusers_folder(parts, tmp)
+        save_diffusers_folder(toy_components(vae, unet, text_encoder, scheduler), tmp)
         old = dest.with_name(f".{dest.name}.old")
         if dest.exists():
             os.replace(dest, old)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..train import fidelity
 from .classifier import accuracy
 from .concepts import parse_concept
-from .fidelity import draw, sample_prompts
+from .sample import draw, sample_prompts
 
 
 class ToyScorer:
@@ -13,8 +13,8 @@ class ToyScorer:
         self.concept = parse_concept(spec)
 
     def __call__(self, s) -> dict[str, float]:
-        # The fidelity benchmark's own prompts and sampler (batched DDIM, fixed noise per image), so
-        # the numbers logged here and `tistudio bench fidelity` mean the same thing.
+        # The fidelity benchmark's own prompts, seeds and sampler settings (toy/sample.py), so the
+        # numbers logged here and `tistudio bench fidelity` mean the same thing.
         n = s.cfg.eval_samples
         name = s.objective.embeddings[0].name
         negative = getattr(s.objective, "negative", None)

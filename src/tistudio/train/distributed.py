@@ -6,24 +6,22 @@ the vector gradients and the loss over processes, so N processes with batch B gi
 process gets with batch B. Only the main process writes files, previews and runs hooks; a stop
 request on any process stops all of them at the same step.
 
-Started by `accelerate launch -m tistudio train ...`, `torchrun -m tistudio ...` (both set RANK,
-WORLD_SIZE, MASTER_ADDR, MASTER_PORT) or by `tistudio train --num-processes N`, which starts the
-N processes itself (launch() below)."""
+Started by `accelerate launch --multi_gpu -m tistudio train ...`, `torchrun -m tistudio ...` (both set
+RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) or by `tistudio train --num-processes N`, a thin wrapper
+that hands the command line to accelerate's launcher (launch() below)."""
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import TIStudioError
 
+
 def launched() -> bool:
-    """True inside a process started by a launcher (accelerate, torchrun or launch())."""
+    """True inside a process started by a launcher (accelerate, torchrun, launch())."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
@@ -76,9 +74,8 @@ class Distributed:
             return mb
         n = len(mb.indices) // self.world
         part = slice(self.rank * n, (self.rank + 1) * n)
-        return replace(mb, prompts=mb.prompts[part], latents=mb.latents[part], noise=mb.noise[part],
-                       timesteps=mb.timesteps[part], noisy=mb.noisy[part], target=mb.target[part],
-                       weights=None if mb.weights is None else mb.weights[part],
+        return replace(mb, prompts=mb.prompts[part], timesteps=mb.timesteps[part], noisy=mb.noisy[part],
+                       target=mb.target[part], weights=None if mb.weights is None else mb.weights[part],
                        indices=mb.indices[part], flips=mb.flips[part], position=mb.position + self.rank * n)
 
     def reduce(self, params, loss: float) -> float:
@@ -119,26 +116,34 @@ class Distributed:
                 shutil.rmtree(self._scratch(), ignore_errors=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SAVE_GRACE_S = 600   # after a Ctrl-C the launcher waits this long for the processes to finish the step and save
 
 
 def launch(argv: list[str], n: int) -> int:
-    """Run `python -m tistudio ARGV` as N cooperating processes on this machine; returns the
-    first non-zero exit code (or 0). CPU threads are divided between the processes."""
-    port = str(_free_port())
-    threads = max(1, (os.cpu_count() or 1) // n)
-    procs = []
-    for rank in range(n):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(n),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-        procs.append(subprocess.Popen([sys.executable, "-m", "tistudio", *argv], env=env))
-    codes = []
+    """Run `python -m tistudio ARGV` as N cooperating processes on this machine through accelerate's
+    launcher (torchrun underneath: a free port, the rank variables, a failed process stops the others,
+    a Ctrl-C reaches each process once, which then saves and stops). Returns the first failing exit
+    code (128 + the signal for a process killed by one, or for the interrupted launcher), else 0. CPU
+    threads are divided between the processes unless OMP_NUM_THREADS says otherwise."""
+    # Imported here: accelerate loads torch and torch.distributed, which only the launching process needs.
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from accelerate.utils import patch_environment
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    # `--multi_gpu` is accelerate's name for N local processes under torchrun; on a CPU they join over
+    # gloo (Distributed.from_env). Its `--cpu` mode would start one process, not N.
+    args = launch_command_parser().parse_args([
+        "--multi_gpu", "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", "0", "-m", "tistudio", *argv])
+    env = {"omp_num_threads": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n))),
+           "torch_elastic_shutdown_timeout": os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SAVE_GRACE_S))}
     try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:  # the terminal sent SIGINT to the children too; let them save
-        codes = [p.wait() for p in procs]
-    return next((c for c in codes if c), 0)
+        with patch_environment(**env):
+            launch_command(args)
+    except ChildFailedError as exc:
+        codes = [f.exitcode for f in exc.failures.values()]
+        return next((c if c > 0 else 128 - c for c in codes if c), 1)
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    return 0

@@ -21,37 +21,30 @@ from typing import Callable
 
 import torch
 
-from ..errors import TIStudioError
+from ..errors import TIStudioError, first_line
+from ..generate.sample import GenerateOptions, sample
 
 EDIT_PROMPTS = ("a painting of {}", "a photo of {} on the beach", "{} in the snow", "a drawing of {}")
-# Normalisation of every OpenAI-derived CLIP image tower.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def generate_for_eval(s, prompts: list[str]) -> list:
-    """One image per prompt, seed --preview-seed + its position."""
-    from ..generate.sample import GenerateOptions, generate
-
+    """One image per prompt, seed --preview-seed + its position, batched through the one sampler."""
     cfg = s.cfg
     vectors = {name: tuple(v.detach() for v in vs) for name, vs in s.objective.vectors().items()}
+    options = GenerateOptions(prompt="", sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
+                              width=s.width, height=s.height)
     vae_device = next(s.c.vae.parameters()).device
     s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decodes
-    images = []
     try:
-        for j, prompt in enumerate(prompts):
-            options = GenerateOptions(prompt=prompt, negative_prompt=cfg.preview_negative,
-                                      sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
-                                      seed=cfg.preview_seed + j, width=s.width, height=s.height)
-            images += generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip)
+        return sample(s.c, options, prompts, [cfg.preview_negative] * len(prompts),
+                      [cfg.preview_seed + j for j in range(len(prompts))], vectors, clip_skip=cfg.model.clip_skip)
     finally:
         s.c.vae.to(vae_device)
-    return images
 
 
 class ClipScorer:
     def __init__(self, s, folder: str, max_references: int = 8):
-        from transformers import CLIPModel
+        from transformers import CLIPImageProcessor, CLIPModel
 
         from ..models.tokenizer import ASSET, load_clip_tokenizer
 
@@ -62,11 +55,13 @@ class ClipScorer:
         try:
             self.model = CLIPModel.from_pretrained(str(path), local_files_only=True).eval()
         except (OSError, ValueError) as exc:
-            raise TIStudioError(f"--eval-clip {folder}: not a loadable CLIP model "
-                                f"({str(exc).splitlines()[0][:160]})") from None
+            raise TIStudioError(f"--eval-clip {folder}: not a loadable CLIP model ({first_line(exc)})") from None
         # CLIP models share one BPE vocabulary: the folder's tokenizer when it has one, else ours.
         self.tokenizer = load_clip_tokenizer(path if (path / "vocab.json").is_file() else ASSET)
-        self.size = self.model.config.vision_config.image_size
+        size = self.model.config.vision_config.image_size
+        # CLIP's own preprocessing (shorter side to `size`, bicubic, centre crop, the OpenAI mean and
+        # std, which are the processor's defaults), built here rather than read from the hub.
+        self.processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
         from PIL import Image
 
         refs = []
@@ -76,20 +71,8 @@ class ClipScorer:
         self.references = self._image_features(refs)
 
     def _pixels(self, images) -> torch.Tensor:
-        """[B,3,S,S]: shorter side resized to S (bicubic), centre crop, CLIP normalisation."""
-        import numpy as np
-        from PIL import Image
-
-        out = []
-        for img in images:
-            scale = self.size / min(img.size)
-            w, h = max(self.size, round(img.width * scale)), max(self.size, round(img.height * scale))
-            img = img.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
-            left, top = (w - self.size) // 2, (h - self.size) // 2
-            img = img.crop((left, top, left + self.size, top + self.size))
-            out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
-        mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
-        return (torch.stack(out) - mean) / std
+        """[B,3,S,S] pixel values for the CLIP image tower."""
+        return self.processor(images=[img.convert("RGB") for img in images], return_tensors="pt").pixel_values
 
     @staticmethod
     def _unit(features) -> torch.Tensor:

@@ -53,8 +53,7 @@ def _micro_batch(s: Setup, indices, flips, first_position: int) -> MicroBatch:
     prompts = s.prompts.batch(s.objective.embeddings[0].name, [s.cache.records[i].caption for i in indices],
                               first_position, s.concepts.lines_of(indices))
     dev = s.device
-    return MicroBatch(prompts=prompts, latents=latents.to(dev), noise=noise.to(dev), timesteps=t.to(dev),
-                      noisy=noisy.to(dev), target=target.to(dev),
+    return MicroBatch(prompts=prompts, timesteps=t.to(dev), noisy=noisy.to(dev), target=target.to(dev),
                       weights=None if weights is None else weights.to(dev), indices=list(indices),
                       flips=list(flips), pixel_size=(s.height, s.width), position=first_position,
                       criterion=s.recipe.criterion)

@@ -17,7 +17,7 @@ import torch
 from ..atomic import write_with
 from ..events import Callback
 from ..embedding.formats import load_embedding
-from ..errors import TIStudioError
+from ..errors import TIStudioError, first_line
 from ..hypernetwork import format as hypernetwork_format
 from ..runs.folder import CONFIG_FILE, STATE_FILE, RunFolder
 from .ema import EMA, output_vectors
@@ -156,8 +156,8 @@ def load(run_dir: Path) -> dict:
         int(state["step"])
         return state
     except Exception as exc:  # torch raises many types for a damaged file; a 0-byte one has no message
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise TIStudioError(f"{path}: damaged training state ({why}); {_fallback(RunFolder.open(run_dir))}") from None
+        raise TIStudioError(f"{path}: damaged training state ({first_line(exc)}); "
+                            f"{_fallback(RunFolder.open(run_dir))}") from None
 
 
 def _fallback(run: RunFolder) -> str:

@@ -126,9 +126,8 @@ class ValidationSet:
             b = min(a + step, len(self))
             latents, noise, t = self.latents[a:b], self.noise[a:b], self.timesteps[a:b]
             noisy, target = noisy_and_target(c, latents, noise, t)
-            mb = MicroBatch(prompts=list(self.prompts[a:b]), latents=latents.to(dev), noise=noise.to(dev),
-                            timesteps=t.to(dev), noisy=noisy.to(dev), target=target.to(dev),
-                            weights=None if self.weights is None else self.weights[a:b].to(dev),
+            mb = MicroBatch(prompts=list(self.prompts[a:b]), timesteps=t.to(dev), noisy=noisy.to(dev),
+                            target=target.to(dev), weights=None if self.weights is None else self.weights[a:b].to(dev),
                             indices=list(self.indices[a:b]), flips=[False] * (b - a),
                             pixel_size=pixel_size)
             total += float(objective.loss(mb).double().sum())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_bytes
-from ..errors import TIStudioError
+from ..errors import TIStudioError, first_line
 
 LOOPBACK_NAMES = ("localhost",)
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
@@ -86,7 +86,7 @@ def check_image(path: Path, max_pixels: int = MAX_UPLOAD_PIXELS) -> str | None:
     except (UnidentifiedImageError, Image.DecompressionBombError):
         return "not an image"
     except (OSError, SyntaxError, ValueError) as exc:
-        return f"damaged image ({str(exc).splitlines()[0][:120]})"
+        return f"damaged image ({first_line(exc)})"
     return None
 
 

@@ -12,7 +12,7 @@ from PIL import Image, PngImagePlugin
 
 from ... import pickle_zip
 from ...atomic import write_with
-from ...errors import TIStudioError
+from ...errors import TIStudioError, first_line
 from ..embedding import Embedding
 from . import png_caption, png_json, png_pixels
 from .a1111_pt import note_of, to_dict
@@ -89,7 +89,7 @@ def _open_image(path: Path) -> Image.Image:
     except TIStudioError:
         raise
     except Exception as exc:  # PIL reports damage as many exception types
-        raise TIStudioError(f"{path}: unreadable image ({str(exc)[:120]})") from None
+        raise TIStudioError(f"{path}: unreadable image ({first_line(exc)})") from None
 
 
 def read(path: Path) -> tuple[dict, dict[str, str]]:

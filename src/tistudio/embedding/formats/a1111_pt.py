@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ... import pickle_zip
-from ...errors import TIStudioError
+from ...errors import TIStudioError, first_line
 from ..embedding import Embedding
 from .limits import check_file_size
 
@@ -53,8 +53,7 @@ def _reason(exc: Exception) -> str:
     found = _OPCODE_RE.search(text)
     if found:
         return f"it is not a plain tensor pickle (pickle opcode {found.group(1)})"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return first[:160]
+    return first_line(exc)
 
 
 def read_pickle(path: str | Path) -> object:

@@ -10,7 +10,7 @@ import zlib
 
 import torch
 
-from ...errors import TIStudioError
+from ...errors import TIStudioError, first_line
 from .limits import MAX_JSON_BYTES
 
 TENSOR_KEY = "TORCHTENSOR"
@@ -38,7 +38,7 @@ def loads(text: str | bytes, where: str) -> dict:
     try:
         data = json.loads(text, object_hook=_tensor_hook)
     except (ValueError, TypeError, RecursionError, OverflowError, RuntimeError) as exc:
-        raise TIStudioError(f"{where}: embedding data is not valid ({str(exc)[:120]})") from None
+        raise TIStudioError(f"{where}: embedding data is not valid ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise TIStudioError(f"{where}: embedding data is not a JSON object")
     return data

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ... import pickle_zip
-from ...errors import TIStudioError
+from ...errors import TIStudioError, first_line
 from ..embedding import Embedding, validate_name
 from . import a1111_png, a1111_pt, diffusers_fmt, safetensors_fmt
 from .dicts import Parsed, parse
@@ -122,8 +122,7 @@ def read_embedding(path: str | Path) -> Loaded:
     except TIStudioError:
         raise
     except Exception as exc:  # any library's surprise on a damaged file stays a one-line error
-        text = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise TIStudioError(f"{path}: unreadable embedding file ({type(exc).__name__}: {text})") from None
+        raise TIStudioError(f"{path}: unreadable embedding file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def load_embedding(path: str | Path) -> Embedding:

@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 from ...atomic import write_with
-from ...errors import TIStudioError
+from ...errors import TIStudioError, first_line
 from ..embedding import Embedding
 from .dicts import BUNDLE_PREFIX
 from .limits import check_file_size
@@ -74,5 +74,4 @@ def read(path: Path) -> tuple[dict, dict[str, str]]:
     except TIStudioError:
         raise
     except Exception as exc:  # safetensors reports damage as assorted exception types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise TIStudioError(f"{path}: unreadable safetensors file ({first[:160]})") from None
+        raise TIStudioError(f"{path}: unreadable safetensors file ({first_line(exc)})") from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ...errors import TIStudioError
+from ...errors import TIStudioError, first_line
 from ..options import BlipOptions
 
 HINT = ("give a local BLIP captioning folder (config.json, model weights, preprocessor and tokenizer "
@@ -35,8 +35,7 @@ class BlipCaptioner:
             self.processor = BlipProcessor.from_pretrained(str(folder))
             self.model = BlipForConditionalGeneration.from_pretrained(str(folder)).eval()
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TIStudioError(f"--blip {folder}: cannot load it ({first}); {HINT}") from None
+            raise TIStudioError(f"--blip {folder}: cannot load it ({first_line(exc)}); {HINT}") from None
         self.options = options
 
     def __call__(self, rgb: Image.Image) -> str:

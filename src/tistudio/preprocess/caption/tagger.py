@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...errors import TIStudioError
+from ...errors import TIStudioError, first_line
 from ..options import TaggerOptions
 
 TAG_FILES = ("selected_tags.csv", "tags.csv", "tags.txt", "tags-general.txt")
@@ -114,8 +114,7 @@ class OnnxTagger:
         try:
             self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TIStudioError(f"--tagger {model}: onnxruntime cannot load it ({first}); {HINT}") from None
+            raise TIStudioError(f"--tagger {model}: onnxruntime cannot load it ({first_line(exc)}); {HINT}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         shape = list(inp.shape)

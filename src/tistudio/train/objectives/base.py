@@ -61,11 +61,10 @@ class TrainableEmbedding:
 
 @dataclass
 class MicroBatch:
-    """One micro-batch, ready for the objective. Latents [B,4,h,w] are already scaled."""
+    """One micro-batch, ready for the objective: the scaled latents [B,4,h,w] already noised at
+    `timesteps` (`noisy`) with the prediction they should give (`target`)."""
 
     prompts: list            # data.prompts.Prompt (line_index, filewords, text)
-    latents: torch.Tensor
-    noise: torch.Tensor
     timesteps: torch.Tensor
     noisy: torch.Tensor
     target: torch.Tensor
