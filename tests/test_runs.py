@@ -117,6 +117,7 @@ def test_the_same_embedding_trained_further_continues_its_folder(tiny_models, da
     assert not (tmp_path / "runs" / "tok-2").exists()
 
 
+@pytest.mark.e2e
 def test_a_folder_in_use_is_refused_and_a_dead_owners_lock_is_taken_over(tiny_models, dataset, emb, tmp_path):
     c = tiny_models["sd1"]
     run = tmp_path / "runs" / "tok"

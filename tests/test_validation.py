@@ -128,7 +128,7 @@ def test_bad_monitoring_options(kw, message):
 
 
 def test_val_split_that_leaves_nothing_to_train_is_refused(tiny_models, tmp_path, emb):
-    from tistudio.toy_data import write_shapes_dataset
+    from shapes_dataset import write_shapes_dataset
 
     data = write_shapes_dataset(tmp_path / "one", n=1)
     with pytest.raises(TIStudioError, match="leaves no training images"):

@@ -75,7 +75,7 @@ def save_toy_model(vae, unet, text_encoder, scheduler, dest: str | Path) -> Path
     """Write a diffusers SD1 folder, replacing `dest` only once the new folder is complete."""
     from ..models.components import Components
     from ..models.family import get_family
-    from ..models.tiny import save_diffusers_folder
+    from ..models.diffusers_folder import save_diffusers_folder
     from ..models.tokenizer import load_clip_tokenizer
 
     dest = Path(dest)
