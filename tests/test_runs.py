@@ -58,7 +58,8 @@ def test_dreamartist_best_files_follow_the_output_name(tiny_models, dataset, tmp
     cfg = TrainConfig(embedding=str(pos), data=str(dataset), steps=2, width=64, height=64, save_every=0,
                       preview_every=0, log_dir=str(tmp_path / "runs"), lr="0.01", template="none",
                       output=str(tmp_path / "out" / "cat.pt"), method="dreamartist", precision="fp32",
-                      formats=("a1111-pt",), val_every=2, plot=False, dreamartist=DreamArtistConfig())
+                      formats=("a1111-pt",), val_every=2, val_timesteps=1, plot=False,
+                      dreamartist=DreamArtistConfig())  # one val timestep: a best file needs a validation, not many
     train(cfg, components=c, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.endswith(".optim")) == \
         ["cat-best.pt", "cat-neg-best.pt", "cat-neg.pt", "cat.pt"]

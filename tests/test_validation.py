@@ -138,7 +138,7 @@ def test_val_split_that_leaves_nothing_to_train_is_refused(tiny_models, tmp_path
 
 def test_resume_continues_validation_and_best_exactly(tiny_models, dataset, tmp_path, emb):
     c = tiny_models["sd1"]
-    kw = dict(val_every=1, lr="0.5")
+    kw = dict(val_every=1, lr="0.5", val_timesteps=1)  # exactness needs a validation at every step, not many timesteps
     train(config(emb, dataset, tmp_path / "a", steps=4, **kw), components=c, progress=False)
     train(config(emb, dataset, tmp_path / "b", steps=2, **kw), components=c, progress=False)
     run_b = tmp_path / "b" / "runs" / "tok"
