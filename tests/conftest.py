@@ -15,7 +15,8 @@ set_environment()  # as a `tistudio` process has it (offline, no loading bars) b
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (`-n N`) the N workers share the cores.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
