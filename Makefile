@@ -22,8 +22,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench tools
 
+# PYTEST_ARGS passes options through, e.g. `make test PYTEST_ARGS="-n 2"` (pytest-xdist, in the dev extra)
+# or `PYTEST_ARGS="-m 'not slow and not e2e'"` for a quick loop without the tests that start processes.
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
+from pathlib import Path
 
 import torch
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
 @contextlib.contextmanager
@@ -55,7 +59,11 @@ def build_random(family: str, dtype: torch.dtype = torch.float32, seed: int = 0)
 def build(model: str, dtype: torch.dtype = torch.float32):
     """'tiny-sd1' | 'tiny-sdxl' | 'toy' | 'sd1' | 'sdxl' -> Components (None when absent here)."""
     if model.startswith("tiny-"):
-        from tistudio.models.tiny import build_tiny
+        # The tiny models are a test fixture: the benchmarks reuse its one definition (tests/tiny_models.py)
+        # rather than keep a copy, and the package ships neither.
+        if str(TESTS) not in sys.path:
+            sys.path.insert(0, str(TESTS))
+        from tiny_models import build_tiny
 
         return build_tiny(model.removeprefix("tiny-"))
     if model == "toy":

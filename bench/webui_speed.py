@@ -131,13 +131,14 @@ def main(argv=None) -> int:
         return 2
     from tistudio import api
     from tistudio.toy import default_model_path
-    from tistudio.toy_data import write_shapes_dataset
+    from tistudio.toy.concepts import parse_concept
+    from tistudio.toy.dataset import render_concept
 
     model = str(default_model_path())
     rows = []
     with tempfile.TemporaryDirectory(prefix="webui-speed-") as tmp:
         root = Path(tmp)
-        write_shapes_dataset(root / "data", n=4)
+        render_concept(parse_concept("teal star"), 4, root / "data")  # the toy model's own world
         base = api.create_embedding(model, "tok", "square", 1, root / "start")
         for i in range(args.repeat):
             for face, fn in (("cli", run_cli), ("ui", run_ui)):

@@ -1,4 +1,4 @@
-"""Test helper: write a diffusers-form model (e.g. a tiny one from tistudio.models.tiny) as a
+"""Test helper: write a diffusers-form model (e.g. a tiny one from tiny_models.py) as a
 single-file checkpoint in the ORIGINAL layout (CompVis LDM for SD1/SD2, Stability SGM for SDXL),
 the way real `.safetensors`/`.ckpt` model files are laid out, so loader tests can round-trip it.
 

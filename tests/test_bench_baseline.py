@@ -15,8 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 @pytest.mark.parametrize("weight_dtype", [torch.float32, torch.bfloat16])
 def test_example_step_changes_only_the_new_row(weight_dtype):
     from diffusers_baseline import ExampleStep
-
-    from tistudio.models.tiny import build_tiny
+    from tiny_models import build_tiny
 
     c = build_tiny("sd1")  # its own copy: the step resizes the text encoder and casts the UNet
     step = ExampleStep(c, weight_dtype, size=32)

@@ -9,7 +9,7 @@ from tistudio.config import ConceptConfig, TrainConfig, dump_toml, from_dict, lo
 from tistudio.data.batches import batch_at
 from tistudio.data.concepts import load_concepts
 from tistudio.errors import TIStudioError
-from tistudio.toy_data import write_shapes_dataset
+from shapes_dataset import write_shapes_dataset
 
 
 def _load(cfg, **kw):

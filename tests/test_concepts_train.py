@@ -10,7 +10,7 @@ from tistudio import api
 from tistudio.config import ConceptConfig, TrainConfig, from_dict, load_toml
 from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
-from tistudio.toy_data import write_shapes_dataset
+from shapes_dataset import write_shapes_dataset
 from tistudio.train.loop import run_loop
 from tistudio.train.run import train
 from tistudio.train.session import config_for_resume, prepare

@@ -1,6 +1,3 @@
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -57,17 +54,15 @@ def test_existing_file_refused_unless_overwrite(tiny_models, tmp_path):
     assert load_embedding(path).n_vectors == 4
 
 
-def test_cli_create_writes_a1111_keys(tiny_model_dirs, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "tistudio", "create", "style1", "--model",
-                          str(tiny_model_dirs["sd1"]), "--init-text", "oil painting", "--vectors", "3",
-                          "--out", str(tmp_path)], capture_output=True, text=True)
+def test_cli_create_writes_a1111_keys(cli, tiny_model_dirs, tmp_path):
+    out = cli("create", "style1", "--model", tiny_model_dirs["sd1"], "--init-text", "oil painting", "--vectors", "3",
+              "--out", tmp_path)
     assert out.returncode == 0, out.stderr
     data = torch.load(tmp_path / "style1.pt", weights_only=True)
     assert set(data) >= {"string_to_token", "string_to_param", "name", "step", "sd_checkpoint",
                          "sd_checkpoint_name"}
     assert data["string_to_param"]["*"].shape == (3, 32) and data["step"] == 0 and data["name"] == "style1"
-    again = subprocess.run([sys.executable, "-m", "tistudio", "create", "style1", "--model",
-                            str(tiny_model_dirs["sd1"]), "--out", str(tmp_path)], capture_output=True, text=True)
+    again = cli("create", "style1", "--model", tiny_model_dirs["sd1"], "--out", tmp_path)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert again.stderr.strip().count("\n") == 0 and again.stderr.startswith("error: ")
     assert "--overwrite" in again.stderr

@@ -17,6 +17,7 @@ def test_epoch_order_is_a_deterministic_permutation():
     assert epoch_order(1, 0, 0) == [0] and epoch_order(0, 0, 0) == []
 
 
+@pytest.mark.e2e
 def test_epoch_order_is_stable_across_processes():
     code = "from tistudio.data.batches import epoch_order; print(epoch_order(20, 2, 5))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -68,6 +69,7 @@ def test_bad_sizes_are_programming_errors():
         batch_at(0, n_items=0, batch_size=1, grad_accum=1, seed=0)
 
 
+@pytest.mark.e2e
 def test_data_package_never_imports_models():
     code = ("import sys, tistudio.data.captions, tistudio.data.templates, tistudio.data.prompts, "
             "tistudio.data.dataset, tistudio.data.latent_cache, tistudio.data.batches; "

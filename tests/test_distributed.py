@@ -42,6 +42,7 @@ def _check_same(one, two, start):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_two_processes_train_the_same_vectors_as_one(tiny_models, tiny_model_dirs, dataset, tmp_path):
     emb, one = _one_process(tiny_models, dataset, tmp_path)
     argv = _flags(tiny_model_dirs["sd1"], emb, dataset, tmp_path / "runs2", tmp_path / "two.pt",
@@ -70,6 +71,7 @@ def test_a_failing_process_fails_the_launch_with_its_error(tiny_models, tiny_mod
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate's launcher is not in this environment")
 def test_accelerate_launch_matches_one_process(tiny_models, tiny_model_dirs, dataset, tmp_path):

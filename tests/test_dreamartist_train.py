@@ -1,9 +1,6 @@
 """DreamArtist training runs on tiny models: the reference's defects do not happen here, loss falls,
 resume is exact (EMA included), every family trains, and the CLI creates and trains the pair."""
 import csv
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -192,33 +189,28 @@ def test_missing_negative_embedding_says_how_to_create_it(tiny_models, dataset, 
         train(da_config(pos, dataset, tmp_path), components=c, progress=False)
 
 
-def run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "tistudio", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
-
-
-def test_cli_refuses_a_cfg_string_that_is_code(tiny_model_dirs, dataset, tmp_path):
+def test_cli_refuses_a_cfg_string_that_is_code(cli, tiny_model_dirs, dataset, tmp_path):
     emb = api.create_embedding(api.load_model(str(tiny_model_dirs["sd1"])), "tok", "cat", 1, tmp_path / "emb")
-    bad = run_cli("train", "--model", tiny_model_dirs["sd1"], "--embedding", emb, "--data", dataset,
-                  "--method", "dreamartist", "--cfg", "2:__import__('os')", cwd=tmp_path)
+    bad = cli("train", "--model", tiny_model_dirs["sd1"], "--embedding", emb, "--data", dataset,
+              "--method", "dreamartist", "--cfg", "2:__import__('os')", cwd=tmp_path)
     assert bad.returncode != 0 and "--cfg" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
-def test_cli_creates_and_trains_the_pair(tiny_model_dirs, tiny_models, dataset, tmp_path):
+def test_cli_creates_and_trains_the_pair(cli, tiny_model_dirs, tiny_models, dataset, tmp_path):
     model = tiny_model_dirs["sd1"]
-    r = run_cli("create", "tok", "--model", model, "--method", "dreamartist", "--vectors", 3, "--neg-vectors", 6,
-                "--neg-init-text", "bad", "--out", tmp_path / "emb", cwd=tmp_path)
+    r = cli("create", "tok", "--model", model, "--method", "dreamartist", "--vectors", 3, "--neg-vectors", 6,
+            "--neg-init-text", "bad", "--out", tmp_path / "emb", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     pos, neg = load_embedding(tmp_path / "emb" / "tok.pt"), load_embedding(tmp_path / "emb" / "tok-neg.pt")
     assert (pos.n_vectors, neg.n_vectors) == (3, 6)
     noise = neg.vectors[0] - init_vectors(tiny_models["sd1"], "bad", 6)[0]
     assert 0 < noise.std() < 3e-3  # tiny noise, so the negative's vectors differ from a plain init
-    ok = run_cli("train", "--model", model, "--embedding", tmp_path / "emb" / "tok.pt", "--data", dataset,
-                 "--method", "dreamartist", "--cfg", "3-5:cos", "--neg-lr-weight", "0.5", "--ema", "0.97",
-                 "--steps", 2, "--width", 64, "--height", 64, "--save-every", 0, "--preview-every", 0,
-                 "--precision", "fp32", "--log-dir", tmp_path / "runs", "--quiet", cwd=tmp_path)
+    ok = cli("train", "--model", model, "--embedding", tmp_path / "emb" / "tok.pt", "--data", dataset,
+             "--method", "dreamartist", "--cfg", "3-5:cos", "--neg-lr-weight", "0.5", "--ema", "0.97",
+             "--steps", 2, "--width", 64, "--height", 64, "--save-every", 0, "--preview-every", 0,
+             "--precision", "fp32", "--log-dir", tmp_path / "runs", "--quiet", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert load_embedding(tmp_path / "emb" / "tok-neg.pt").step == 2
     toml = (tmp_path / "runs" / "tok" / "config.toml").read_text()

@@ -1,10 +1,9 @@
 """`tistudio convert` and `tistudio inspect` from the command line, and inspect's model-aware facts
-(vocabulary median norm, nearest tokens) through the Python function with a tiny model."""
+(vocabulary median norm, nearest tokens) through the Python function with a tiny model. The commands
+run in process (the `cli` fixture); test_cli_smoke.py runs each once in its own process."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 from safetensors.torch import load_file
@@ -14,12 +13,7 @@ from tistudio.embedding.formats import read_embedding, save_embedding
 from tistudio.embedding.formats.describe import describe, report
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "tistudio", *map(str, args)], capture_output=True,
-                          text=True, timeout=120)
-
-
-def test_convert_png_to_every_format_bit_identical(tmp_path):
+def test_convert_png_to_every_format_bit_identical(cli, tmp_path):
     emb = Embedding("hero", (torch.randn(3, 768),), step=40, sd_checkpoint="0011223344", sd_checkpoint_name="m")
     save_embedding(emb, tmp_path / "hero.png")
     outputs = {"a1111-pt": "out.pt", "safetensors": "out.safetensors", "diffusers": "outdir", "a1111-png": "out.png"}
@@ -34,7 +28,7 @@ def test_convert_png_to_every_format_bit_identical(tmp_path):
     assert read_embedding(tmp_path / "out.png").embedding.name == "hero2"
 
 
-def test_convert_infers_format_from_extension_and_reports_bad_input(tmp_path):
+def test_convert_infers_format_from_extension_and_reports_bad_input(cli, tmp_path):
     save_embedding(Embedding("a", (torch.randn(1, 32),)), tmp_path / "a.pt")
     assert cli("convert", tmp_path / "a.pt", tmp_path / "b.safetensors").returncode == 0
     assert set(load_file(str(tmp_path / "b.safetensors"))) == {"emb_params"}
@@ -46,7 +40,7 @@ def test_convert_infers_format_from_extension_and_reports_bad_input(tmp_path):
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
-def test_inspect_cli_text_and_json(tmp_path):
+def test_inspect_cli_text_and_json(cli, tmp_path):
     emb = Embedding("xl", (torch.full((2, 768), 0.5), torch.full((2, 1280), 0.25)), step=9,
                     sd_checkpoint="aaaaabbbbb", sd_checkpoint_name="sd_xl_base")
     save_embedding(emb, tmp_path / "xl.safetensors")
@@ -73,7 +67,7 @@ def test_inspect_with_a_model_finds_the_tokens_the_vectors_copy(tiny_models, tmp
     assert "encoder #0: cat, " in text
 
 
-def test_inspect_cli_with_model_folder(tiny_models, tiny_model_dirs, tmp_path):
+def test_inspect_cli_with_model_folder(cli, tiny_models, tiny_model_dirs, tmp_path):
     table = tiny_models["sdxl"].text_encoders[1].get_input_embeddings().weight.detach()
     dog = tiny_models["sdxl"].tokenizer.convert_tokens_to_ids("dog</w>")
     save_embedding(Embedding("x", (torch.randn(1, 32), table[dog:dog + 1].clone())), tmp_path / "x.safetensors")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pickle
 import struct
-import subprocess
-import sys
 import tempfile
 import zlib
 from datetime import timedelta
@@ -59,11 +57,10 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, kind, suffix):
     assert not marker.exists()
 
 
-def test_crafted_pickle_through_the_cli(tmp_path):
+def test_crafted_pickle_through_the_cli(cli, tmp_path):
     marker = tmp_path / "PWNED"
     _crafted("torch-zip", tmp_path / "evil.pt", marker)
-    run = subprocess.run([sys.executable, "-m", "tistudio", "inspect", str(tmp_path / "evil.pt")],
-                         capture_output=True, text=True, timeout=120)
+    run = cli("inspect", tmp_path / "evil.pt")
     assert run.returncode == 2 and run.stderr.startswith("error: ") and run.stderr.count("\n") == 1
     assert "never run" in run.stderr and not marker.exists()
 
@@ -167,9 +164,8 @@ def test_random_damage_gives_embedding_or_one_line_error(case):
 
 
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
-def test_truncated_file_cli_error_is_one_line(tmp_path, kind):
+def test_truncated_file_cli_error_is_one_line(cli, tmp_path, kind):
     path = tmp_path / f"cut.{kind}"
     path.write_bytes(SAMPLES[kind][:min(200, len(SAMPLES[kind]) // 3)])  # inside the PNG's text chunk too
-    run = subprocess.run([sys.executable, "-m", "tistudio", "inspect", str(path)],
-                         capture_output=True, text=True, timeout=120)
+    run = cli("inspect", path)
     assert run.returncode == 2 and run.stderr.startswith("error: ") and run.stderr.count("\n") == 1

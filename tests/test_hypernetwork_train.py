@@ -79,7 +79,7 @@ def test_resume_two_plus_two_equals_four(tiny_models, dataset, tmp_path):
 def test_gradient_checkpointing_gives_the_same_weights(dataset, tmp_path):
     """Checkpointing re-runs the forward in the backward pass: the hooks (and the dropout masks)
     must be there again, or the re-run differs (torch refuses it)."""
-    from tistudio.models.tiny import build_tiny
+    from tiny_models import build_tiny
 
     c = build_tiny("sd1")  # its own: checkpointing stays enabled on the model it was applied to
     path = make(c, tmp_path, activation="relu", dropout=(0, 0.3, 0))

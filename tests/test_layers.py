@@ -2,13 +2,15 @@
 down or sideways within its layer, and neither the packages nor the modules import in a cycle.
 
 leaves (errors, events, atomic, rng, ...) <- config <- models, embedding, data, ... <- runs <- generate
-<- train <- toy <- api <- cli, webui"""
+<- train <- toy <- api <- cli, webui. The test helpers (tiny models, the shapes dataset) live under
+tests/ and the package never imports them."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tistudio"
+TESTS = Path(__file__).resolve().parent
 
 RANKS = {
     "errors": 0, "events": 0, "atomic": 0, "rng": 0, "memory": 0, "hashing": 0, "cfg_schedule": 0, "schedules": 0,
@@ -18,7 +20,7 @@ RANKS = {
     "runs": 3,
     "generate": 4,
     "train": 5,
-    "toy": 6, "toy_data": 6,
+    "toy": 6,
     "api": 7,
     "cli": 8, "webui": 8, "demo": 8,
     "__main__": 9,
@@ -126,3 +128,20 @@ def test_the_checker_sees_function_level_imports(tmp_path):
     """The rule covers imports inside functions, the ones that hid the old cycles."""
     edges = _edges(_modules())
     assert "tistudio.train.run" in edges["tistudio.api"]  # api.train imports it inside the function
+
+
+def test_the_package_never_imports_the_test_helpers():
+    """Test helpers (tiny_models.py, shapes_dataset.py, run_config.py, ...) live under tests/, which
+    an installed package does not have."""
+    helpers = {p.stem for p in TESTS.glob("*.py")} | {"tests", "conftest"}
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.relative_to(SRC.parent)}: {n}" for n in names if n.split(".")[0] in helpers]
+    assert not found, "the package imports test helpers:\n" + "\n".join(found)

@@ -101,7 +101,7 @@ def test_diffusers_folder_in_bf16_and_in_fp32(tiny_models, tiny_model_dirs):
 
 def test_diffusers_folder_with_bin_weights_still_loads(tiny_models, tmp_path):
     """Folders the tensor-by-tensor reader does not take (.bin here) go through from_pretrained."""
-    from tistudio.models.tiny import save_diffusers_folder
+    from tistudio.models.diffusers_folder import save_diffusers_folder
 
     folder = save_diffusers_folder(tiny_models["sd1"], tmp_path / "m")
     (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
@@ -155,6 +155,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_full_size_sd15_fp16_file_loads_for_bf16_training_below_the_bound(tmp_path):
     from accelerate import init_empty_weights

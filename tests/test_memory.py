@@ -8,6 +8,7 @@ import torch
 from tistudio.memory import peak_rss_gib, rss_gib
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_child_peak_excludes_the_parent_and_follows_its_own_allocations():
     held = torch.ones(768 * 2**20, dtype=torch.uint8)  # the parent holds 0.75 GiB while the child runs

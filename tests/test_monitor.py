@@ -1,8 +1,6 @@
 """Loss plot, TensorBoard event files, `tistudio runs`, and CLIP / toy fidelity scores."""
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
@@ -38,7 +36,7 @@ def test_loss_plot_draws_the_logged_values(tmp_path):
         assert len(set(img.convert("RGB").getdata())) > 10  # something was drawn
 
 
-def test_tensorboard_and_summary_hold_the_logged_values(tiny_models, dataset, tmp_path):
+def test_tensorboard_and_summary_hold_the_logged_values(cli, tiny_models, dataset, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     c = tiny_models["sd1"]
@@ -66,8 +64,7 @@ def test_tensorboard_and_summary_hold_the_logged_values(tiny_models, dataset, tm
     evals = list(csv.DictReader(open(run / "evaluations.csv")))
     assert [e["step"] for e in evals] == ["2", "4"] and float(evals[0]["max_norm_ratio"]) > 0
 
-    out = subprocess.run([sys.executable, "-m", "tistudio", "runs", str(tmp_path / "runs")],
-                         capture_output=True, text=True, timeout=60)
+    out = cli("runs", tmp_path / "runs")
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if x.startswith("tok "))
     assert line.split()[1:4] == ["4", str(summary["best_step"]), f"{summary['best_val_loss']:.5f}"]

@@ -105,6 +105,7 @@ def test_inspect_top_beyond_the_vocabulary(tiny_model_dirs, emb, capsys):
     assert line == "error: --top 100000: the vocabulary has 49408 tokens; give at most 49408 (e.g. --top 5)"
 
 
+@pytest.mark.e2e
 def test_inspect_into_a_closed_pipe_is_quiet(emb):
     """`tistudio inspect FILE | head -1`: the reader leaves before we write."""
     proc = subprocess.Popen([sys.executable, "-m", "tistudio", "inspect", str(emb)], stdout=subprocess.PIPE,

@@ -7,7 +7,7 @@ import torch
 from tistudio import api
 from tistudio.config import DreamArtistConfig, TrainConfig
 from tistudio.events import Progress
-from tistudio.models.tiny import build_tiny
+from tiny_models import build_tiny
 
 
 def _modules(c):

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
+import pytest
 from PIL import Image, ImageOps
 
 from tistudio.preprocess import check_dataset
@@ -88,12 +87,12 @@ def test_perceptual_hash_distances():
     assert bin(a ^ perceptual_hash(grey(brighter), dct)).count("1") <= 2
 
 
-def run_check(*args):
-    return subprocess.run([sys.executable, "-m", "tistudio", "check", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def run_check(cli):
+    return lambda *args: cli("check", *args)
 
 
-def test_cli_table_json_and_exit_codes(tmp_path):
+def test_cli_table_json_and_exit_codes(run_check, tmp_path):
     folder = build(tmp_path / "d")
     res = run_check(folder, "--width", 64, "--height", 64, "--report", tmp_path / "r.json")
     assert res.returncode == 0, res.stderr  # warnings only (no --name: 11 of them): still usable

@@ -1,10 +1,8 @@
-"""`tistudio preprocess` end to end on a folder of mixed images, run as a subprocess."""
+"""`tistudio preprocess` end to end on a folder of mixed images, run in process (the `cli` fixture)."""
 from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -43,16 +41,16 @@ def snapshot(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "tistudio", "preprocess", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def preprocess_cli(cli):
+    return lambda *args: cli("preprocess", *args)
 
 
-def test_cli_on_mixed_folder(tmp_path):
+def test_cli_on_mixed_folder(preprocess_cli, tmp_path):
     src = make_mixed_folder(tmp_path / "src")
     before = snapshot(src)
     out = tmp_path / "out"
-    res = cli(src, out, "--width", 64, "--height", 64, "--flip", "--split", "--existing-captions", "copy")
+    res = preprocess_cli(src, out, "--width", 64, "--height", 64, "--flip", "--split", "--existing-captions", "copy")
     assert res.returncode == 0, res.stderr
     assert snapshot(src) == before  # SRC is never modified
     names = sorted(p.name for p in out.iterdir())
@@ -79,25 +77,25 @@ def test_cli_on_mixed_folder(tmp_path):
         assert re.search(rf"  {re.escape(bad)}: .*{why}", res.stdout), res.stdout
 
 
-def test_destination_inside_or_equal_source_refused(tmp_path):
+def test_destination_inside_or_equal_source_refused(preprocess_cli, tmp_path):
     src = make_mixed_folder(tmp_path / "src")
     before = snapshot(src)
     for dst in (src, src / "out"):
-        res = cli(src, dst)
+        res = preprocess_cli(src, dst)
         assert res.returncode == 2
         assert res.stderr.strip().startswith("error: DST") and "inside SRC" in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
     assert snapshot(src) == before and not (src / "out").exists()
 
 
-def test_caption_in_filename_survives_the_trainers_prefix_rule(tmp_path):
+def test_caption_in_filename_survives_the_trainers_prefix_rule(preprocess_cli, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     Image.new("RGB", (32, 32), (9, 9, 9)).save(src / "a.png")
     (src / "a.txt").write_text("1girl, red/hair: smile?")
     Image.new("RGB", (32, 32), (9, 9, 9)).save(src / "b.png")
-    res = cli(src, tmp_path / "out", "--width", 32, "--height", 32, "--existing-captions", "copy",
-              "--caption-in-filename", "--no-progress")
+    res = preprocess_cli(src, tmp_path / "out", "--width", 32, "--height", 32, "--existing-captions", "copy",
+                         "--caption-in-filename", "--no-progress")
     assert res.returncode == 0, res.stderr
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["00000-0- 1girl, redhair smile.png", "00001-0-b.png"]  # no .txt sidecars
@@ -128,26 +126,26 @@ def test_keep_size_and_auto_size(tmp_path):
     assert w % 64 == 0 and h % 64 == 0 and abs((w / h) / (100 / 70) - 1) <= 0.11
 
 
-def test_focal_debug_only_for_cropped_images(tmp_path):
+def test_focal_debug_only_for_cropped_images(preprocess_cli, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     Image.new("RGB", (128, 64), (80, 80, 80)).save(src / "wide.png")
     Image.new("RGB", (64, 64), (80, 80, 80)).save(src / "square.png")
-    res = cli(src, tmp_path / "out", "--width", 32, "--height", 32, "--focal-crop", "--focal-debug",
-              "--no-progress")
+    res = preprocess_cli(src, tmp_path / "out", "--width", 32, "--height", 32, "--focal-crop", "--focal-debug",
+                         "--no-progress")
     assert res.returncode == 0, res.stderr
     assert [p.name for p in (tmp_path / "out" / "focal_debug").iterdir()] == ["00001-wide.png"]
     assert Image.open(tmp_path / "out" / "focal_debug" / "00001-wide.png").size == (128, 64)
 
 
-def test_missing_model_and_source_errors(tmp_path, monkeypatch):
+def test_missing_model_and_source_errors(preprocess_cli, tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     monkeypatch.delenv("TISTUDIO_BLIP_MODEL", raising=False)
-    res = cli(src, tmp_path / "out", "--blip")
+    res = preprocess_cli(src, tmp_path / "out", "--blip")
     assert res.returncode == 2 and "--blip: no path given and $TISTUDIO_BLIP_MODEL is not set" in res.stderr
-    res = cli(src, tmp_path / "out", "--tagger", tmp_path / "nowhere.onnx")
+    res = preprocess_cli(src, tmp_path / "out", "--tagger", tmp_path / "nowhere.onnx")
     assert res.returncode == 2 and "file not found; give a WD14 or DeepDanbooru model" in res.stderr
-    res = cli(tmp_path / "absent", tmp_path / "out")
+    res = preprocess_cli(tmp_path / "absent", tmp_path / "out")
     assert res.returncode == 2 and "SRC" in res.stderr and "not a folder" in res.stderr
     assert not (tmp_path / "out").exists()  # nothing written before the inputs are known good

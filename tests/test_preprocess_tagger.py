@@ -138,19 +138,13 @@ def test_batch_axis_really_dynamic(wd14):
     assert out[0, -1] > 0.99 and out[1, -1] < 0.01
 
 
-def test_cli_tags_into_sidecars_with_configured_model(wd14, tmp_path):
-    import os
-    import subprocess
-    import sys
-
+def test_cli_tags_into_sidecars_with_configured_model(cli, wd14, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     RED_IMAGE.save(src / "red.png")
     (src / "red.txt").write_text("my tag")
-    env = dict(os.environ, TISTUDIO_TAGGER_MODEL=str(wd14))  # "configured once"
-    res = subprocess.run([sys.executable, "-m", "tistudio", "preprocess", str(src), str(tmp_path / "out"),
-                          "--width", "32", "--height", "32", "--tag-threshold", "0.97", "--filter-tags", "solo",
-                          "--existing-captions", "append", "--no-progress", "--tagger"],
-                         capture_output=True, text=True, env=env, timeout=120)
+    env = {"TISTUDIO_TAGGER_MODEL": wd14}  # "configured once"
+    res = cli("preprocess", src, tmp_path / "out", "--width", "32", "--height", "32", "--tag-threshold", "0.97",
+              "--filter-tags", "solo", "--existing-captions", "append", "--no-progress", "--tagger", env=env)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "out" / "00000-0-red.txt").read_text() == "red theme, 1girl, blush, long hair, my tag"

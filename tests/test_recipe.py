@@ -13,7 +13,6 @@ from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from tistudio.models.conditioning import PromptEncoder
 from tistudio.models.denoiser import per_sample_loss, per_sample_mse
-from tistudio.models.tiny import _scheduler
 from tistudio.train.loop import run_loop
 from tistudio.train.optimizers import build_optimizer
 from tistudio.train.recipe import (Recipe, SNR_FLOOR, draw_timesteps, snr, timestep_weight,
@@ -23,6 +22,7 @@ from tistudio.schedules import ShapedSchedule, build_schedule, parse_lr
 from tistudio.train.session import prepare
 
 from run_config import quick_config
+from tiny_models import _scheduler
 
 
 def test_losses_per_pixel_match_their_formulas():

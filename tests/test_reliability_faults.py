@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -91,35 +89,31 @@ def test_really_read_only_log_dir(tiny_models, dataset, emb, tmp_path):
         os.chmod(tmp_path / "runs", 0o755)
 
 
-def test_unwritable_log_dir_through_the_cli(tiny_model_dirs, dataset, emb, tmp_path):
+def test_unwritable_log_dir_through_the_cli(cli, tiny_model_dirs, dataset, emb, tmp_path):
     """/sys refuses new entries even to root: a real unwritable folder."""
     if not os.path.isdir("/sys/kernel"):
         pytest.skip("no /sys")
-    run = subprocess.run([sys.executable, "-m", "tistudio", "train", "--model", str(tiny_model_dirs["sd1"]),
-                          "--embedding", str(emb), "--data", str(dataset), "--steps", "1", "--width", "64",
-                          "--height", "64", "--log-dir", "/sys/kernel/tistudio-runs", "--quiet"],
-                         capture_output=True, text=True, timeout=300)
+    run = cli("train", "--model", tiny_model_dirs["sd1"], "--embedding", emb, "--data", dataset, "--steps", "1",
+              "--width", "64", "--height", "64", "--log-dir", "/sys/kernel/tistudio-runs", "--quiet")
     assert run.returncode == 2 and run.stderr.startswith("error: cannot write /sys/kernel/tistudio-runs")
     assert run.stderr.count("\n") == 1, run.stderr
 
 
-def test_missing_model_file_is_a_clear_error(tmp_path, dataset, emb):
-    run = subprocess.run([sys.executable, "-m", "tistudio", "train", "--model", str(tmp_path / "gone.safetensors"),
-                          "--embedding", str(emb), "--data", str(dataset), "--steps", "1", "--quiet"],
-                         capture_output=True, text=True, timeout=300)
+def test_missing_model_file_is_a_clear_error(cli, tmp_path, dataset, emb):
+    run = cli("train", "--model", tmp_path / "gone.safetensors", "--embedding", emb, "--data", dataset,
+              "--steps", "1", "--quiet")
     assert run.returncode == 2 and run.stderr.startswith("error: ") and run.stderr.count("\n") == 1
     assert "gone.safetensors" in run.stderr
 
 
-def test_model_gone_before_a_resume_is_a_clear_error(tiny_model_dirs, tiny_models, dataset, emb, tmp_path):
+def test_model_gone_before_a_resume_is_a_clear_error(cli, tiny_model_dirs, tiny_models, dataset, emb, tmp_path):
     import shutil
 
     model = shutil.copytree(tiny_model_dirs["sd1"], tmp_path / "model")
     train(config(emb, dataset, tmp_path, steps=2, model=ModelConfig(model=str(model))), components=tiny_models["sd1"],
           progress=False)
     shutil.rmtree(model)
-    run = subprocess.run([sys.executable, "-m", "tistudio", "train", "--resume", str(tmp_path / "runs" / "tok"),
-                          "--steps", "4", "--quiet"], capture_output=True, text=True, timeout=300)
+    run = cli("train", "--resume", tmp_path / "runs" / "tok", "--steps", "4", "--quiet")
     assert run.returncode == 2 and run.stderr.startswith("error: ") and run.stderr.count("\n") == 1
     assert str(model) in run.stderr
     assert torch.load(tmp_path / "runs" / "tok" / "state.pt", weights_only=True)["step"] == 2

@@ -27,6 +27,8 @@ from tistudio.embedding.formats import load_embedding
 
 # The CLI with deterministic algorithms on. TIS_KILL=NAME:before|after:N makes the child SIGKILL
 # itself around the N-th atomic rename onto a file whose name starts with NAME.
+pytestmark = pytest.mark.e2e  # the process itself is what is tested
+
 CHILD = r"""
 import os, signal, sys
 import torch

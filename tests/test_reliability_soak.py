@@ -32,7 +32,7 @@ class MemoryCurve:
 
 @pytest.mark.slow
 def test_ten_thousand_steps_keep_memory_flat_and_disk_bounded(tiny_models, tmp_path, monkeypatch):
-    from tistudio.toy_data import write_shapes_dataset
+    from shapes_dataset import write_shapes_dataset
     from tistudio.train.run import train
 
     c = tiny_models["sd1"]

@@ -58,7 +58,8 @@ def test_dreamartist_best_files_follow_the_output_name(tiny_models, dataset, tmp
     cfg = TrainConfig(embedding=str(pos), data=str(dataset), steps=2, width=64, height=64, save_every=0,
                       preview_every=0, log_dir=str(tmp_path / "runs"), lr="0.01", template="none",
                       output=str(tmp_path / "out" / "cat.pt"), method="dreamartist", precision="fp32",
-                      formats=("a1111-pt",), val_every=2, plot=False, dreamartist=DreamArtistConfig())
+                      formats=("a1111-pt",), val_every=2, val_timesteps=1, plot=False,
+                      dreamartist=DreamArtistConfig())  # one val timestep: a best file needs a validation, not many
     train(cfg, components=c, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.endswith(".optim")) == \
         ["cat-best.pt", "cat-neg-best.pt", "cat-neg.pt", "cat.pt"]
@@ -117,6 +118,7 @@ def test_the_same_embedding_trained_further_continues_its_folder(tiny_models, da
     assert not (tmp_path / "runs" / "tok-2").exists()
 
 
+@pytest.mark.e2e
 def test_a_folder_in_use_is_refused_and_a_dead_owners_lock_is_taken_over(tiny_models, dataset, emb, tmp_path):
     c = tiny_models["sd1"]
     run = tmp_path / "runs" / "tok"

@@ -81,6 +81,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(speed._glibc() is None, reason="glibc's mallopt is needed")
 def test_freed_memory_is_kept_during_training_and_returned_after():
     # A fresh process: a long-lived one's heap layout (the test runner's) decides what can be trimmed.

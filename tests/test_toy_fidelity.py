@@ -21,14 +21,14 @@ from tistudio.toy.fidelity import NAME, FidelityResult, FidelitySettings, format
 from tistudio.toy.sample import SAMPLE_SEED, draw, sample_prompts
 
 
-def _bench(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "tistudio", "bench", "fidelity", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+@pytest.fixture
+def bench(cli):
+    return lambda *args: cli("bench", "fidelity", *args)
 
 
-def test_cli_prints_the_table_and_writes_json_and_every_file(tmp_path):
+def test_cli_prints_the_table_and_writes_json_and_every_file(bench, tmp_path):
     out = tmp_path / "bench"
-    r = _bench("--concept", "teal star", "--steps", "4", "--samples", "4", "--images", "3", "--out", str(out))
+    r = bench("--concept", "teal star", "--steps", "4", "--samples", "4", "--images", "3", "--out", str(out))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("concept"))
@@ -55,9 +55,9 @@ def test_cli_prints_the_table_and_writes_json_and_every_file(tmp_path):
     assert all("teal" not in p.read_text() for p in (folder / "data").glob("*.txt"))
 
 
-def test_dreamartist_trains_the_pair_and_prompts_the_negative(tmp_path):
-    r = _bench("--concept", "pink triangle", "--method", "dreamartist", "--steps", "3", "--samples", "2",
-               "--images", "2", "--out", str(tmp_path))
+def test_dreamartist_trains_the_pair_and_prompts_the_negative(bench, tmp_path):
+    r = bench("--concept", "pink triangle", "--method", "dreamartist", "--steps", "3", "--samples", "2",
+              "--images", "2", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     [report] = json.loads((tmp_path / "fidelity.json").read_text())
     assert report["method"] == "dreamartist" and report["init_word"] == "triangle"
@@ -154,6 +154,7 @@ def test_default_settings_meet_the_targets(tmp_path, spec):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_demo_writes_every_file_it_names(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tistudio.demo"], capture_output=True, text=True, cwd=tmp_path,
                        timeout=600)

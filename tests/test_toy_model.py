@@ -1,8 +1,6 @@
 """The shipped toy model: a normal SD1 diffusers folder, small, loaded by the normal loader, and
 (slow) it draws what its captions say. Plus the training recipe end to end at a tiny size."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -78,24 +76,24 @@ def test_train_base_recipe_writes_a_loadable_folder_with_its_history(tmp_path):
     assert not torch.equal(c.unet.conv_in.weight, c2.unet.conv_in.weight)
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "tistudio", "toy", *args], capture_output=True,
-                          text=True, timeout=120)
+@pytest.fixture
+def toy_cli(cli):
+    return lambda *args: cli("toy", *args)
 
 
-def test_cli_lists_held_out_concepts():
-    out = _cli("concepts")
+def test_cli_lists_held_out_concepts(toy_cli):
+    out = toy_cli("concepts")
     assert out.returncode == 0
     for spec in ("teal star", "pink triangle", "orange circle", "purple square"):
         assert spec in out.stdout
 
 
-def test_cli_renders_a_captioned_concept_dataset(tmp_path):
+def test_cli_renders_a_captioned_concept_dataset(toy_cli, tmp_path):
     from PIL import Image
 
     from tistudio.toy.classifier import classify
 
-    out = _cli("render", "--concept", "teal star", "--n", "5", "--out", str(tmp_path / "d"))
+    out = toy_cli("render", "--concept", "teal star", "--n", "5", "--out", str(tmp_path / "d"))
     assert out.returncode == 0, out.stderr
     pngs = sorted((tmp_path / "d").glob("*.png"))
     assert len(pngs) == 5
@@ -106,8 +104,8 @@ def test_cli_renders_a_captioned_concept_dataset(tmp_path):
     assert len({np.asarray(Image.open(p)).tobytes() for p in pngs}) == 5
 
 
-def test_cli_rejects_a_bad_concept_in_one_line(tmp_path):
-    out = _cli("render", "--concept", "teal hexagon", "--out", str(tmp_path / "d"))
+def test_cli_rejects_a_bad_concept_in_one_line(toy_cli, tmp_path):
+    out = toy_cli("render", "--concept", "teal hexagon", "--out", str(tmp_path / "d"))
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "--concept" in out.stderr
     assert not (tmp_path / "d").exists()

@@ -127,7 +127,7 @@ def test_bad_monitoring_options(kw, message):
 
 
 def test_val_split_that_leaves_nothing_to_train_is_refused(tiny_models, tmp_path, emb):
-    from tistudio.toy_data import write_shapes_dataset
+    from shapes_dataset import write_shapes_dataset
 
     data = write_shapes_dataset(tmp_path / "one", n=1)
     with pytest.raises(TIStudioError, match="leaves no training images"):
@@ -137,7 +137,7 @@ def test_val_split_that_leaves_nothing_to_train_is_refused(tiny_models, tmp_path
 
 def test_resume_continues_validation_and_best_exactly(tiny_models, dataset, tmp_path, emb):
     c = tiny_models["sd1"]
-    kw = dict(val_every=1, lr="0.5")
+    kw = dict(val_every=1, lr="0.5", val_timesteps=1)  # exactness needs a validation at every step, not many timesteps
     train(config(emb, dataset, tmp_path / "a", steps=4, **kw), components=c, progress=False)
     train(config(emb, dataset, tmp_path / "b", steps=2, **kw), components=c, progress=False)
     run_b = tmp_path / "b" / "runs" / "tok"

@@ -25,7 +25,7 @@ VIEWPORT = {"width": 1400, "height": 900}
 @pytest.fixture(scope="module")
 def server(tiny_models, tiny_model_dirs, tmp_path_factory):
     from tistudio import api
-    from tistudio.toy_data import write_shapes_dataset
+    from shapes_dataset import write_shapes_dataset
     from tistudio.webui.app import make_context, serve
 
     root = tmp_path_factory.mktemp("webui-train-root")

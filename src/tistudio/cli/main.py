@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def set_environment() -> None:
+    """The libraries' settings every `tistudio` process runs with; they take effect when the
+    libraries load, so a process that runs `main` in itself (the tests) calls this first."""
     # Never the network: any hub access becomes an error instead of a download.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -33,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def main(argv: list[str] | None = None) -> int:
+    set_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -85,7 +85,7 @@ def toy_components(vae, unet, text_encoder, scheduler, tokenizer=None):
 
 def save_toy_model(vae, unet, text_encoder, scheduler, dest: str | Path) -> Path:
     """Write a diffusers SD1 folder, replacing `dest` only once the new folder is complete."""
-    from ..models.tiny import save_diffusers_folder
+    from ..models.diffusers_folder import save_diffusers_folder
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ...models.family import FAMILIES
-from ...models.tiny import TEXT_WIDTH
+from ...models.tiny_widths import TINY_TEXT_WIDTHS
 from .registry import Loaded
 
 TOY_TEXT_WIDTH = 48  # tistudio.toy.model.ToyArch.text_width (the toy world sits above this layer)
@@ -17,7 +17,7 @@ def guess_family(widths: tuple[int, ...]) -> str:
     for name, spec in FAMILIES.items():
         if widths == tuple(e.width for e in spec.encoders):
             return name
-    tiny = next((name for name, w in TEXT_WIDTH.items() if w == widths), None)
+    tiny = next((name for name, w in TINY_TEXT_WIDTHS.items() if w == widths), None)
     if widths == (TOY_TEXT_WIDTH,):
         return f"sd1 (toy model) or {tiny} (tiny test model)" if tiny else "sd1 (toy model)"
     return f"{tiny} (tiny test model)" if tiny else "unknown"

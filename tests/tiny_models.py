@@ -1,27 +1,23 @@
-"""Tiny random models of each family, built in code over the real CLIP vocabulary.
+"""Test helper: tiny random models of each family, built in code over the real CLIP vocabulary.
 
 They prove plumbing (shapes, injection, chunking, loading, saving) in seconds; they cannot learn a
 concept. Widths are kept small but every structural feature of the family is present: a factor-8
 VAE, cross-attention, SD2's linear projections and v-prediction, SDXL's two encoders and added
-time/text conditioning.
+time/text conditioning. bench/arch.py builds them too (its "tiny-*" models).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from .components import Components
-from .family import get_family
-from .tokenizer import load_clip_tokenizer, write_tokenizer_folder
-
-TEXT_WIDTH = {"sd1": (32,), "sd2": (48,), "sdxl": (32, 64)}
+from tistudio.models.components import Components
+from tistudio.models.family import get_family
+from tistudio.models.tiny_widths import TINY_TEXT_WIDTHS
+from tistudio.models.tokenizer import load_clip_tokenizer
 
 
 def _text_encoder(width: int, with_projection: bool, pad_id: int):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
     cfg = CLIPTextConfig(
         vocab_size=49408, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
         num_attention_heads=2, max_position_embeddings=77, projection_dim=width,
@@ -32,8 +28,6 @@ def _text_encoder(width: int, with_projection: bool, pad_id: int):
 
 
 def _unet(family: str, context: int, pooled: int):
-    from diffusers import UNet2DConditionModel
-
     kwargs = dict(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=context,
@@ -49,8 +43,6 @@ def _unet(family: str, context: int, pooled: int):
 
 
 def _vae():
-    from diffusers import AutoencoderKL
-
     # Four blocks give the real factor-8 downsampling.
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),
@@ -60,8 +52,6 @@ def _vae():
 
 
 def _scheduler(prediction: str):
-    from diffusers import DDPMScheduler
-
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                          beta_schedule="scaled_linear", prediction_type=prediction, clip_sample=False)
 
@@ -72,42 +62,10 @@ def build_tiny(family: str = "sd1", prediction: str | None = None, seed: int = 0
     torch.manual_seed(seed)
     tokenizer = load_clip_tokenizer()
     pad_ids = [tokenizer.convert_tokens_to_ids(e.pad_token) for e in spec.encoders]
-    widths = TEXT_WIDTH[family]
+    widths = TINY_TEXT_WIDTHS[family]
     encoders = [_text_encoder(w, with_projection=(family == "sdxl" and i == 1), pad_id=pad_ids[i])
                 for i, w in enumerate(widths)]
     unet = _unet(family, sum(widths), widths[-1])
     return Components(family=spec, prediction=prediction, tokenizer=tokenizer, text_encoders=encoders,
                       pad_ids=pad_ids, unet=unet, vae=_vae(), scheduler=_scheduler(prediction),
                       name=f"tiny-{family}").freeze()
-
-
-def save_diffusers_folder(c: Components, dest: str | Path) -> Path:
-    """Write components as a diffusers pipeline folder (model_index.json + one folder per part)."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    sdxl = c.family.name == "sdxl"
-    parts = {"unet": c.unet, "vae": c.vae, "text_encoder": c.text_encoders[0]}
-    if sdxl:
-        parts["text_encoder_2"] = c.text_encoders[1]
-    for sub, module in parts.items():
-        module.save_pretrained(str(dest / sub), safe_serialization=True)
-    c.scheduler.save_pretrained(str(dest / "scheduler"))
-    for i, enc in enumerate(c.family.encoders):
-        write_tokenizer_folder(dest / ("tokenizer" if i == 0 else "tokenizer_2"), enc.pad_token)
-    index = {
-        "_class_name": "StableDiffusionXLPipeline" if sdxl else "StableDiffusionPipeline",
-        "_diffusers_version": "0.42.0",
-        "scheduler": ["diffusers", type(c.scheduler).__name__],
-        "text_encoder": ["transformers", type(c.text_encoders[0]).__name__],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    if sdxl:
-        index.update(text_encoder_2=["transformers", type(c.text_encoders[1]).__name__],
-                     tokenizer_2=["transformers", "CLIPTokenizer"], force_zeros_for_empty_prompt=True)
-    else:
-        index.update(safety_checker=[None, None], feature_extractor=[None, None],
-                     requires_safety_checker=False)
-    (dest / "model_index.json").write_text(json.dumps(index, indent=2))
-    return dest

@@ -1,5 +1,5 @@
-"""A small captioned dataset written to disk: coloured squares on dark noise, named the way A1111's
-preprocessing names files ("00000-0-a red square.png"), so captions come from file names."""
+"""Test helper: a small captioned dataset written to disk: coloured squares on dark noise, named the way
+A1111's preprocessing names files ("00000-0-a red square.png"), so captions come from file names."""
 from __future__ import annotations
 
 from pathlib import Path
