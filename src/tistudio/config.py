@@ -195,6 +195,11 @@ class TrainConfig:
     grayscale_copies: bool = False    # add a greyscale copy of every image (captioned "monochrome")
     keep_last: int = 0                # keep only the N latest snapshot steps in RUN/embeddings, 0 = all
     latent_cache: str = "auto"        # memory | disk (memory-mapped RUN/latents) | auto: disk from 1000 images
+    # Aspect-ratio buckets (data/buckets.py, docs/buckets.md).
+    buckets: bool | None = None       # None: on when the images' aspect ratios differ
+    bucket_step: int = 64             # bucket sides are multiples of this
+    bucket_min: int = 0               # shortest bucket side; 0 = half the shorter training side
+    bucket_max: int = 0               # longest bucket side; 0 = twice the longer training side
 
     @property
     def trained_file(self) -> str:
@@ -227,6 +232,11 @@ class TrainConfig:
         _check(self.ema_replace_every >= 0, f"--ema-replace-every {self.ema_replace_every}: use 0 (off) or more")
         _check(self.keep_last >= 0, f"--keep-last {self.keep_last}: use 0 (keep all) or more")
         _check(self.latent_cache in LATENT_CACHES, f"--latent-cache {self.latent_cache}: use {'|'.join(LATENT_CACHES)}")
+        _check(self.bucket_step > 0 and self.bucket_step % 8 == 0,
+               f"--bucket-step {self.bucket_step}: use a positive multiple of 8, e.g. 64")
+        _check(self.bucket_min >= 0 and self.bucket_max >= 0 and (
+            not (self.bucket_min and self.bucket_max) or self.bucket_min <= self.bucket_max),
+            f"--bucket-min {self.bucket_min} / --bucket-max {self.bucket_max}: use 0 (automatic) or sides with min <= max")
         _check_hypernetwork(self)
         _check(not (self.method == "dreamartist" and self.dreamartist.reconstruction and self.vae_offload),
                "--reconstruction decodes with the VAE every step; drop --vae-offload")

@@ -81,6 +81,12 @@ OPTIONS = {
     "--keep-last": ("keep_last", int, "keep only the N latest snapshots in RUN/embeddings (default 0 = all)"),
     "--latent-cache": ("latent_cache", str, "memory | disk (memory-mapped, reused, in RUN/latents) | auto "
                        "(default: disk from 1000 images)"),
+    "--buckets": ("buckets", None, "train each image at the aspect-ratio bucket nearest its shape (default: on "
+                  "when the images' aspect ratios differ; docs/buckets.md)"),
+    "--no-buckets": ("buckets", False, "crop every image to --width x --height (no aspect-ratio buckets)"),
+    "--bucket-step": ("bucket_step", int, "bucket sides are multiples of this (default 64)"),
+    "--bucket-min": ("bucket_min", int, "shortest bucket side (default: half the shorter training side)"),
+    "--bucket-max": ("bucket_max", int, "longest bucket side (default: twice the longer training side)"),
 }
 # DreamArtist (--method dreamartist) options, nested under [dreamartist] in TOML files.
 DREAMARTIST_OPTIONS = {

@@ -66,6 +66,7 @@ class Evaluator:
         # early stopping only; its best is RUN/hypernetworks/NAME-best.pt.
         self.hyper = isinstance(s.objective.embeddings[0], TrainableHypernetwork)
         self.start_step = s.start_step
+        self.buckets = s.cache.table()  # training size -> images (data/buckets.py)
         self.started = time.time()
         self.medians = vocabulary_medians(s.c)
         self.start = self._start_vectors(s, resumed)
@@ -302,6 +303,7 @@ class Evaluator:
             "overfitting_warnings": self.overfit_steps,
             "max_norm_ratio": _num(self.last_ratio),
             "best_files": best_files,
+            "buckets": self.buckets,
             "seconds": round(self.seconds_before + time.time() - self.started, 1),
             "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
         }

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.batches import batch_at
+from ..data.batches import bucket_batch_at
 from ..events import Message, Progress, Saved
 from ..hypernetwork.model import Hypernetwork
 from ..models.denoiser import noisy_and_target
@@ -54,7 +54,8 @@ def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
     return MicroBatch(prompts=prompts, latents=latents.to(dev), noise=noise.to(dev), timesteps=t.to(dev),
                       noisy=noisy.to(dev), target=target.to(dev),
                       weights=None if weights is None else weights.to(dev), indices=list(indices),
-                      flips=list(flips), pixel_size=(s.height, s.width), position=first_position,
+                      flips=list(flips), pixel_size=s.cache.pixel_size(indices),
+                      size_ids=s.cache.size_ids(indices, flips), position=first_position,
                       criterion=s.recipe.criterion)
 
 
@@ -102,7 +103,7 @@ def run_loop(s: Session, progress: bool = True) -> TrainResult:
 def _steps(s: Session, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
-    cfg, n = s.cfg, len(s.cache)
+    cfg = s.cfg
     step, reason, last_loss = s.start_step, "completed", float("nan")
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
                unit="step", disable=not progress, dynamic_ncols=True)
@@ -119,8 +120,8 @@ def _steps(s: Session, progress: bool) -> TrainResult:
         lr *= s.guard.lr_scale  # lowered by each rollback (train/guards.py)
         for group in s.optimizer.param_groups:
             group["lr"] = lr * group["lr_weight"]  # every change, so a multiplier is never lost
-        plan = batch_at(step, n_items=n, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                        seed=cfg.seed, flip=cfg.flip)
+        plan = bucket_batch_at(step, groups=s.cache.groups, batch_size=cfg.batch_size,
+                               grad_accum=cfg.grad_accum, seed=cfg.seed, flip=cfg.flip)
         s.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         per_step = cfg.batch_size * cfg.grad_accum

@@ -11,7 +11,8 @@ import torch
 from ..config import TrainConfig, changes, dump_toml, from_dict, load_toml, merge, not_resumable
 from ..atomic import as_user_error, check_writable, remove_stale, write_text
 from ..data.dataset import grayscale_copies, make_records, scan_images
-from ..data.latent_cache import LatentCache
+from ..data.bucket_cache import BucketedCache
+from ..data.buckets import plan_buckets
 from ..data.latent_encode import vae_encoder
 from ..data.latent_store import store_for
 from ..data.prompts import PromptSampler
@@ -51,7 +52,7 @@ class Session:
     cfg: TrainConfig
     c: Components
     objective: object     # TI, DreamArtist or Hypernetwork objective: .embeddings, .vectors(), .loss()
-    cache: LatentCache
+    cache: BucketedCache
     prompts: PromptSampler
     optimizer: torch.optim.Optimizer
     scaler: object | None
@@ -253,10 +254,16 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     apply_speed(c, speed)
     callback(Message("info", speed.summary()))
     encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
-    cache = LatentCache.build(records, encode, width=width, height=height,
-                              mode=cfg.latent_sampling, flip=cfg.flip, batch_size=speed.encode_batch,
-                              seed=cfg.seed, progress=progress, callback=callback,
-                              store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae))
+    placements = plan_buckets([r.path for r in records], width, height, enabled=cfg.buckets, step=cfg.bucket_step,
+                              min_side=cfg.bucket_min, max_side=cfg.bucket_max, factor=c.vae_factor)
+    if cfg.val_every and not held_out and len({p.bucket for p in placements or ()}) > 1:
+        raise TIStudioError("--val-every on the training images needs them at one size, but they train in "
+                            "several aspect-ratio buckets; hold some out (--val-split 0.2 or --val-data DIR) "
+                            "or pass --no-buckets")
+    cache = BucketedCache.build(records, encode, width=width, height=height, placements=placements,
+                                factor=c.vae_factor, mode=cfg.latent_sampling, flip=cfg.flip,
+                                batch_size=speed.encode_batch, seed=cfg.seed, progress=progress, callback=callback,
+                                store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae))
     val_cache = held_out_cache(cfg, held_out, encode, width=width, height=height,
                                factor=c.vae_factor, batch_size=speed.encode_batch, progress=progress)
     if cfg.vae_offload:

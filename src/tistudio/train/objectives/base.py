@@ -45,6 +45,7 @@ class MicroBatch:
     indices: list[int]
     flips: list[bool]
     pixel_size: tuple[int, int]    # (height, width)
+    size_ids: torch.Tensor | None = None   # [B,6] SDXL time ids per image (buckets), None: pixel_size
     position: int = 0              # the first sample's place in the run's sample stream (keys dropout)
     # (pred, target, weights) -> per-sample loss [B]: the recipe's --loss (train/recipe.py)
     criterion: Callable = per_sample_mse
