@@ -219,3 +219,18 @@ def test_bucket_options_are_checked():
         TrainConfig(bucket_step=30)
     with pytest.raises(TIStudioError, match="min <= max"):
         TrainConfig(bucket_min=512, bucket_max=256)
+
+
+def test_check_shows_what_each_image_trains_at(mixed, capsys):
+    from tistudio.cli.main import main
+
+    args = ["check", str(mixed), "--width", "128", "--height", "128", "--bucket-step", "32"]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trained_at"] == {p.name: "{}x{}".format(*BUCKETS[p.stem.split("-")[1]])
+                                    for p in sorted(mixed.glob("*.png"))}
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "trains at 160x96 (2): 2-wide.png, 5-wide.png" in table and "aspect-ratio buckets" in table
+    assert main([*args, "--no-buckets", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["trained_at"].values()) == {"128x128"}

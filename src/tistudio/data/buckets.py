@@ -104,9 +104,17 @@ def plan_buckets(paths: Sequence[str | Path], width: int, height: int, *, enable
     image has the same aspect ratio: then today's single fixed size is kept bit for bit)."""
     if enabled is False:
         return None
+    return placements_for([upright_size(p) for p in paths], width, height, enabled=enabled, step=step,
+                          min_side=min_side, max_side=max_side, factor=factor)
+
+
+def placements_for(sizes: Sequence[tuple[int, int]], width: int, height: int, *, enabled: bool | None,
+                   step: int = 64, min_side: int = 0, max_side: int = 0, factor: int = 8) -> list[Placement] | None:
+    """plan_buckets for images of known upright (width, height): also `tistudio check`'s."""
+    if enabled is False:
+        return None
     if step % factor:
         raise TIStudioError(f"--bucket-step {step}: must be a multiple of {factor} (the VAE downsamples by {factor})")
-    sizes = [upright_size(p) for p in paths]
     if enabled is None and len({round(w / h, 3) for w, h in sizes}) <= 1:
         return None
     buckets = bucket_sizes(width, height, step, min_side, max_side)
