@@ -23,6 +23,7 @@ SAMPLERS = ("euler_a", "dpmpp_2m", "ddim", "euler")
 EMBEDDING_FORMATS = ("a1111-pt", "a1111-png", "safetensors", "diffusers")
 METHODS = ("ti", "dreamartist", "hypernetwork")
 LATENT_CACHES = ("auto", "memory", "disk")
+TRAIN_ENCODERS = ("both", "l", "g")   # SDXL's CLIP-L (text encoder 1) and CLIP-G (2)
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # whether one is present: train/session.pick_device
 
 
@@ -200,6 +201,8 @@ class TrainConfig:
     bucket_step: int = 64             # bucket sides are multiples of this
     bucket_min: int = 0               # shortest bucket side; 0 = half the shorter training side
     bucket_max: int = 0               # longest bucket side; 0 = twice the longer training side
+    vae: str | None = None            # a VAE folder or file used instead of the model's (models/vae.py)
+    train_encoders: str = "both"      # SDXL: l | g | both: whose vectors train (the other's keep their start)
 
     @property
     def trained_file(self) -> str:
@@ -237,6 +240,9 @@ class TrainConfig:
         _check(self.bucket_min >= 0 and self.bucket_max >= 0 and (
             not (self.bucket_min and self.bucket_max) or self.bucket_min <= self.bucket_max),
             f"--bucket-min {self.bucket_min} / --bucket-max {self.bucket_max}: use 0 (automatic) or sides with min <= max")
+        _check(self.train_encoders in TRAIN_ENCODERS, f"--train-encoders {self.train_encoders}: use {'|'.join(TRAIN_ENCODERS)}")
+        _check(self.method != "hypernetwork" or self.train_encoders == "both",
+               "--train-encoders chooses which embedding vectors train; a --hypernetwork run has none: drop it")
         _check_hypernetwork(self)
         _check(not (self.method == "dreamartist" and self.dreamartist.reconstruction and self.vae_offload),
                "--reconstruction decodes with the VAE every step; drop --vae-offload")

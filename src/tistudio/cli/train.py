@@ -87,6 +87,10 @@ OPTIONS = {
     "--bucket-step": ("bucket_step", int, "bucket sides are multiples of this (default 64)"),
     "--bucket-min": ("bucket_min", int, "shortest bucket side (default: half the shorter training side)"),
     "--bucket-max": ("bucket_max", int, "longest bucket side (default: twice the longer training side)"),
+    "--vae": ("vae", str, "VAE to use instead of the model's, for caching and previews: a diffusers "
+              "AutoencoderKL folder or a .safetensors/.ckpt file"),
+    "--train-encoders": ("train_encoders", str, "SDXL: both (default) | l | g: train only CLIP-L's or CLIP-G's "
+                         "vectors (the other's stay at their start; the file still holds both)"),
 }
 # DreamArtist (--method dreamartist) options, nested under [dreamartist] in TOML files.
 DREAMARTIST_OPTIONS = {

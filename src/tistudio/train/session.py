@@ -2,7 +2,7 @@
 optimizer, run folder, and (on resume) the saved state. Everything the loop needs, built once."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +26,7 @@ from ..hypernetwork.apply import check_fits as hypernetwork_fits
 from ..hypernetwork.model import Hypernetwork
 from ..models.components import Components
 from ..models.footprint import check_fits
+from ..models.vae import load_vae
 from ..runs import identity
 from ..runs.folder import CONFIG_FILE, RunFolder, final_hypernetwork, final_paths
 from ..runs.lock import RunLock
@@ -33,6 +34,7 @@ from . import side_optim, state as train_state
 from .advice import start_warnings
 from .ema import EMA
 from .guards import NumericGuard
+from .objectives.base import train_only
 from .objectives.hypernetwork import offload_text_encoders
 from .objectives.select import build_objective, ema_decays
 from .outputs import TrainingFolder
@@ -220,6 +222,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
 
 def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, device, dist) -> Session:
     c = components or load_components(cfg, device, dist.world)
+    if cfg.vae:  # a copy of the components: a caller's keep their own VAE
+        c = replace(c, vae=load_vae(cfg.vae, c.vae))
     c.freeze()
     width = cfg.width or c.resolution
     height = cfg.height or c.resolution
@@ -270,10 +274,12 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
         c.vae.to("cpu")
 
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
+    train_only(objective, cfg.train_encoders, len(c.text_encoders))
     if hyper and cfg.vae_offload:
         captions = [r.caption for r in (*cache.records, *(val_cache.records if val_cache else ()))]
         offload_text_encoders(cfg, c, objective, lines, captions, callback)
-    groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
+    groups = [{"params": [p for p in e.params if p.requires_grad], "lr_weight": e.lr_weight, "lr": 0.0}
+              for e in objective.embeddings]
     optimizer = build_optimizer(rc.optimizer, groups, device)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     start_step = emb.step
