@@ -91,6 +91,19 @@ def timestep_bounds(text: str) -> tuple[int, int]:
     return bounds
 
 
+def color_jitter(text: str) -> tuple[float, float, float, float]:
+    """--color-jitter "B,C,S,H": the largest change of each (factors within 1 ± B, C, S; a hue shift
+    within ± H of a turn); fewer numbers leave the rest at 0, "" is none (data/augment.py)."""
+    try:
+        values = [float(v) for v in str(text).split(",")] if text else []
+    except ValueError:
+        values = [-1.0]
+    _check(len(values) <= 4 and all(0 <= v < 1 for v in values[:3]) and all(0 <= v <= 0.5 for v in values[3:]),
+           f"--color-jitter {text!r}: give up to four numbers brightness,contrast,saturation,hue, e.g. "
+           "0.1,0.1,0.1,0.02 (the first three below 1, hue at most 0.5)")
+    return tuple(values + [0.0] * (4 - len(values)))
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
     """The training recipe beyond A1111's (docs/recipe.md): loss, its timestep weighting, noise and
@@ -203,6 +216,10 @@ class TrainConfig:
     bucket_max: int = 0               # longest bucket side; 0 = twice the longer training side
     vae: str | None = None            # a VAE folder or file used instead of the model's (models/vae.py)
     train_encoders: str = "both"      # SDXL: l | g | both: whose vectors train (the other's keep their start)
+    # Augmentation as cached variants of each image (data/augment.py, docs/buckets.md).
+    random_crop: bool = False         # crop positions jitter within the bucket's remainder
+    color_jitter: str = ""            # "brightness,contrast,saturation,hue" maxima, e.g. "0.1,0.1,0.1,0.02"
+    augment_variants: int = 4         # cached variants per image with --random-crop/--color-jitter
 
     @property
     def trained_file(self) -> str:
@@ -240,6 +257,8 @@ class TrainConfig:
         _check(self.bucket_min >= 0 and self.bucket_max >= 0 and (
             not (self.bucket_min and self.bucket_max) or self.bucket_min <= self.bucket_max),
             f"--bucket-min {self.bucket_min} / --bucket-max {self.bucket_max}: use 0 (automatic) or sides with min <= max")
+        color_jitter(self.color_jitter)
+        _check(self.augment_variants >= 1, f"--augment-variants {self.augment_variants}: must be at least 1")
         _check(self.train_encoders in TRAIN_ENCODERS, f"--train-encoders {self.train_encoders}: use {'|'.join(TRAIN_ENCODERS)}")
         _check(self.method != "hypernetwork" or self.train_encoders == "both",
                "--train-encoders chooses which embedding vectors train; a --hypernetwork run has none: drop it")

@@ -87,6 +87,12 @@ OPTIONS = {
     "--bucket-step": ("bucket_step", int, "bucket sides are multiples of this (default 64)"),
     "--bucket-min": ("bucket_min", int, "shortest bucket side (default: half the shorter training side)"),
     "--bucket-max": ("bucket_max", int, "longest bucket side (default: twice the longer training side)"),
+    "--random-crop": ("random_crop", None, "jitter the crop within the bucket's remainder (cached variants, "
+                      "docs/buckets.md)"),
+    "--color-jitter": ("color_jitter", str, "B,C,S,H: brightness, contrast, saturation (±factor) and hue (± turn) "
+                       "jitter, e.g. 0.1,0.1,0.1,0.02 (cached variants)"),
+    "--augment-variants": ("augment_variants", int, "variants per image cached for --random-crop/--color-jitter "
+                           "(default 4; each costs one more encoding)"),
     "--vae": ("vae", str, "VAE to use instead of the model's, for caching and previews: a diffusers "
               "AutoencoderKL folder or a .safetensors/.ckpt file"),
     "--train-encoders": ("train_encoders", str, "SDXL: both (default) | l | g: train only CLIP-L's or CLIP-G's "

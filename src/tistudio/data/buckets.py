@@ -59,9 +59,11 @@ def _crop_box(original: tuple[int, int], bucket: tuple[int, int],
     return (ow - width) * centering[0], (oh - height) * centering[1], width, height
 
 
-def place(original: tuple[int, int], bucket: tuple[int, int]) -> Placement:
-    """Where a centre-cropped `original` (w, h) lands in `bucket` (w, h)."""
-    left, top, width, _ = _crop_box(original, bucket)
+def place(original: tuple[int, int], bucket: tuple[int, int],
+          centering: tuple[float, float] = (0.5, 0.5)) -> Placement:
+    """Where `original` (w, h), cropped at `centering` (ImageOps.fit's; centred by default), lands in
+    `bucket` (w, h)."""
+    left, top, width, _ = _crop_box(original, bucket, centering)
     scale = bucket[0] / width
     resized = (max(bucket[0], _scaled(original[0], scale)), max(bucket[1], _scaled(original[1], scale)))
     return Placement(bucket, original, resized, (_scaled(top, scale), _scaled(left, scale)))

@@ -118,12 +118,15 @@ class _Build:
 
     def _match(self, old: dict | None) -> list[int | None]:
         """For each record, the old slot holding its unchanged latents, or None (and fill entries)."""
-        slots = {(e["path"], e["grayscale"]): (i, e) for i, e in enumerate(old["entries"])} if old else {}
+        slots = {(e["path"], e["grayscale"], e.get("augment", "")): (i, e)
+                 for i, e in enumerate(old["entries"])} if old else {}
         sources = []
         for r in self.records:
             size, mtime = _stat(r.path)
             entry = {"path": str(r.path), "grayscale": r.grayscale, "size": size, "mtime_ns": mtime, "sha256": ""}
-            i, e = slots.get((entry["path"], entry["grayscale"]), (None, None))
+            if r.augment.key:  # a crop/colour variant (data/augment.py); plain entries are as before
+                entry["augment"] = r.augment.key
+            i, e = slots.get((entry["path"], entry["grayscale"], r.augment.key), (None, None))
             same = e is not None and ((e["size"], e["mtime_ns"]) == (size, mtime) or (
                 e["size"] == size and e["sha256"] and e["sha256"] == file_sha256(r.path)))  # touched, not changed
             if same:

@@ -70,7 +70,7 @@ class ClipScorer:
         from PIL import Image
 
         refs = []
-        for record in s.cache.records[:max_references]:
+        for record in s.cache.images[:max_references]:
             with Image.open(record.path) as img:
                 refs.append(img.convert("RGB"))
         self.references = self._image_features(refs)

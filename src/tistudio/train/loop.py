@@ -34,6 +34,7 @@ class TrainResult:
 
 def _micro_batch(s: Session, indices, flips, first_position: int) -> MicroBatch:
     c = s.c
+    indices = s.cache.variant_indices(indices, first_position)  # augmentation variants (data/augment.py)
     latents, noise, t = [], [], []
     for j, (index, flip) in enumerate(zip(indices, flips)):
         # Noise, timestep, latent draw and prompt of one sample depend only on (seed, its place in the

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from ..config import TrainConfig, changes, dump_toml, from_dict, load_toml, merge, not_resumable
+from ..config import TrainConfig, changes, color_jitter, dump_toml, from_dict, load_toml, merge, not_resumable
 from ..atomic import as_user_error, check_writable, remove_stale, write_text
 from ..data.dataset import grayscale_copies, make_records, scan_images
 from ..data.bucket_cache import BucketedCache
@@ -265,6 +265,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
                             "several aspect-ratio buckets; hold some out (--val-split 0.2 or --val-data DIR) "
                             "or pass --no-buckets")
     cache = BucketedCache.build(records, encode, width=width, height=height, placements=placements,
+                                augment=(cfg.augment_variants, cfg.random_crop, color_jitter(cfg.color_jitter)),
                                 factor=c.vae_factor, mode=cfg.latent_sampling, flip=cfg.flip,
                                 batch_size=speed.encode_batch, seed=cfg.seed, progress=progress, callback=callback,
                                 store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae))
