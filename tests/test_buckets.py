@@ -153,7 +153,7 @@ def test_latents_are_cached_per_bucket_without_cropping_the_edges(tiny_models, m
 def test_resume_with_buckets_is_exact(tiny_models, mixed, tmp_path):
     c = tiny_models["sd1"]
     emb = api.create_embedding(c, "tok", "cat", 2, tmp_path / "emb")
-    kw = dict(flip=True, batch_size=2, grad_accum=2, latent_sampling="random", shuffle_tags=True)
+    kw = dict(flip=True, batch_size=2, latent_sampling="random", shuffle_tags=True)
     train(config(emb, mixed, tmp_path / "a", **kw), components=c, progress=False)
     train(config(emb, mixed, tmp_path / "b", steps=2, **kw), components=c, progress=False)
     train(config(emb, mixed, tmp_path / "b", **kw), components=c, progress=False,
@@ -207,11 +207,21 @@ def test_sdxl_receives_each_images_true_size_and_crop(tiny_models, mixed, tmp_pa
     assert {r[0:2] for r in rows} == {(128, 192), (192, 128), (160, 160)}  # true sizes, not 128x128
 
 
-def test_validation_on_training_images_needs_one_size(tiny_models, mixed, tmp_path):
+def test_validation_on_training_images_in_buckets(tiny_models, mixed, tmp_path):
+    from tistudio.train.validation import ValidationSet, ValidationSets
+
     c = tiny_models["sd1"]
     emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
-    with pytest.raises(TIStudioError, match="--val-every on the training images .* --no-buckets"):
-        prepare(config(emb, mixed, tmp_path, val_every=2), components=c, progress=False)
+    s = prepare(config(emb, mixed, tmp_path, val_every=2, val_timesteps=2), components=c, progress=False)
+    try:
+        v = ValidationSet.build(s)
+        assert isinstance(v, ValidationSets) and len(v) == 6 * 2 and not v.held_out
+        assert sorted(p.pixel_size for p in v.parts) == [(96, 160), (128, 128), (160, 96)]
+        assert all(p.latents.shape[-2:] == (p.pixel_size[0] // 8, p.pixel_size[1] // 8) for p in v.parts)
+        loss = v.loss(s)
+        assert loss == v.loss(s) and loss == pytest.approx(sum(p.loss(s) * len(p) for p in v.parts) / 12)
+    finally:
+        s.lock.release()
 
 
 def test_bucket_options_are_checked():

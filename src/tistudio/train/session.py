@@ -260,10 +260,6 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, d
     encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
     placements = plan_buckets([r.path for r in records], width, height, enabled=cfg.buckets, step=cfg.bucket_step,
                               min_side=cfg.bucket_min, max_side=cfg.bucket_max, factor=c.vae_factor)
-    if cfg.val_every and not held_out and len({p.bucket for p in placements or ()}) > 1:
-        raise TIStudioError("--val-every on the training images needs them at one size, but they train in "
-                            "several aspect-ratio buckets; hold some out (--val-split 0.2 or --val-data DIR) "
-                            "or pass --no-buckets")
     cache = BucketedCache.build(records, encode, width=width, height=height, placements=placements,
                                 augment=(cfg.augment_variants, cfg.random_crop, color_jitter(cfg.color_jitter)),
                                 factor=c.vae_factor, mode=cfg.latent_sampling, flip=cfg.flip,

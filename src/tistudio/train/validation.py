@@ -84,9 +84,12 @@ class ValidationSet:
     weights: torch.Tensor | None
     indices: tuple[int, ...]
     held_out: bool
+    pixel_size: tuple[int, int] | None = None   # (height, width) of the latents' images; None: the run's
+    size_ids: torch.Tensor | None = None        # [N, 6] SDXL ids of training images in buckets
 
     @classmethod
-    def build(cls, s, cache: LatentCache | None = None) -> "ValidationSet":
+    def build(cls, s, cache: LatentCache | None = None) -> "ValidationSet | ValidationSets":
+        """One set, or one per size when the training images are in aspect-ratio buckets."""
         cfg, c = s.cfg, s.c
         held_out = cache is not None
         cache = cache or s.cache
@@ -106,9 +109,19 @@ class ValidationSet:
                 line = (i + k) % len(lines)  # every template line is used, always with the same image
                 prompts.append(Prompt(line, filewords, fill(lines[line], name, filewords)))
                 indices.append(i)
-        weights = cache.weights(indices, [False] * len(indices))
-        return cls(torch.cat(latents), torch.cat(noise), torch.tensor(ts, dtype=torch.long), tuple(prompts),
-                   weights, tuple(indices), held_out)
+        sizes: dict[tuple, list[int]] = {}  # latent shape -> its triples, in order
+        for j, latent in enumerate(latents):
+            sizes.setdefault(tuple(latent.shape), []).append(j)
+        parts = []
+        for group in sizes.values():
+            mine = [indices[j] for j in group]
+            bucketed = hasattr(cache, "size_ids")  # the training cache (data/bucket_cache.py)
+            parts.append(cls(torch.cat([latents[j] for j in group]), torch.cat([noise[j] for j in group]),
+                             torch.tensor([ts[j] for j in group], dtype=torch.long), tuple(prompts[j] for j in group),
+                             cache.weights(mine, [False] * len(mine)), tuple(mine), held_out,
+                             cache.pixel_size(mine) if bucketed else None,
+                             cache.size_ids(mine, [False] * len(mine)) if bucketed else None))
+        return parts[0] if len(parts) == 1 else ValidationSets(tuple(parts), held_out)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -116,6 +129,10 @@ class ValidationSet:
     @torch.no_grad()
     def loss(self, s) -> float:
         """Mean per-sample objective loss over every triple, in micro-batches of --batch-size."""
+        return self.total(s) / len(self)
+
+    @torch.no_grad()
+    def total(self, s) -> float:
         total, dev, step = 0.0, s.device, s.cfg.batch_size
         for a in range(0, len(self), step):
             b = min(a + step, len(self))
@@ -125,6 +142,23 @@ class ValidationSet:
                             timesteps=t.to(dev), noisy=noisy.to(dev), target=target.to(dev),
                             weights=None if self.weights is None else self.weights[a:b].to(dev),
                             indices=list(self.indices[a:b]), flips=[False] * (b - a),
-                            pixel_size=(s.height, s.width))
+                            pixel_size=self.pixel_size or (s.height, s.width),
+                            size_ids=None if self.size_ids is None else self.size_ids[a:b])
             total += float(s.objective.loss(mb).double().sum())
-        return total / len(self)
+        return total
+
+
+@dataclass(frozen=True)
+class ValidationSets:
+    """The validation triples of training images in several aspect-ratio buckets: one set per size
+    (latents of different sizes do not batch), the loss their mean over every triple."""
+
+    parts: tuple[ValidationSet, ...]
+    held_out: bool
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    @torch.no_grad()
+    def loss(self, s) -> float:
+        return sum(p.total(s) for p in self.parts) / len(self)
