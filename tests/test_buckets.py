@@ -128,9 +128,12 @@ def test_one_bucket_batches_exactly_as_before():
 def test_latents_are_cached_per_bucket_without_cropping_the_edges(tiny_models, mixed, tmp_path):
     c = tiny_models["sd1"]
     emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
-    s = prepare(config(emb, mixed, tmp_path, latent_sampling="deterministic"), components=c, progress=False)
+    said = []
+    s = prepare(config(emb, mixed, tmp_path, latent_sampling="deterministic"), components=c, progress=False,
+                callback=said.append)
     try:
         assert s.cache.table() == {"96x160": 2, "128x128": 2, "160x96": 2}
+        assert "buckets (size: images): 96x160: 2, 128x128: 2, 160x96: 2" in [getattr(m, "text", "") for m in said]
         for i, r in enumerate(s.cache.records):
             w, h = BUCKETS[r.path.stem.split("-")[1]]
             assert s.cache.get([i], [False]).shape == (1, 4, h // 8, w // 8)
@@ -244,3 +247,16 @@ def test_check_shows_what_each_image_trains_at(mixed, capsys):
     assert "trains at 160x96 (2): 2-wide.png, 5-wide.png" in table and "aspect-ratio buckets" in table
     assert main([*args, "--no-buckets", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)["trained_at"].values()) == {"128x128"}
+
+
+def test_train_flags_set_the_bucket_fields():
+    import argparse
+
+    from tistudio.cli import train as train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers())
+    given = lambda *argv: train_cli.overrides_from(parser.parse_args(["train", *argv]))  # noqa: E731
+    assert given() == {} and given("--no-buckets") == {"buckets": False}
+    assert given("--buckets", "--bucket-step", "32", "--bucket-min", "64", "--bucket-max", "256") == {
+        "buckets": True, "bucket_step": 32, "bucket_min": 64, "bucket_max": 256}

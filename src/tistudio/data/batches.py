@@ -7,6 +7,8 @@ stream items k*E .. k*E + E - 1, split into grad_accum micro-batches of batch_si
 across an epoch boundary, so no image is dropped and every image is seen equally often (even when
 the dataset is smaller than a batch). A step belongs to the epoch of its first item:
 epoch = k*E // n, and epoch_step counts the steps since that epoch's first step (both 0-based).
+With aspect-ratio buckets (bucket_batch_at) the stream is one of whole micro-batches, each from
+one bucket, by the same rules (docs/buckets.md).
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ reused by later runs and resumes so the VAE never re-encodes an unchanged image.
 A store is a folder (RUN/latents). For one setting (VAE, size, flip, sampling mode, and for `once`
 the drawn seed) it holds `latents-KEY.json`, the index, and the float32 arrays it names
 (`latents-KEY-ID.f32`, plus `-ID.std.f32` for `random` mode), shaped [N, views, C, h, w]. The index
-lists every slot's image (path, greyscale flag, size, mtime, SHA-256). On a new build a slot is reused
+lists every slot's image (path, greyscale flag, augmentation variant when it has one, size, mtime,
+SHA-256). Aspect-ratio buckets need no more: each bucket's size gives it its own KEY. On a new build a slot is reused
 only when its image is unchanged: same size and mtime, or, when those moved, the same SHA-256 (a copy
 or `touch` keeps its latents). Anything else is encoded again. A different VAE (weights fingerprint)
 gives a different KEY, so its latents are never mixed with another's.
