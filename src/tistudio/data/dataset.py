@@ -130,8 +130,8 @@ def load_weight_map(path: str | Path, width: int, height: int, factor: int = 8,
                     centering: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor | None:
     """The loss-weight map for image `path`, or None when it has none: [1, height/f, width/f].
 
-    Grayscale v is cropped like the image (`centering`: its crop's), resized to latent size, then mapped (DreamArtist):
-    v <= 127 -> v/127 (0..1), v > 127 -> 1 + 4(v-127)/128 (up to 5), so mid-grey leaves the loss alone.
+    Grayscale v is cropped like the image (`centering`: its crop's), resized to latent size, then
+    mapped (DreamArtist): v <= 127 -> v/127 (0..1), v > 127 -> 1 + 4(v-127)/128 (up to 5), so mid-grey leaves the loss alone.
     Size is (width/f, height/f) in PIL's (w, h) order: A1111 swapped them for non-square images.
     """
     check_size(width, height, factor)
