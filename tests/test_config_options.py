@@ -74,7 +74,11 @@ def test_flags_are_unique_the_parser_has_exactly_them_and_the_old_ones_mean_the_
     # The command's, not the config's; --reg-data writes [[concept]] tables with is_reg.
     own = {"-h", "--help", "--config", "--resume", "--quiet", "--reg-data"}
     parsed = {s for a in _train_parser()._actions for s in a.option_strings} - own
-    assert parsed == set(flags)
+    # A tri-state switch (bool | None: None decides elsewhere) also gets its --no-X twin.
+    twins = {"--no-" + o.flag[2:] for o in all_options()
+             if o.kind == "bool" and o.optional and not o.flag.startswith("--no-")}
+    assert {"--no-buckets", "--no-compile"} <= twins and not twins & set(flags)
+    assert parsed == set(flags) | twins
     assert {f: k for f, k in ((o.flag, o.key) for o in all_options()) if f in OLD_FLAGS} == OLD_FLAGS
 
 
@@ -83,11 +87,11 @@ def test_flags_fill_the_config_as_before(tmp_path):
     toml.write_text('steps = 7\n[recipe]\nloss = "huber"\n')
     args = build_parser().parse_args([
         "train", "--config", str(toml), "--model", "m", "--model-config", str(tmp_path), "--embedding", "e.pt",
-        "--no-plot", "--no-heap-reuse", "--gradient-checkpointing", "--format", "safetensors", "--format",
+        "--no-plot", "--no-heap-reuse", "--gradient-checkpointing", "--no-compile", "--format", "safetensors", "--format",
         "a1111-pt", "--format", "safetensors", "--cfg", "2-5:cos", "--huber-delta", "0.5", "--lr", "0.01"])
     cfg = build_config(args)
     assert (cfg.steps, cfg.recipe.loss, cfg.recipe.huber_delta, cfg.lr) == (7, "huber", 0.5, "0.01")
-    assert (cfg.plot, cfg.heap_reuse, cfg.gradient_checkpointing) == (False, False, True)
+    assert (cfg.plot, cfg.heap_reuse, cfg.gradient_checkpointing, cfg.compile) == (False, False, True, False)
     assert cfg.formats == ("safetensors", "a1111-pt") and cfg.dreamartist.cfg == "2-5:cos"
     assert (cfg.model.model, cfg.model.config) == ("m", str(tmp_path))
 

@@ -167,7 +167,7 @@ def test_greyscale_copies_double_the_dataset(tiny_models, dataset, tmp_path):
     assert grey.grayscale and grey.path == s.cache.records[0].path and grey.caption.endswith(", monochrome")
     pixels = s.cache.pixels(4)
     assert torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[1], pixels[2])
-    assert not torch.equal(s.cache.mean[0], s.cache.mean[4])
+    assert not torch.equal(s.cache.parts[0].mean[0], s.cache.parts[0].mean[4])
 
 
 def test_previews_put_the_negative_in_the_negative_prompt(tiny_models, dataset, tmp_path):

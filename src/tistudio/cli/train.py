@@ -41,6 +41,9 @@ def _add(group, opt: Option) -> None:
     elif opt.kind == "bool":  # a --no-X flag stores False, any other True
         group.add_argument(opt.flag, dest=opt.dest, action="store_const", const=not opt.flag.startswith("--no-"),
                            default=None, help=_help(opt))
+        if opt.optional and not opt.flag.startswith("--no-"):  # None decides elsewhere: both answers are flags
+            group.add_argument("--no-" + opt.flag[2:], dest=opt.dest, action="store_const", const=False,
+                               help=f"turn {opt.flag} off")
     elif opt.kind == "list":  # repeatable; argparse names a bad value with the choices
         group.add_argument(opt.flag, dest=opt.dest, action="append", default=None, choices=opt.choices or None,
                            help=_help(opt))

@@ -15,20 +15,20 @@ form and docs/options.md are made from the one declaration (options.py, referenc
   reference.py     docs/options.md"""
 from .choices import (ATTENTION, CAPTION_SOURCES, CLIP_GRAD_MODES, DEVICE_RE, EMBEDDING_FORMATS, FAMILIES, LATENT_CACHES,
                       LATENT_SAMPLING, LOSS_WEIGHTINGS, LOSSES, LR_SCHEDULERS, METHODS, NORMS, OPTIMIZERS,
-                      PRECISIONS, PREDICTIONS, PROFILES, REC_TIMESTEP_WEIGHTS, SAMPLERS, TIMESTEP_SAMPLINGS)
+                      PRECISIONS, PREDICTIONS, PROFILES, REC_TIMESTEP_WEIGHTS, SAMPLERS, TIMESTEP_SAMPLINGS, TRAIN_ENCODERS)
 from .fields import GROUPS, option
 from .options import Option, all_options, default_text, grouped, in_labels, option_name
 from .overrides import RESUMABLE, changes, merge, method_defaults, nested, not_resumable
 from .sections import ConceptConfig, DreamArtistConfig, ModelConfig, RecipeConfig
 from .toml_io import dump_toml, from_dict, load_toml, to_dict
 from .train_config import HYPERNETWORK_DEFAULTS, TrainConfig
-from .validation import timestep_bounds
+from .validation import color_jitter, timestep_bounds
 
 __all__ = [
     "ATTENTION", "CAPTION_SOURCES", "CLIP_GRAD_MODES", "DEVICE_RE", "EMBEDDING_FORMATS", "FAMILIES", "GROUPS", "HYPERNETWORK_DEFAULTS",
     "LATENT_CACHES", "LATENT_SAMPLING", "LOSSES", "LOSS_WEIGHTINGS", "LR_SCHEDULERS", "METHODS", "NORMS",
     "OPTIMIZERS", "PRECISIONS", "PREDICTIONS", "PROFILES", "REC_TIMESTEP_WEIGHTS", "RESUMABLE", "SAMPLERS",
-    "TIMESTEP_SAMPLINGS", "ConceptConfig", "DreamArtistConfig", "ModelConfig", "Option", "RecipeConfig", "TrainConfig",
-    "all_options", "changes", "default_text", "dump_toml", "from_dict", "grouped", "in_labels", "load_toml",
+    "TIMESTEP_SAMPLINGS", "TRAIN_ENCODERS", "ConceptConfig", "DreamArtistConfig", "ModelConfig", "Option", "RecipeConfig", "TrainConfig",
+    "all_options", "changes", "color_jitter", "default_text", "dump_toml", "from_dict", "grouped", "in_labels", "load_toml",
     "merge", "method_defaults", "nested", "not_resumable", "option", "option_name", "timestep_bounds", "to_dict",
 ]

@@ -14,6 +14,7 @@ SAMPLERS = ("euler_a", "dpmpp_2m", "ddim", "euler")                     # genera
 EMBEDDING_FORMATS = ("a1111-pt", "a1111-png", "safetensors", "diffusers")  # embedding/formats/registry.py
 METHODS = ("ti", "dreamartist", "hypernetwork")                          # train/objectives/select.py
 LATENT_CACHES = ("auto", "memory", "disk")
+TRAIN_ENCODERS = ("both", "l", "g")   # SDXL's CLIP-L (text encoder 1) and CLIP-G (2)
 FAMILIES = ("sd1", "sd2", "sdxl")                                        # models/family.py FAMILIES
 PREDICTIONS = ("epsilon", "v_prediction")                                # models/family.py PREDICTIONS
 REC_TIMESTEP_WEIGHTS = ("none", "alpha")

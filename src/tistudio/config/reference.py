@@ -23,6 +23,8 @@ def _row(opt: Option) -> str:
     help_text = opt.help + (f"; one of {', '.join(f'`{c}`' for c in opt.choices)}" if opt.choices else "")
     if opt.flag.startswith("--no-"):
         help_text += f"; `{opt.flag}` turns it off (`{opt.key} = false` in TOML)"
+    elif opt.kind == "bool" and opt.optional:  # cli/train.py offers both answers of a tri-state switch
+        help_text += f"; `--no-{opt.flag[2:]}` turns it off"
     return (f"| `{opt.flag}` | `{opt.key}` | {_cell(f'`{default}`') if default else ''} | {_cell(help_text)} |")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .choices import (ATTENTION, CLIP_GRAD_MODES, EMBEDDING_FORMATS, LATENT_CACHES, LATENT_SAMPLING, METHODS,
-                      PRECISIONS, PROFILES, SAMPLERS)
+                      PRECISIONS, PROFILES, SAMPLERS, TRAIN_ENCODERS)
 from .fields import option
 from .sections import ConceptConfig, DreamArtistConfig, ModelConfig, RecipeConfig
 from .validation import check_train
@@ -129,6 +129,26 @@ class TrainConfig:
     keep_last: int = option(0, "keep only the N latest snapshot steps in RUN/embeddings, 0 = all", group="output")
     latent_cache: str = option("auto", "where latents are kept: memory, disk (memory-mapped and reused, in "
                                "RUN/latents) or auto (disk from 1000 images)", group="data", choices=LATENT_CACHES)
+    # Aspect-ratio buckets (data/buckets.py), the VAE and SDXL's encoders (docs/buckets.md); flat fields
+    # in group "data", as "model" is the [model] table's own group.
+    buckets: bool | None = option(None, "train each image at the aspect-ratio bucket nearest its shape instead of "
+                                  "cropping it to --width x --height (default: on when the images' aspect ratios "
+                                  "differ)", group="data", label="Aspect-ratio buckets")
+    bucket_step: int = option(64, "bucket sides are multiples of this", group="data")
+    bucket_min: int = option(0, "shortest bucket side, 0 = half the shorter training side", group="data")
+    bucket_max: int = option(0, "longest bucket side, 0 = twice the longer training side", group="data")
+    vae: str | None = option(None, "VAE to use instead of the model's, for caching and previews: a diffusers "
+                             "AutoencoderKL folder or a .safetensors/.ckpt file", group="data", label="VAE")
+    train_encoders: str = option("both", "SDXL: train only CLIP-L's (l) or CLIP-G's (g) vectors; the other's stay "
+                                 "at their start and the file still holds both", group="data",
+                                 choices=TRAIN_ENCODERS, label="Train encoders (SDXL)")
+    # Augmentation as cached variants of each image (data/augment.py, docs/buckets.md).
+    random_crop: bool = option(False, "jitter the crop within the bucket's remainder (cached variants)",
+                               group="data")
+    color_jitter: str = option("", "B,C,S,H: brightness, contrast, saturation (±factor) and hue (± turn) jitter, "
+                               "e.g. 0.1,0.1,0.1,0.02 (cached variants; empty: none)", group="data")
+    augment_variants: int = option(4, "variants per image cached for --random-crop/--color-jitter (each costs "
+                                   "one more encoding)", group="data")
 
     # Concepts and caption extras (data/concepts.py, data/prompts.py, docs/concepts.md).
     concept: tuple[ConceptConfig, ...] = option((), "more folders after --data, each with repeats, loss weight, "

@@ -10,7 +10,7 @@ from ..errors import TIStudioError
 from ..schedules import build_schedule
 from .choices import (ATTENTION, CAPTION_SOURCES, CLIP_GRAD_MODES, DEVICE_RE, EMBEDDING_FORMATS, LATENT_CACHES, LATENT_SAMPLING,
                       LOSS_WEIGHTINGS, LOSSES, LR_SCHEDULERS, METHODS, NORMS, OPTIMIZERS, PRECISIONS, PROFILES,
-                      REC_TIMESTEP_WEIGHTS, SAMPLERS, TIMESTEP_SAMPLINGS)
+                      REC_TIMESTEP_WEIGHTS, SAMPLERS, TIMESTEP_SAMPLINGS, TRAIN_ENCODERS)
 # The checks take the config objects unannotated: the classes call them from __post_init__, so
 # this module cannot import the classes (not even for type checking: that would be a cycle).
 
@@ -34,6 +34,19 @@ def timestep_bounds(text: str) -> tuple[int, int]:
     check(bool(sep) and bounds is not None and 0 <= bounds[0] < bounds[1] <= 1000,
           f"--timestep-range {text!r}: write lo:hi with 0 <= lo < hi <= 1000, e.g. 200:800")
     return bounds
+
+
+def color_jitter(text: str) -> tuple[float, float, float, float]:
+    """--color-jitter "B,C,S,H": the largest change of each (factors within 1 ± B, C, S; a hue shift
+    within ± H of a turn); fewer numbers leave the rest at 0, "" is none (data/augment.py)."""
+    try:
+        values = [float(v) for v in str(text).split(",")] if text else []
+    except ValueError:
+        values = [-1.0]
+    check(len(values) <= 4 and all(0 <= v < 1 for v in values[:3]) and all(0 <= v <= 0.5 for v in values[3:]),
+          f"--color-jitter {text!r}: give up to four numbers brightness,contrast,saturation,hue, e.g. "
+          "0.1,0.1,0.1,0.02 (the first three below 1, hue at most 0.5)")
+    return tuple(values + [0.0] * (4 - len(values)))
 
 
 def check_model(m) -> None:
@@ -87,6 +100,7 @@ def check_train(cfg) -> None:
     check(cfg.ema_replace_every >= 0, f"--ema-replace-every {cfg.ema_replace_every}: use 0 (off) or more")
     check(cfg.keep_last >= 0, f"--keep-last {cfg.keep_last}: use 0 (keep all) or more")
     _one_of("--latent-cache", cfg.latent_cache, LATENT_CACHES)
+    _check_buckets(cfg)
     _check_hypernetwork(cfg)
     _check_concepts(cfg)
     check(not (cfg.method == "dreamartist" and cfg.dreamartist.reconstruction and cfg.vae_offload),
@@ -96,6 +110,20 @@ def check_train(cfg) -> None:
             re.compile(cfg.filename_regex)
         except re.error as exc:
             raise TIStudioError(f"--filename-regex {cfg.filename_regex!r} is not a valid regex ({exc})") from None
+
+
+def _check_buckets(cfg) -> None:
+    """Aspect-ratio buckets, augmentation variants, the VAE and SDXL's encoders (docs/buckets.md)."""
+    check(cfg.bucket_step > 0 and cfg.bucket_step % 8 == 0,
+          f"--bucket-step {cfg.bucket_step}: use a positive multiple of 8, e.g. 64")
+    check(cfg.bucket_min >= 0 and cfg.bucket_max >= 0 and (
+        not (cfg.bucket_min and cfg.bucket_max) or cfg.bucket_min <= cfg.bucket_max),
+        f"--bucket-min {cfg.bucket_min} / --bucket-max {cfg.bucket_max}: use 0 (automatic) or sides with min <= max")
+    color_jitter(cfg.color_jitter)
+    check(cfg.augment_variants >= 1, f"--augment-variants {cfg.augment_variants}: must be at least 1")
+    _one_of("--train-encoders", cfg.train_encoders, TRAIN_ENCODERS)
+    check(cfg.method != "hypernetwork" or cfg.train_encoders == "both",
+          "--train-encoders chooses which embedding vectors train; a --hypernetwork run has none: drop it")
 
 
 def _check_hypernetwork(cfg) -> None:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import TIStudioError
+from .augment import Augment
 from .captions import MissingCaption, UndecodableCaption, caption_for, undecodable_message
 
 # Attention (loss-weight) maps sit beside their image; they are never training images themselves
@@ -27,6 +28,7 @@ class ImageRecord:
     caption: str
     weight_map: torch.Tensor | None = None  # [1, H/f, W/f] float32, see load_weight_map
     grayscale: bool = False                 # a greyscale copy (TrainConfig.grayscale_copies)
+    augment: Augment = Augment()            # a crop/colour variant (data/augment.py); default: none
 
 
 def _probe(path: Path) -> str | None:
@@ -101,14 +103,16 @@ def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return data.view(img.height, img.width, len(img.getbands())).permute(2, 0, 1).float()
 
 
-def load_image(path: str | Path, width: int, height: int, grayscale: bool = False) -> torch.Tensor:
+def load_image(path: str | Path, width: int, height: int, grayscale: bool = False,
+               augment: Augment = Augment()) -> torch.Tensor:
     """[3, height, width] float32 in [-1, 1]: upright (EXIF), RGB, scaled to cover width x height,
-    centre-cropped; with `grayscale`, luma (ITU-R 601) copied to all three channels."""
+    cropped (centred, unless `augment` moves it, which may also change colours); with `grayscale`,
+    luma (ITU-R 601) copied to all three channels."""
     check_size(width, height)
-    img = _to_rgb(_open_upright(Path(path)))
+    img = augment.colour(_to_rgb(_open_upright(Path(path))))
     if grayscale:
         img = img.convert("L").convert("RGB")
-    img = ImageOps.fit(img, (width, height), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+    img = ImageOps.fit(img, (width, height), method=Image.Resampling.LANCZOS, centering=augment.centering)
     return _pil_to_tensor(img) / 127.5 - 1.0
 
 
@@ -122,11 +126,12 @@ def weight_map_path(image_path: str | Path) -> Path | None:
     return None
 
 
-def load_weight_map(path: str | Path, width: int, height: int, factor: int = 8) -> torch.Tensor | None:
+def load_weight_map(path: str | Path, width: int, height: int, factor: int = 8,
+                    centering: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor | None:
     """The loss-weight map for image `path`, or None when it has none: [1, height/f, width/f].
 
-    Grayscale v is cropped like the image, resized to latent size, then mapped (DreamArtist):
-    v <= 127 -> v/127 (0..1), v > 127 -> 1 + 4(v-127)/128 (up to 5), so mid-grey leaves the loss alone.
+    Grayscale v is cropped like the image (`centering`: its crop's), resized to latent size, then
+    mapped (DreamArtist): v <= 127 -> v/127 (0..1), v > 127 -> 1 + 4(v-127)/128 (up to 5), so mid-grey leaves the loss alone.
     Size is (width/f, height/f) in PIL's (w, h) order: A1111 swapped them for non-square images.
     """
     check_size(width, height, factor)
@@ -135,7 +140,7 @@ def load_weight_map(path: str | Path, width: int, height: int, factor: int = 8) 
         return None
     gray = _open_upright(map_path).convert("L")
     gray = ImageOps.fit(gray, (width // factor, height // factor), method=Image.Resampling.BILINEAR,
-                        centering=(0.5, 0.5))
+                        centering=centering)
     v = _pil_to_tensor(gray)
     return torch.where(v <= 127, v / 127.0, 1.0 + 4.0 * (v - 127.0) / 128.0)
 

@@ -112,5 +112,5 @@ class LatentCache:
     def pixels(self, index: int, flip: bool = False) -> torch.Tensor:
         """[3, H, W] in [-1, 1], reloaded from disk (pixels are not kept: they dwarf the latents)."""
         record = self.records[index]
-        image = load_image(record.path, self.width, self.height, record.grayscale)
+        image = load_image(record.path, self.width, self.height, record.grayscale, record.augment)
         return image.flip(-1) if flip else image

@@ -56,15 +56,17 @@ def vae_encoder(vae, device: torch.device, dtype: torch.dtype = torch.float32,
 
 def image_key(record: ImageRecord) -> str:
     """What a `once` sample is keyed by: the file name (a dataset folder is flat, so names are
-    unique; moving the folder keeps the samples) and whether it is the greyscale copy."""
-    return f"{Path(record.path).name}|{int(record.grayscale)}"
+    unique; moving the folder keeps the samples), whether it is the greyscale copy, and its
+    augmentation variant (data/augment.py; none adds nothing, so plain keys never changed)."""
+    key = f"{Path(record.path).name}|{int(record.grayscale)}"
+    return f"{key}|{record.augment.key}" if record.augment.key else key
 
 
 def encode_chunk(chunk: Sequence[ImageRecord], encode: EncodeFn, *, width: int, height: int, mode: str,
                  flip: bool, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(values, std) of `chunk`, each [b, views, C, h, w] fp32 CPU (views: the image, then its mirror).
     values: the drawn sample (`once`) or the posterior mean; std only in `random` mode, else None."""
-    pixels = torch.stack([load_image(r.path, width, height, r.grayscale) for r in chunk])
+    pixels = torch.stack([load_image(r.path, width, height, r.grayscale, r.augment) for r in chunk])
     if flip:  # [b, 3, H, W] -> [2b, 3, H, W]: originals then their mirrors
         pixels = torch.cat([pixels, pixels.flip(-1)])
     with torch.no_grad():

@@ -4,7 +4,8 @@ reused by later runs and resumes so the VAE never re-encodes an unchanged image.
 A store is a folder (RUN/latents). For one setting (VAE, size, flip, sampling mode, and for `once`
 the drawn seed) it holds `latents-KEY.json`, the index, and the float32 arrays it names
 (`latents-KEY-ID.f32`, plus `-ID.std.f32` for `random` mode), shaped [N, views, C, h, w]. The index
-lists every slot's image (path, greyscale flag, size, mtime, SHA-256). On a new build a slot is reused
+lists every slot's image (path, greyscale flag, augmentation variant when it has one, size, mtime,
+SHA-256). Aspect-ratio buckets need no more: each bucket's size gives it its own KEY. On a new build a slot is reused
 only when its image is unchanged: same size and mtime, or, when those moved, the same SHA-256 (a copy
 or `touch` keeps its latents). Anything else is encoded again. A different VAE (weights fingerprint)
 gives a different KEY, so its latents are never mixed with another's.
@@ -118,12 +119,15 @@ class _Build:
 
     def _match(self, old: dict | None) -> list[int | None]:
         """For each record, the old slot holding its unchanged latents, or None (and fill entries)."""
-        slots = {(e["path"], e["grayscale"]): (i, e) for i, e in enumerate(old["entries"])} if old else {}
+        slots = {(e["path"], e["grayscale"], e.get("augment", "")): (i, e)
+                 for i, e in enumerate(old["entries"])} if old else {}
         sources = []
         for r in self.records:
             size, mtime = _stat(r.path)
             entry = {"path": str(r.path), "grayscale": r.grayscale, "size": size, "mtime_ns": mtime, "sha256": ""}
-            i, e = slots.get((entry["path"], entry["grayscale"]), (None, None))
+            if r.augment.key:  # a crop/colour variant (data/augment.py); plain entries are as before
+                entry["augment"] = r.augment.key
+            i, e = slots.get((entry["path"], entry["grayscale"], r.augment.key), (None, None))
             same = e is not None and ((e["size"], e["mtime_ns"]) == (size, mtime) or (
                 e["size"] == size and e["sha256"] and e["sha256"] == file_sha256(r.path)))  # touched, not changed
             if same:

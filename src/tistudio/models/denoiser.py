@@ -17,21 +17,22 @@ def noisy_and_target(c: Components, latents: torch.Tensor, noise: torch.Tensor, 
 
 
 def size_ids(height: int, width: int, n: int) -> torch.Tensor:
-    """SDXL micro-conditioning: original size, crop top-left, target size (no crop: images are
-    centre-cropped to exactly the training size)."""
+    """SDXL micro-conditioning: original size, crop top-left, target size, all the fixed training
+    size (--no-buckets; with buckets each image's true values come from data/buckets.Placement)."""
     return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).repeat(n, 1)
 
 
 def predict(c: Components, noisy: torch.Tensor, t: torch.Tensor, cond: Conditioning,
-            pixel_size: tuple[int, int]) -> torch.Tensor:
-    """UNet output in fp32 whatever the weights' dtype. noisy: [B,4,h,w]; context: [B,L,D]."""
+            pixel_size: tuple[int, int], time_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """UNet output in fp32 whatever the weights' dtype. noisy: [B,4,h,w]; context: [B,L,D];
+    time_ids: SDXL's [B,6] size ids per sample, by default the fixed `pixel_size` for all."""
     dtype = c.unet.dtype
     device = noisy.device
     extra = {}
     if c.family.needs_pooled:
         extra["added_cond_kwargs"] = {
             "text_embeds": cond.pooled.to(device, dtype),
-            "time_ids": size_ids(*pixel_size, noisy.shape[0]).to(device, dtype),
+            "time_ids": (size_ids(*pixel_size, noisy.shape[0]) if time_ids is None else time_ids).to(device, dtype),
         }
     out = c.unet(noisy.to(dtype), t.to(device), encoder_hidden_states=cond.context.to(dtype), **extra)
     return out.sample.float()

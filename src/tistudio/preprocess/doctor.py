@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.buckets import placements_for
 from ..data.captions import CONVERT_FIX, name_in_text, read_caption, sidecar_path
 from ..errors import TIStudioError
 from ..hashing import file_sha256
@@ -56,6 +57,7 @@ class DatasetReport:
     captioned: int
     stats: dict
     findings: tuple[Finding, ...] = field(default_factory=tuple)
+    trained_at: dict = field(default_factory=dict)   # image name -> "WxH" it trains at (buckets or the fixed size)
 
     @property
     def usable(self) -> bool:
@@ -74,6 +76,11 @@ class DatasetReport:
             lines.append(f"  aspect  {s['aspect_min']:.2f} .. {s['aspect_max']:.2f} (w/h, median "
                          f"{s['aspect_median']:.2f}): {s['portrait']} portrait, {s['square']} square, "
                          f"{s['landscape']} landscape")
+        by_size: dict[str, list[str]] = {}
+        for image, size in self.trained_at.items():
+            by_size.setdefault(size, []).append(image)
+        for size, images in sorted(by_size.items(), key=lambda kv: -len(kv[1])):
+            lines.append(f"  trains at {size} ({len(images)}): {', '.join(images)}")
         lines.append(f"{'LEVEL':<8} {'CHECK':<22} FINDING")
         for f in self.findings:
             lines.append(f"{f.level:<8} {f.code:<22} {f.message}")
@@ -194,7 +201,8 @@ def _caption_findings(facts: list[ImageFacts], name: str | None) -> list[Finding
     return out
 
 
-def _image_findings(facts: list[ImageFacts], size: tuple[int, int], subject: str, near: int) -> list[Finding]:
+def _image_findings(facts: list[ImageFacts], size: tuple[int, int], subject: str, near: int,
+                    bucketed: bool = False) -> list[Finding]:
     out = []
     if len(facts) < RECOMMENDED_IMAGES:
         out.append(Finding("warning", "few-images", f"{len(facts)} images; the guide recommends "
@@ -205,7 +213,10 @@ def _image_findings(facts: list[ImageFacts], size: tuple[int, int], subject: str
                            f"{size[0]}x{size[1]} and will be upscaled (blurry)", tuple(small)))
     target = size[0] / size[1]
     off = [f.name for f in facts if abs((f.width / f.height) / target - 1) > 0.1]
-    if off:
+    if off and bucketed:
+        out.append(Finding("info", "aspect-differs", f"{len(off)} images differ from the {size[0]}x{size[1]} "
+                           "aspect; train keeps their shape in aspect-ratio buckets (see 'trains at')", tuple(off)))
+    elif off:
         out.append(Finding("info", "aspect-differs", f"{len(off)} images differ from the {size[0]}x{size[1]} "
                            "aspect; preprocess crops them (try --focal-crop or --auto-size)", tuple(off)))
     exact, similar, flipped = _similar_pairs(facts, near)
@@ -229,7 +240,9 @@ def _image_findings(facts: list[ImageFacts], size: tuple[int, int], subject: str
 
 def check_dataset(path: str | Path, width: int = 512, height: int = 512, name: str | None = None,
                   subject: str = "character", near_distance: int = 6,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> DatasetReport:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, buckets: bool | None = None,
+                  bucket_step: int = 64) -> DatasetReport:
+    """`buckets`, `bucket_step`: as train's --buckets/--no-buckets and --bucket-step (data/buckets.py)."""
     folder = Path(path)
     if not folder.is_dir():
         raise TIStudioError(f"DATASET {path}: not a folder; give the folder of training images")
@@ -247,8 +260,12 @@ def check_dataset(path: str | Path, width: int = 512, height: int = 512, name: s
         findings.append(Finding("error", "no-images", "no usable images in the folder; add PNG/JPEG/WebP "
                                 "images (and optional same-name .txt captions)"))
     findings += _file_findings(files, {Path(f.name).stem for f in facts}, bad)
+    placements = placements_for([(f.width, f.height) for f in facts], width, height, enabled=buckets,
+                                step=bucket_step) if facts else None
     if facts:
-        findings += _image_findings(facts, (width, height), subject, near_distance)
+        findings += _image_findings(facts, (width, height), subject, near_distance, placements is not None)
         findings += _caption_findings(facts, name)
+    sizes = ([f"{p.bucket[0]}x{p.bucket[1]}" for p in placements] if placements is not None
+             else [f"{width}x{height}"] * len(facts))
     return DatasetReport(str(folder), len(facts), sum(f.caption is not None for f in facts),
-                         _stats(facts), tuple(findings))
+                         _stats(facts), tuple(findings), {f.name: s for f, s in zip(facts, sizes)})

@@ -76,6 +76,7 @@ class Distributed:
         part = slice(self.rank * n, (self.rank + 1) * n)
         return replace(mb, prompts=mb.prompts[part], timesteps=mb.timesteps[part], noisy=mb.noisy[part],
                        target=mb.target[part], weights=None if mb.weights is None else mb.weights[part],
+                       size_ids=None if mb.size_ids is None else mb.size_ids[part],
                        indices=mb.indices[part], flips=mb.flips[part], position=mb.position + self.rank * n)
 
     def reduce(self, params, loss: float) -> float:

@@ -65,7 +65,7 @@ class ClipScorer:
         from PIL import Image
 
         refs = []
-        for record in s.concepts.training(s.cache.records)[:max_references]:  # reg images are not the concept
+        for record in s.concepts.training(s.cache.images)[:max_references]:  # reg images are not the concept
             with Image.open(record.path) as img:
                 refs.append(img.convert("RGB"))
         self.references = self._image_features(refs)

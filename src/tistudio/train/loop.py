@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.batches import batch_at
+from ..data.batches import bucket_batch_at
 from ..events import Message, Progress, Saved
 from ..hypernetwork.model import Hypernetwork
 from ..models.denoiser import noisy_and_target
@@ -34,8 +34,9 @@ class TrainResult:
     run_dir: str = ""
 
 
-def _micro_batch(s: Setup, indices, flips, first_position: int) -> MicroBatch:
+def _micro_batch(s: Setup, records, flips, first_position: int) -> MicroBatch:
     c = s.c
+    indices = s.cache.variant_indices(records, first_position)  # augmentation variants (data/augment.py)
     latents, noise, t = [], [], []
     for j, (index, flip) in enumerate(zip(indices, flips)):
         # Noise, timestep, latent draw and prompt of one sample depend only on (seed, its place in the
@@ -51,11 +52,12 @@ def _micro_batch(s: Setup, indices, flips, first_position: int) -> MicroBatch:
     noisy, target = noisy_and_target(s.recipe.noising, latents, noise, t)
     weights = s.cache.weights(list(indices), list(flips))
     prompts = s.prompts.batch(s.objective.embeddings[0].name, [s.cache.records[i].caption for i in indices],
-                              first_position, s.concepts.lines_of(indices))
+                              first_position, s.concepts.lines_of(records))
     dev = s.device
     return MicroBatch(prompts=prompts, timesteps=t.to(dev), noisy=noisy.to(dev), target=target.to(dev),
                       weights=None if weights is None else weights.to(dev), indices=list(indices),
-                      flips=list(flips), pixel_size=(s.height, s.width), position=first_position,
+                      flips=list(flips), pixel_size=s.cache.pixel_size(indices),
+                      size_ids=s.cache.size_ids(indices, flips), position=first_position,
                       criterion=s.recipe.criterion)
 
 
@@ -106,7 +108,10 @@ def run_loop(s: Setup, st: TrainState, progress: bool = True) -> TrainResult:
 def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
-    cfg, n = s.cfg, len(s.concepts)  # epoch items: images x repeats, plus reg draws (data/concepts.py)
+    cfg = s.cfg
+    # Epoch items are the concept draws (images x repeats, plus reg draws: data/concepts.py); each
+    # item's bucket is its record's, so a micro-batch's records share one (data/batches.py).
+    groups = [s.cache.groups[r] for r in s.concepts.records_of(range(len(s.concepts)))]
     step, reason, last_loss = st.step, "completed", float("nan")
     medians = vocabulary_medians(s.c) if cfg.max_norm else ()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
@@ -125,8 +130,8 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
         lr *= st.guard.lr_scale  # lowered by each rollback (train/guards.py)
         for group in st.optimizer.param_groups:
             group["lr"] = lr * group["lr_weight"]  # every change, so a multiplier is never lost
-        plan = batch_at(step, n_items=n, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                        seed=cfg.seed, flip=cfg.flip)
+        plan = bucket_batch_at(step, groups=groups, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                               seed=cfg.seed, flip=cfg.flip)
         st.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         per_step = cfg.batch_size * cfg.grad_accum
@@ -135,7 +140,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
             mb = s.dist.share(mb)  # this process's samples (all of them when alone)
             # Mean over the whole optimizer batch: each micro-batch carries its share.
             loss = s.recipe.weighted(s.objective.loss(mb), mb.timesteps,
-                                     s.concepts.sample_weights(mb.indices)).sum() / per_step
+                                     s.concepts.sample_weights(s.cache.records_of(mb.indices))).sum() / per_step
             if m == 0:  # once per optimizer step
                 loss = s.recipe.with_regularizer(loss, s.objective)
             (st.scaler.scale(loss) if st.scaler else loss).backward()

@@ -160,6 +160,8 @@ class Recipe:
         with torch.no_grad():
             for e in objective.embeddings:
                 for enc, p in enumerate(e.params):
+                    if not p.requires_grad:  # --train-encoders: the other encoder's rows stay as they were
+                        continue
                     norms = p.norm(dim=1, keepdim=True)
                     if bool((norms == 0).any()):
                         raise TIStudioError(f"--norm {self.cfg.norm}: {e.name} has a zero vector, which has no "

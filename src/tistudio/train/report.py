@@ -40,13 +40,15 @@ def _num(x) -> float | None:
 class RunReport:
     """`validator`: None without --val-every; `watch`: None for a hypernetwork; `board`: None
     without --tensorboard (or in a process that does not write); `writes`: this process writes the
-    run folder's files."""
+    run folder's files; `buckets`: training size -> images (data/buckets.py), for summary.json."""
 
     def __init__(self, cfg: TrainConfig, run: TrainingFolder, name: str, *, validator: Validator | None,
-                 watch: VectorWatch | None, board: Board | None, writes: bool, start_step: int, previous: dict):
+                 watch: VectorWatch | None, board: Board | None, writes: bool, start_step: int, previous: dict,
+                 buckets: dict[str, int] | None = None):
         self.cfg, self.run, self.name = cfg, run, name
         self.validator, self.watch, self.board, self.writes = validator, watch, board, writes
         self.start_step = start_step
+        self.buckets = buckets
         self.started = time.time()
         self.seconds_before = previous.get("seconds") or 0.0
         self.pending_preview = None
@@ -129,6 +131,7 @@ class RunReport:
             "overfitting_warnings": v.overfit_steps if v else [],
             "max_norm_ratio": _num(self.watch.last_ratio) if self.watch else None,
             "best_files": v.best_files if v and reason != "running" else [],
+            "buckets": self.buckets,
             "seconds": round(self.seconds_before + time.time() - self.started, 1),
             "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
@@ -172,7 +175,7 @@ def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) 
     if cfg.val_every:
         validation = ValidationSet.build(cfg, s.c, s.cache if val_cache is None else val_cache,
                                          objective.embeddings[0].name, s.prompts.lines, held_out=val_cache is not None,
-                                         training=s.concepts.training_indices() if s.concepts else None)
+                                         training=s.cache.indices_of(s.concepts.training_indices()) if s.concepts else None)
         scorers = fidelity.scorers(s)
         where = "held-out" if validation.held_out else "training (no held-out images: fit, not generalisation)"
         validator = Validator(
@@ -186,5 +189,5 @@ def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) 
     board = (Board(run.board, purge_step=start_step + 1 if resumed else None)
              if cfg.tensorboard and writes else None)
     report = RunReport(cfg, run, objective.embeddings[0].name, validator=validator, watch=watch, board=board,
-                       writes=writes, start_step=start_step, previous=previous)
+                       writes=writes, start_step=start_step, previous=previous, buckets=s.cache.table())
     return [h for h in (validator, report) if h is not None]

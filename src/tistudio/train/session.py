@@ -3,15 +3,17 @@ optimizer, run folder, and (on resume) the saved state. `prepare` builds the rea
 the TrainState the loop steps (setup.py, state.py), once."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..config import TrainConfig, changes, dump_toml, from_dict, load_toml, merge, not_resumable
+from ..config import TrainConfig, changes, color_jitter, dump_toml, from_dict, load_toml, merge, not_resumable
 from ..atomic import as_user_error, check_writable, remove_stale, write_text
+from ..data.bucket_cache import BucketedCache
+from ..data.buckets import plan_buckets
 from ..data.concepts import load_concepts
-from ..data.latent_cache import LatentCache
 from ..data.latent_encode import vae_encoder
 from ..data.latent_store import store_for
 from ..data.prompts import CaptionExtras, PromptSampler
@@ -25,12 +27,14 @@ from ..hypernetwork.apply import check_fits as hypernetwork_fits
 from ..hypernetwork.model import Hypernetwork
 from ..models.components import Components
 from ..models.footprint import check_fits
+from ..models.vae import load_vae
 from ..runs import identity
 from ..runs.folder import CONFIG_FILE, RunFolder, final_hypernetwork, final_paths
 from ..runs.lock import RunLock
 from . import side_optim, state as train_state
 from .advice import start_warnings
 from .ema import EMA
+from .objectives.base import train_only
 from .objectives.hypernetwork import offload_text_encoders
 from .objectives.select import build_objective, ema_decays
 from .outputs import TrainingFolder
@@ -43,6 +47,7 @@ from .validation import held_out_cache, split_images
 from .preview_prompts import load_preview_prompts
 from .distributed import Distributed
 from .speed import apply as apply_speed, resolve as resolve_speed
+
 
 def pick_device(name: str) -> torch.device:
     """The --device (its spelling is checked in config.py), refused when this machine lacks it."""
@@ -190,6 +195,8 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
 def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, lock, device,
            dist) -> tuple[Setup, train_state.TrainState]:
     c = components or load_components(cfg, device, dist.world)
+    if cfg.vae:  # a copy of the components: a caller's keep their own VAE
+        c = replace(c, vae=load_vae(cfg.vae, c.vae))
     c.freeze()
     width = cfg.width or c.resolution
     height = cfg.height or c.resolution
@@ -224,21 +231,26 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
     apply_speed(c, speed)
     callback(Message("info", speed.summary()))
     encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
-    cache = LatentCache.build(records, encode, width=width, height=height,
-                              mode=cfg.latent_sampling, flip=cfg.flip, batch_size=speed.encode_batch,
-                              seed=cfg.seed, progress=progress, callback=callback,
-                              store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae))
+    placements = plan_buckets([r.path for r in records], width, height, enabled=cfg.buckets, step=cfg.bucket_step,
+                              min_side=cfg.bucket_min, max_side=cfg.bucket_max, factor=c.vae_factor)
+    cache = BucketedCache.build(records, encode, width=width, height=height, placements=placements,
+                                augment=(cfg.augment_variants, cfg.random_crop, color_jitter(cfg.color_jitter)),
+                                factor=c.vae_factor, mode=cfg.latent_sampling, flip=cfg.flip,
+                                batch_size=speed.encode_batch, seed=cfg.seed, progress=progress, callback=callback,
+                                store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae))
     val_cache = held_out_cache(cfg, held_out, encode, width=width, height=height,
                                factor=c.vae_factor, batch_size=speed.encode_batch, progress=progress)
     if cfg.vae_offload:
         c.vae.to("cpu")
 
     objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
+    train_only(objective, cfg.train_encoders, len(c.text_encoders))
     if hyper and cfg.vae_offload:
         captions = [r.caption for r in (*cache.records, *(val_cache.records if val_cache else ()))]
         concept_lines = [line for k in concepts.concepts for line in k.lines or ()]
         offload_text_encoders(cfg, c, objective, [*lines, *concept_lines], captions, callback)
-    groups = [{"params": list(e.params), "lr_weight": e.lr_weight, "lr": 0.0} for e in objective.embeddings]
+    groups = [{"params": [p for p in e.params if p.requires_grad], "lr_weight": e.lr_weight, "lr": 0.0}
+              for e in objective.embeddings]
     optimizer = build_optimizer(rc.optimizer, groups, device)
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     if not resume:

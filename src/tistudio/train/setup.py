@@ -10,7 +10,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data.concepts import Concepts
-from ..data.latent_cache import LatentCache
+from ..data.bucket_cache import BucketedCache
 from ..data.prompts import PromptSampler
 from ..events import Callback, StopToken
 from ..models.components import Components
@@ -43,7 +43,7 @@ class Setup:
     cfg: TrainConfig
     c: Components
     objective: Objective
-    cache: LatentCache
+    cache: BucketedCache   # the latents, per aspect-ratio bucket and augmentation variant
     prompts: PromptSampler
     schedule: LRSchedule | ShapedSchedule
     recipe: Recipe        # timesteps, noise, loss weights, norm control (train/recipe.py)

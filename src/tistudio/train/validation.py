@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from ..data.bucket_cache import BucketedCache
 from ..data.dataset import make_records, scan_images
 from ..data.latent_cache import LatentCache
 from ..data.prompts import Prompt, fill, process_tags
@@ -86,13 +87,15 @@ class ValidationSet:
     weights: torch.Tensor | None
     indices: tuple[int, ...]
     held_out: bool
+    pixel_size: tuple[int, int] | None = None   # (height, width) of the latents' images; None: the run's
+    size_ids: torch.Tensor | None = None        # [N, 6] SDXL ids of training images in buckets
 
     @classmethod
-    def build(cls, cfg, c: Components, cache: LatentCache, name: str, lines: Sequence[str],
-              held_out: bool, training: Sequence[int] | None = None) -> "ValidationSet":
+    def build(cls, cfg, c: Components, cache: LatentCache | BucketedCache, name: str, lines: Sequence[str],
+              held_out: bool, training: Sequence[int] | None = None) -> "ValidationSet | ValidationSets":
         """Triples from `cache` (the held-out images', else the training cache: its `training`
         indices, the training concepts' images), prompts from the template `lines` with the trigger
-        `name`."""
+        `name`. One set, or one per size when the training images are in aspect-ratio buckets."""
         grid = timestep_grid(cfg.val_timesteps, c.scheduler.config.num_train_timesteps)
         latents, noise, ts, prompts, indices = [], [], [], [], []
         # Without held-out images, the training concepts' own: reg images are not what is learnt.
@@ -109,9 +112,19 @@ class ValidationSet:
                 line = (i + k) % len(lines)  # every template line is used, always with the same image
                 prompts.append(Prompt(line, filewords, fill(lines[line], name, filewords)))
                 indices.append(i)
-        weights = cache.weights(indices, [False] * len(indices))
-        return cls(torch.cat(latents), torch.cat(noise), torch.tensor(ts, dtype=torch.long), tuple(prompts),
-                   weights, tuple(indices), held_out)
+        sizes: dict[tuple, list[int]] = {}  # latent shape -> its triples, in order
+        for j, latent in enumerate(latents):
+            sizes.setdefault(tuple(latent.shape), []).append(j)
+        parts = []
+        for group in sizes.values():
+            mine = [indices[j] for j in group]
+            bucketed = hasattr(cache, "size_ids")  # the training cache (data/bucket_cache.py)
+            parts.append(cls(torch.cat([latents[j] for j in group]), torch.cat([noise[j] for j in group]),
+                             torch.tensor([ts[j] for j in group], dtype=torch.long), tuple(prompts[j] for j in group),
+                             cache.weights(mine, [False] * len(mine)), tuple(mine), held_out,
+                             cache.pixel_size(mine) if bucketed else None,
+                             cache.size_ids(mine, [False] * len(mine)) if bucketed else None))
+        return parts[0] if len(parts) == 1 else ValidationSets(tuple(parts), held_out)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -120,7 +133,12 @@ class ValidationSet:
     def loss(self, objective, c: Components, device: torch.device, batch_size: int,
              pixel_size: tuple[int, int]) -> float:
         """Mean per-sample `objective` loss over every triple, in micro-batches of `batch_size`
-        (--batch-size); `pixel_size` (height, width)."""
+        (--batch-size); `pixel_size` (height, width) unless the set has its own (a bucket's)."""
+        return self.total(objective, c, device, batch_size, pixel_size) / len(self)
+
+    @torch.no_grad()
+    def total(self, objective, c: Components, device: torch.device, batch_size: int,
+              pixel_size: tuple[int, int]) -> float:
         total, dev, step = 0.0, device, batch_size
         for a in range(0, len(self), step):
             b = min(a + step, len(self))
@@ -129,6 +147,24 @@ class ValidationSet:
             mb = MicroBatch(prompts=list(self.prompts[a:b]), timesteps=t.to(dev), noisy=noisy.to(dev),
                             target=target.to(dev), weights=None if self.weights is None else self.weights[a:b].to(dev),
                             indices=list(self.indices[a:b]), flips=[False] * (b - a),
-                            pixel_size=pixel_size)
+                            pixel_size=self.pixel_size or pixel_size,
+                            size_ids=None if self.size_ids is None else self.size_ids[a:b])
             total += float(objective.loss(mb).double().sum())
-        return total / len(self)
+        return total
+
+
+@dataclass(frozen=True)
+class ValidationSets:
+    """The validation triples of training images in several aspect-ratio buckets: one set per size
+    (latents of different sizes do not batch), the loss their mean over every triple."""
+
+    parts: tuple[ValidationSet, ...]
+    held_out: bool
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    @torch.no_grad()
+    def loss(self, objective, c: Components, device: torch.device, batch_size: int,
+             pixel_size: tuple[int, int]) -> float:
+        return sum(p.total(objective, c, device, batch_size, pixel_size) for p in self.parts) / len(self)

@@ -8,6 +8,7 @@ from typing import Callable, ContextManager, Protocol, Sequence, runtime_checkab
 import torch
 
 from ...embedding.embedding import Embedding
+from ...errors import TIStudioError
 from ...models.components import Components
 from ...models.denoiser import per_sample_mse
 
@@ -72,7 +73,24 @@ class MicroBatch:
     indices: list[int]
     flips: list[bool]
     pixel_size: tuple[int, int]    # (height, width)
+    size_ids: torch.Tensor | None = None   # [B,6] SDXL time ids per image (buckets), None: pixel_size
     position: int = 0              # the first sample's place in the run's sample stream (keys dropout)
     # (pred, target, weights) -> per-sample loss [B]: the recipe's --loss (train/recipe.py)
     criterion: Callable = per_sample_mse
+
+
+ENCODER_INDEX = {"l": 0, "g": 1}   # --train-encoders: SDXL's encoder order (CLIP-L, then CLIP-G)
+
+
+def train_only(objective, which: str, n_encoders: int) -> None:
+    """--train-encoders l|g: only that encoder's rows of every embedding train; the other's stay
+    exactly at their start (no gradient, not in the optimizer, skipped by --norm) and are saved."""
+    if which == "both":
+        return
+    if n_encoders != 2:
+        raise TIStudioError(f"--train-encoders {which} chooses one of SDXL's two text encoders; this model has "
+                            f"{n_encoders}: drop it")
+    for e in objective.embeddings:
+        for i, p in enumerate(e.params):
+            p.requires_grad_(i == ENCODER_INDEX[which])
 

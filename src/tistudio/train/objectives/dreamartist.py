@@ -76,8 +76,9 @@ class DreamArtistObjective:
         b = batch.noisy.shape[0]
         texts = [p.text for p in batch.prompts] + self.negative_prompts(batch.prompts)
         cond = self.encoder.encode(texts, self.vectors())          # context [2B, L, D]
+        ids = None if batch.size_ids is None else batch.size_ids.repeat(2, 1)
         both = predict(self.c, batch.noisy.repeat(2, 1, 1, 1), batch.timesteps.repeat(2), cond,
-                       batch.pixel_size)                            # [2B, 4, h, w]
+                       batch.pixel_size, ids)                       # [2B, 4, h, w]
         pos, neg = both[:b], both[b:]
         steps = self.c.scheduler.config.num_train_timesteps
         s = self.schedule.scale(batch.timesteps, steps).to(pos.device).view(-1, 1, 1, 1)

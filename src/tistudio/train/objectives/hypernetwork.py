@@ -116,7 +116,7 @@ class HypernetworkObjective:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=dropout), hooks:
             if dropout:
                 torch.manual_seed(seed_for(self.seed, "hypernetwork-dropout", batch.position))
-            pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
+            pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size, batch.size_ids)
         return batch.criterion(pred, batch.target, batch.weights)  # the recipe's --loss
 
     @contextlib.contextmanager

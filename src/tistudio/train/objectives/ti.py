@@ -27,5 +27,5 @@ class TIObjective:
 
     def loss(self, batch: MicroBatch) -> torch.Tensor:
         cond = self.encoder.encode([p.text for p in batch.prompts], self.vectors())
-        pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size)
+        pred = predict(self.c, batch.noisy, batch.timesteps, cond, batch.pixel_size, batch.size_ids)
         return batch.criterion(pred, batch.target, batch.weights)
