@@ -86,12 +86,21 @@ def in_view(page, selector: str) -> tuple[float, float]:
     return b["y"], b["y"] + b["height"]
 
 
+def assert_live_output_in_view(page) -> None:
+    """The status line and the chart's top are in view without scrolling (the 1400x900 rule)."""
+    status_top, status_bottom = in_view(page, "#train-status")
+    chart_top, _ = in_view(page, "#loss-chart")
+    assert 0 <= status_top and status_bottom <= VIEWPORT["height"] and chart_top < VIEWPORT["height"] - 100
+
+
 def test_live_output_beside_the_form_and_dreamartist_trains(server, browser):
     url, root = server
     page = new_page(browser, url)
     open_tab(page, "Train")
     da_group = page.locator("#train-section-dreamartist")
     assert not da_group.is_visible()  # method ti: DreamArtist's settings are not in the way
+    # "schedule" opens at first (set on every run), the other groups are closed.
+    assert page.locator("#train-steps").is_visible() and not page.locator("#train-width").is_visible()
     choose(page, "method", "dreamartist")
     da_group.wait_for(state="visible")
     fill(page, embedding="embeddings/da.pt", data="data", steps=3, width=64, height=64, save_every=0,
@@ -99,10 +108,7 @@ def test_live_output_beside_the_form_and_dreamartist_trains(server, browser):
     page.locator("#train-dreamartist-reconstruction input").check()
     page.locator("#train-button").click()
     page.locator("#train-action").get_by_text("Started run").wait_for()
-    # The status line and the chart's top are in view without scrolling, beside the form.
-    status_top, status_bottom = in_view(page, "#train-status")
-    chart_top, _ = in_view(page, "#loss-chart")
-    assert 0 <= status_top and status_bottom <= VIEWPORT["height"] and chart_top < VIEWPORT["height"] - 100
+    assert_live_output_in_view(page)  # and the live output sits beside the form:
     form_left = page.locator("#train-form").bounding_box()
     live_left = page.locator("#train-live").bounding_box()
     assert live_left["x"] >= form_left["x"] + form_left["width"] - 1  # side by side, not stacked
@@ -158,6 +164,7 @@ def test_resume_after_a_reload_continues_exactly(server, browser, tiny_model_dir
     page.locator("#resume-button").click()
     page.locator("#train-action").get_by_text("Resumed").wait_for()
     assert "Max steps 6 (was 3)" in page.locator("#train-action").inner_text()
+    assert_live_output_in_view(page)  # also with the run's note above the form
     wait_until(page, lambda: finished(page, "tok", 6), "the resumed run")
     shot(page, "train-resumed")
     page.close()
