@@ -84,15 +84,39 @@ def uploads(folder: Path) -> list[str]:
 
 def fill_train_form(tab) -> None:
     """The run's settings, typed the same way before Train and again before Resume."""
-    for label, value in [("Embedding file", "embeddings/tok.pt"), ("Dataset folder", "dataset"),
-                         ("Max steps", "10"), ("Width (0 = default)", "64"), ("Height (0 = default)", "64"),
-                         ("Save embedding every N steps", "2"), ("Preview image every N steps", "2"),
-                         ("Learning rate", "0.01")]:
-        field(tab, label).fill(value)
-    preview_steps = tab.locator("#train-preview_steps")
-    if not preview_steps.is_visible():  # its group is closed
-        tab.locator("#train-section-preview > button.label-wrap").click()
-    preview_steps.locator("input").fill("2")
+    for key, value in [("embedding", "embeddings/tok.pt"), ("data", "dataset"), ("steps", "10"), ("width", "64"),
+                       ("height", "64"), ("save_every", "2"), ("preview_every", "2"), ("lr", "0.01"),
+                       ("preview_steps", "2")]:
+        train_box(tab, key).fill(value)
+
+
+def train_box(where, key: str):
+    """The input of the Train tab's config field `key` ("steps", "dreamartist.cfg"), found by its element id
+    (train-KEY, after the config's field name); its group (#train-section-GROUP) is opened first if closed.
+    `where` is the page or the Train tab. Every browser test finds the Train form's fields this way; "run"
+    (the "Continue a run" picker, not a config field) sits above the groups."""
+    from tistudio.webui.forms import train_fields
+
+    section = next((s.section for s in train_fields() if s.key == key), None)
+    field = where.locator(f"#train-{key.replace('.', '-')}")
+    if section and not field.is_visible():
+        open_group(where, f"train-section-{section}")
+        field.wait_for(state="visible")
+    return field.locator("input, textarea").first
+
+
+def open_group(where, elem_id: str) -> None:
+    """Open the closed accordion `elem_id` (clicking its title toggles it: call it only when closed)."""
+    where.locator(f"#{elem_id} > button.label-wrap").click()
+
+
+def show_example_prompts(tab):
+    """Open the Train tab's "Example prompts" group, click its button and return the box's locator."""
+    button = tab.get_by_role("button", name="Show example prompts")
+    if not button.is_visible():
+        open_group(tab, "train-example-prompts")
+    button.click()
+    return tab.locator("#train-prompts textarea")
 
 
 def shot(page, name: str) -> None:
@@ -161,9 +185,8 @@ def test_create_preprocess_train_interrupt_resume_generate(server, browser, tmp_
 
     tab = open_tab(page, "Train")
     fill_train_form(tab)
-    tab.get_by_text("Example prompts", exact=True).click()  # open the group
-    tab.get_by_role("button", name="Show example prompts").click()
-    wait_until(page, lambda: "tok" in tab.locator("#train-prompts textarea").input_value(), "example prompts")
+    prompts = show_example_prompts(tab)
+    wait_until(page, lambda: "tok" in prompts.input_value(), "example prompts")
     page.locator("#train-button").click()
     page.locator("#train-action").get_by_text("Started run 1").wait_for()
     wait_until(page, lambda: status_step(page) >= 2 and page.locator("#latest-preview img").count() > 0,

@@ -16,7 +16,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("gradio")
 
 from test_webui_browser import (CHROMIUM, CHROMIUM_ARGS, WAIT_MS, field, free_port, open_tab,  # noqa: E402
-                                shot, wait_until)
+                                shot, show_example_prompts, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +80,8 @@ def test_pick_model_embedding_and_dataset_then_generate_lists_the_embedding(serv
     wait_until(page, lambda: "loads in: A1111 ✓ tok" in tab.locator("#train-embedding").inner_text(),
                "the embedding's compat line")
     pick(page, "train-data", "dataset · 2 images")
-    tab.get_by_role("button", name="Show example prompts").click()
-    wait_until(page, lambda: "a red square" in tab.get_by_label("Example prompts").input_value()
-               and "tok" in tab.get_by_label("Example prompts").input_value(),
+    prompts = show_example_prompts(tab)
+    wait_until(page, lambda: "a red square" in prompts.input_value() and "tok" in prompts.input_value(),
                "example prompts from the picked embedding and dataset")
 
     # A file that appears after the page loaded shows up on refresh.

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_webui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, WAIT_MS, free_port, open_tab, wait_until
+from test_webui_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, WAIT_MS, free_port, open_tab, train_box,
+                                wait_until)
 
 # Marked slow too (each test trains through the page): `make test` skips it, `.ci/run` runs `-m browser`.
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -54,24 +55,13 @@ def new_page(browser, url):
     return page
 
 
-def box(page, key: str):
-    """The input of config field `key` ("steps", "dreamartist.cfg"), its group opened if closed."""
-    from tistudio.webui.forms import train_fields
-
-    section = next((s.section for s in train_fields() if s.key == key), "run")  # basic: never folded
-    field = page.locator(f"#train-{key.replace('.', '-')}")
-    if section != "run" and not field.is_visible():
-        page.locator(f"#train-section-{section} > button.label-wrap").click()
-    return field.locator("input, textarea").first
-
-
 def fill(page, **values) -> None:
     for key, value in values.items():
-        box(page, key.replace("__", ".")).fill(str(value))
+        train_box(page, key.replace("__", ".")).fill(str(value))
 
 
 def choose(page, key: str, option: str) -> None:
-    box(page, key).click()
+    train_box(page, key).click()
     page.get_by_role("option", name=option, exact=True).click()
 
 
@@ -84,8 +74,10 @@ def status(page) -> str:
     return page.locator("#train-status").inner_text()
 
 
-def finished(page, step: int) -> bool:
-    return bool(re.search(rf"completed \| step {step}/", status(page)))
+def finished(page, name: str, step: int) -> bool:
+    """Whether the status line says run `name` completed at `step`: a new page shows the server's last
+    job, so a bare "completed | step 3/" could be the previous test's run (its config not yet written)."""
+    return bool(re.search(rf"{name} \(run \d+[^)]*\): completed \| step {step}/", status(page)))
 
 
 def in_view(page, selector: str) -> tuple[float, float]:
@@ -94,12 +86,21 @@ def in_view(page, selector: str) -> tuple[float, float]:
     return b["y"], b["y"] + b["height"]
 
 
+def assert_live_output_in_view(page) -> None:
+    """The status line and the chart's top are in view without scrolling (the 1400x900 rule)."""
+    status_top, status_bottom = in_view(page, "#train-status")
+    chart_top, _ = in_view(page, "#loss-chart")
+    assert 0 <= status_top and status_bottom <= VIEWPORT["height"] and chart_top < VIEWPORT["height"] - 100
+
+
 def test_live_output_beside_the_form_and_dreamartist_trains(server, browser):
     url, root = server
     page = new_page(browser, url)
     open_tab(page, "Train")
     da_group = page.locator("#train-section-dreamartist")
     assert not da_group.is_visible()  # method ti: DreamArtist's settings are not in the way
+    # "schedule" opens at first (set on every run), the other groups are closed.
+    assert page.locator("#train-steps").is_visible() and not page.locator("#train-width").is_visible()
     choose(page, "method", "dreamartist")
     da_group.wait_for(state="visible")
     fill(page, embedding="embeddings/da.pt", data="data", steps=3, width=64, height=64, save_every=0,
@@ -107,20 +108,17 @@ def test_live_output_beside_the_form_and_dreamartist_trains(server, browser):
     page.locator("#train-dreamartist-reconstruction input").check()
     page.locator("#train-button").click()
     page.locator("#train-action").get_by_text("Started run").wait_for()
-    # The status line and the chart's top are in view without scrolling, beside the form.
-    status_top, status_bottom = in_view(page, "#train-status")
-    chart_top, _ = in_view(page, "#loss-chart")
-    assert 0 <= status_top and status_bottom <= VIEWPORT["height"] and chart_top < VIEWPORT["height"] - 100
+    assert_live_output_in_view(page)  # and the live output sits beside the form:
     form_left = page.locator("#train-form").bounding_box()
     live_left = page.locator("#train-live").bounding_box()
     assert live_left["x"] >= form_left["x"] + form_left["width"] - 1  # side by side, not stacked
-    wait_until(page, lambda: finished(page, 3), "the DreamArtist run to finish")
+    wait_until(page, lambda: finished(page, "da", 3), "the DreamArtist run to finish")
     wait_until(page, lambda: page.locator("#loss-chart .mark-line path").count() > 0, "the loss line")
     assert "moving average" in page.locator("#loss-chart").text_content()  # the legend names the series
     assert page.locator("#latest-preview img").count() == 1
     shot(page, "train-1400x900-dreamartist")
     page.screenshot(path=str(ARTIFACTS / "webui" / "train-dreamartist-full.png"), full_page=True)
-    box(page, "embedding").fill("")
+    train_box(page, "embedding").fill("")
     page.locator("#train-button").click()
     page.get_by_text("Embedding file: empty").first.wait_for()  # the error pop-up...
     assert "Started run" not in page.locator("#train-action").inner_text()  # ...and no stale success beside it
@@ -148,24 +146,26 @@ def test_resume_after_a_reload_continues_exactly(server, browser, tiny_model_dir
          preview_every=0, lr="0.02:2, 0.01")
     choose(page, "template", "subject")
     page.locator("#train-button").click()
-    wait_until(page, lambda: finished(page, 3), "the first 3 steps")
+    wait_until(page, lambda: finished(page, "tok", 3), "the first 3 steps")
     run = root / "runs" / "tok"
     first = load_toml(run / "config.toml")
 
     page.reload()  # a new page: the form is back to its defaults
     open_tab(page, "Train")
-    assert box(page, "lr").input_value() == "0.005"
+    assert train_box(page, "lr").input_value() == "0.005"
     page.locator("#train-run-refresh").click()
     choose(page, "run", "tok (step 3)")
-    wait_until(page, lambda: box(page, "lr").input_value() == "0.02:2, 0.01", "the run's stored settings")
-    assert box(page, "template").input_value() == "subject"
-    assert box(page, "lr").is_disabled() and box(page, "embedding").is_disabled()  # resume may not change them
-    assert box(page, "steps").is_enabled()
-    box(page, "steps").fill("6")
+    wait_until(page, lambda: train_box(page, "lr").input_value() == "0.02:2, 0.01", "the run's stored settings")
+    assert train_box(page, "template").input_value() == "subject"
+    # resume may not change them
+    assert train_box(page, "lr").is_disabled() and train_box(page, "embedding").is_disabled()
+    assert train_box(page, "steps").is_enabled()
+    train_box(page, "steps").fill("6")
     page.locator("#resume-button").click()
     page.locator("#train-action").get_by_text("Resumed").wait_for()
     assert "Max steps 6 (was 3)" in page.locator("#train-action").inner_text()
-    wait_until(page, lambda: finished(page, 6), "the resumed run")
+    assert_live_output_in_view(page)  # also with the run's note above the form
+    wait_until(page, lambda: finished(page, "tok", 6), "the resumed run")
     shot(page, "train-resumed")
     page.close()
 

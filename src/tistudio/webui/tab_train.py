@@ -127,7 +127,7 @@ def build(ctx: Context, model, family) -> None:
                 refresh = gr.Button("Refresh", scale=1, min_width=80, elem_id="train-run-refresh")
             note = gr.Markdown(elem_id="train-run-note")
             by_method = _form(specs, widgets, ctx)
-            with gr.Accordion("Example prompts", open=False):
+            with gr.Accordion("Example prompts", open=False, elem_id="train-example-prompts"):
                 preview_button = gr.Button("Show example prompts")
                 prompts = gr.Textbox(label="Example prompts", lines=4, show_label=False, elem_id="train-prompts")
         with gr.Column(scale=5, elem_id="train-live"):
