@@ -418,13 +418,32 @@ def test_a_stored_config_round_trips_through_the_form(guard):
                       log_dir=str(guard.root / "runs"), lr="0.02:2, 0.01", steps=7, width=64, template="subject",
                       filename_regex=r"\d+", formats=("safetensors",), method="dreamartist",
                       dreamartist=TrainConfig().dreamartist.__class__(cfg="2-4:cos", reconstruction=True))
-    # A checkbox holds no "unset": the profile-decided switches (None) go through the form as False.
+    # The profile-decided switches keep all three states: None (auto), on and off.
     cfg = TrainConfig(**{**cfg.__dict__, "model": cfg.model.__class__(model="/models/m"),
-                         **dict.fromkeys(("gradient_checkpointing", "channels_last", "compile", "heap_reuse"), False)})
+                         "channels_last": True, "compile": False})
     specs = train_fields()
     values = form_values(specs, cfg, guard.show)
-    assert values[[s.key for s in specs].index("embedding")] == "emb.pt"  # shown relative to the root
+    keys = [s.key for s in specs]
+    assert values[keys.index("embedding")] == "emb.pt"  # shown relative to the root
+    assert [values[keys.index(k)] for k in ("gradient_checkpointing", "channels_last", "compile")] == ["", "on", "off"]
     assert build_train_config(specs, values, guard, "/models/m") == cfg
+
+
+def test_the_form_leaves_profile_decided_switches_to_the_profile(guard):
+    """A fresh form sends None for gradient checkpointing, channels-last, compile and heap reuse, so
+    --profile low-memory still turns checkpointing on (a checkbox would have sent False); and for
+    buckets, on by themselves when the images' shapes differ."""
+    specs = train_fields()
+    switches = [s for s in specs if s.kind == "switch"]
+    assert {s.key for s in switches} == {"gradient_checkpointing", "channels_last", "compile", "heap_reuse", "buckets"}
+    assert all(s.default is None and s.choices == ("on", "off") for s in switches)
+    (guard.root / "emb.pt").write_bytes(b"x")
+    (guard.root / "data").mkdir()
+    values = [{"embedding": "emb.pt", "data": "data"}.get(s.key, "" if s.kind == "switch" else s.default)
+              for s in specs]
+    values = [list(v) if isinstance(v, tuple) else ("" if v is None else v) for v in values]
+    cfg = build_train_config(specs, values, guard, "/models/m")
+    assert (cfg.gradient_checkpointing, cfg.channels_last, cfg.compile, cfg.heap_reuse, cfg.buckets) == (None,) * 5
 
 
 def test_resume_keeps_the_stored_config_and_takes_only_resumable_changes(guard, tiny_model_dirs):

@@ -28,7 +28,7 @@ _EMBEDDING = TrainConfig()  # the defaults the boxes start at
 @dataclass(frozen=True)
 class FieldSpec:
     key: str                 # dotted: "steps", "dreamartist.neg_lr_weight", "model.clip_skip"
-    kind: str                # text | int | float | bool | choice | multi | path
+    kind: str                # text | int | float | bool | switch (on/off/auto) | choice | multi | path
     label: str
     default: object
     optional: bool = False   # None allowed (an empty box means "default")
@@ -37,6 +37,9 @@ class FieldSpec:
     section: str = "run"     # the option's group (config.GROUPS), in the page's order
     must_exist: str | None = None
     custom: bool = False     # a choice that also takes a typed value (template: a name or a file)
+
+
+SWITCH = ("on", "off")   # a `bool | None` field's choices; the empty "auto" choice is None
 
 
 def _kind(opt: Option) -> tuple[str, tuple]:
@@ -48,6 +51,8 @@ def _kind(opt: Option) -> tuple[str, tuple]:
         return "choice", opt.choices
     if opt.key in PATH_FIELDS or opt.name.endswith(PATH_SUFFIXES):
         return "path", ()
+    if opt.kind == "bool" and opt.optional:  # None = "the profile decides": a checkbox cannot say it
+        return "switch", SWITCH
     return {"bool": "bool", "int": "int", "float": "float"}.get(opt.kind, "text"), ()
 
 
@@ -66,6 +71,8 @@ def train_fields() -> list[FieldSpec]:
 def _convert(spec: FieldSpec, value, guard: PathGuard):
     if spec.kind == "bool":
         return bool(value)
+    if spec.kind == "switch":
+        return None if not value else value == SWITCH[0]
     if spec.kind == "multi":
         return tuple(value or ())
     blank = value is None or (isinstance(value, str) and not (value if spec.kind == "text" else value.strip()))

@@ -77,7 +77,7 @@ def _widget(spec: FieldSpec, ctx: Context):
         return gr.Number(value=spec.default, **common)
     if spec.kind == "multi":
         return gr.CheckboxGroup(list(spec.choices), value=list(spec.default), **common)
-    if spec.kind == "choice":
+    if spec.kind in ("choice", "switch"):
         choices = ([("auto", "")] if spec.optional else []) + [(c, c) for c in spec.choices]
         return gr.Dropdown(choices, value=spec.default or "", allow_custom_value=spec.custom, **common)
     return gr.Textbox(value="" if spec.default is None else str(spec.default), **common)

@@ -15,7 +15,7 @@ from ..runs.identity import folder_for
 from ..train.session import config_for_resume, show
 from . import runs as run_files
 from .context import Context
-from .forms import FieldSpec, build_train_config
+from .forms import SWITCH, FieldSpec, build_train_config
 
 NEW_RUN = ("New run", "")
 
@@ -36,6 +36,8 @@ def form_values(specs: list[FieldSpec], cfg: TrainConfig, show=str) -> list:
             out.append(show(v))
         elif spec.kind == "bool":
             out.append(bool(v))
+        elif spec.kind == "switch":
+            out.append("" if v is None else SWITCH[0] if v else SWITCH[1])
         elif spec.kind == "multi":
             out.append(list(v or ()))
         elif spec.kind in ("int", "float"):
