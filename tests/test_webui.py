@@ -438,7 +438,7 @@ def test_the_form_leaves_profile_decided_switches_to_the_profile(guard):
     assert {s.key for s in switches} == {"gradient_checkpointing", "channels_last", "compile", "heap_reuse", "buckets"}
     assert all(s.default is None and s.choices == ("on", "off") for s in switches)
     (guard.root / "emb.pt").write_bytes(b"x")
-    (guard.root / "data").mkdir()
+    (guard.root / "data").mkdir(exist_ok=True)
     values = [{"embedding": "emb.pt", "data": "data"}.get(s.key, "" if s.kind == "switch" else s.default)
               for s in specs]
     values = [list(v) if isinstance(v, tuple) else ("" if v is None else v) for v in values]
@@ -499,3 +499,13 @@ def test_the_server_starts_without_advertising_a_public_link(tmp_path, capfd):
         app.close()
     out = capfd.readouterr()
     assert "share=True" not in out.out + out.err  # this tool never opens a public tunnel
+
+
+def test_a_failed_run_names_the_forms_labels():
+    from tistudio.webui.jobs import JobView
+    from tistudio.webui.tab_train_output import status_text
+
+    view = JobView(id=3, name="tok", status="failed", cfg=None, resume=None, points=(), last=None, previews=(),
+                   saved=(), messages=(), finished=None, error="--steps 5: the embedding is already at step 9",
+                   run_dir="runs/tok")
+    assert status_text(view) == "**tok** (run 3): failed: Max steps 5: the embedding is already at step 9"

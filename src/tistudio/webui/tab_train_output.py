@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import in_labels
 from ..errors import TIStudioError
 from ..train.outputs import moving_average
 from . import runs as run_files
@@ -40,7 +41,7 @@ def status_text(v: JobView | None) -> str:
         return "No training run in this session yet."
     head = f"**{v.name}** (run {v.id}{', resumed' if v.resume else ''}): "
     if v.status == "failed":
-        return head + f"failed: {v.error}"
+        return head + f"failed: {in_labels(v.error or '')}"  # the form's labels, not the CLI's flags
     if v.last is None:
         state = "preparing (loading the model, caching latents)..." if v.status == "running" else v.status
         if v.status == "running" and v.caching is not None:
