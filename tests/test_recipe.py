@@ -180,7 +180,7 @@ def test_a_shape_needs_a_single_rate():
     (dict(loss="l2"), "--loss l2: use mse|huber|l1"),
     (dict(timestep_range="800:200"), "--timestep-range '800:200': write lo:hi"),
     (dict(timestep_range="500"), "--timestep-range '500': write lo:hi"),
-    (dict(optimizer="sgd"), "--optimizer sgd: use adamw|adafactor|prodigy|lion|adamw8bit"),
+    (dict(optimizer="sgd"), "--optimizer sgd: use adamw|adafactor|prodigy|lion|schedule-free|adamw8bit"),
     (dict(norm="unit"), "--norm unit: use none|preserve|fixed-direction"),
     (dict(huber_delta=0), "--huber-delta 0: use a positive number"),
     (dict(init_reg=-1), "--init-reg -1: use 0 (off) or more"),
@@ -195,7 +195,8 @@ def _groups():
 
 
 @pytest.mark.parametrize("name, module", [("adamw", None), ("adafactor", "transformers"),
-                                          ("prodigy", "prodigyopt"), ("lion", "lion_pytorch")])
+                                          ("prodigy", "prodigyopt"), ("lion", "lion_pytorch"),
+                                          ("schedule-free", "schedulefree")])
 def test_each_optimizer_steps_and_round_trips_its_state(name, module):
     if module:
         pytest.importorskip(module)
@@ -291,6 +292,23 @@ def test_ti_resumes_exactly_with_the_recipe(tiny_models, dataset, tmp_path):
     expected = [0.01 / 3, 0.01 * 2 / 3, 0.01, 0.01 * 0.5 * (1 + math.cos(math.pi / 2))]
     assert [float(r["learn_rate"]) for r in rows] == pytest.approx(expected)
     assert not (tmp_path / "a" / "out" / "final.pt.optim").exists()  # A1111's side file holds AdamW moments only
+
+
+def test_schedule_free_resumes_exactly_and_saves_its_averaged_point(tiny_models, dataset, tmp_path):
+    """Schedule-free AdamW trains at y and keeps an average x: the files hold x (eval mode), and a
+    resume from a save point (state.pt written in eval mode) continues exactly."""
+    pytest.importorskip("schedulefree")
+    c = tiny_models["sd1"]
+    path = api.create_embedding(c, "tok", "cat", 2, tmp_path / "emb")
+    kw = dict(recipe=RecipeConfig(optimizer="schedule-free"), lr="0.05")
+    train(quick_config(path, dataset, tmp_path / "a", steps=4, **kw), components=c, progress=False)
+    _stopped_and_resumed(quick_config(path, dataset, tmp_path / "b", steps=4, **kw), c, tmp_path / "b")
+    a, b = _final(tmp_path / "a"), _final(tmp_path / "b")
+    assert torch.equal(a[0], b[0])
+    # The saved vectors are the average x, not the training point y the last step left behind.
+    saved = torch.load(tmp_path / "a" / "runs" / "tok" / "state.pt", weights_only=False)
+    z = next(iter(saved["optimizer"]["state"].values()))["z"]
+    assert not torch.equal(a[0], z.cpu()) and saved["optimizer"]["param_groups"][0]["train_mode"] is False
 
 
 @pytest.mark.parametrize("family", ["sd2", "sdxl"])

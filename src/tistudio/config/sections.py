@@ -76,8 +76,10 @@ class RecipeConfig:
     timestep_sampling: str = option("uniform", "how timesteps are drawn over the range; logit-normal (SD3's: "
                                     "sigmoid of N(0,1)) favours the middle", group="recipe",
                                     choices=TIMESTEP_SAMPLINGS)
-    optimizer: str = option("adamw", "the optimizer of the vectors; prodigy wants --lr 1, prodigy and lion "
-                            "need their PyPI package, adamw8bit needs CUDA", group="recipe", choices=OPTIMIZERS)
+    optimizer: str = option("adamw", "the optimizer of the vectors; prodigy wants --lr 1; prodigy, lion and "
+                            "schedule-free (AdamW without a schedule: previews, validation and files use its "
+                            "averaged point) need their PyPI package; adamw8bit needs CUDA", group="recipe",
+                            choices=OPTIMIZERS)
     lr_scheduler: str = option("step-grammar", "the learning-rate shape: step-grammar follows --lr's schedule, "
                                "the others shape a single --lr rate over --steps", group="recipe",
                                choices=LR_SCHEDULERS, label="LR scheduler")

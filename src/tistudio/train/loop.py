@@ -19,6 +19,7 @@ from . import state as train_state
 from .guards import finite
 from .health import cap_norms, vocabulary_medians
 from .objectives.base import MicroBatch
+from .optimizers import set_mode
 from .preview import write_preview
 from .setup import Setup
 from .speed import reuse_freed_memory
@@ -117,6 +118,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
                unit="step", disable=not progress, dynamic_ncols=True)
     started, done_here = time.perf_counter(), 0
+    set_mode(st.optimizer, training=True)  # a resumed schedule-free state was saved at its averaged point
     if st.guard.good is None:  # the state a rollback returns to until the first save point (or a resume's)
         st.remember()
     while step < cfg.steps:
@@ -171,17 +173,25 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
         bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2g}")
         s.callback(Progress(step, cfg.steps, total, lr, plan.epoch, plan.epoch_step, seconds,
                             seconds * (cfg.steps - step)))
+        previews = bool(cfg.preview_every and step % cfg.preview_every == 0 and s.dist.is_main)
+        saves = bool(cfg.save_every and step % cfg.save_every == 0 and s.dist.is_main)
+        judged = previews or saves or bool(cfg.val_every and step % cfg.val_every == 0)
+        if judged:  # schedule-free: what is judged and saved is its averaged point (optimizers.set_mode)
+            set_mode(st.optimizer, training=False)
         # Hooks before snapshots: the validation's early stop and best files see this step first.
         for hook in s.hooks:
             hook.after_step(step, total, lr)
         # Previews before the save point: state.pt commits the step, so a kill right after it
         # must not leave the step without its preview (a resume never redoes that step).
-        if cfg.preview_every and step % cfg.preview_every == 0 and s.dist.is_main:
+        if previews:
             write_preview(s, step, st.output_vectors())
-        if cfg.save_every and step % cfg.save_every == 0 and s.dist.is_main:
+        if saves:
             paths = save_point(s, st)
             s.callback(Saved(step, tuple(map(str, paths))))
+        if judged:
+            set_mode(st.optimizer, training=True)
     bar.close()
+    set_mode(st.optimizer, training=False)  # the final files, state.pt and the end hooks: the averaged point
     result = TrainResult(step, reason, [], last_loss, str(s.run.root))
     for hook in s.hooks:
         hook.at_end(result)

@@ -14,7 +14,8 @@ from ..errors import TIStudioError
 
 # --optimizer -> (module, PyPI package) for those that are not in torch.
 PACKAGES = {"adafactor": ("transformers", "transformers"), "prodigy": ("prodigyopt", "prodigyopt"),
-            "lion": ("lion_pytorch", "lion-pytorch"), "adamw8bit": ("bitsandbytes", "bitsandbytes")}
+            "lion": ("lion_pytorch", "lion-pytorch"), "schedule-free": ("schedulefree", "schedulefree"),
+            "adamw8bit": ("bitsandbytes", "bitsandbytes")}
 
 
 def _module(name: str):
@@ -39,9 +40,24 @@ def build_optimizer(name: str, groups: list[dict], device: torch.device) -> torc
         return _module(name).Prodigy(groups, lr=1.0, weight_decay=0.0)
     if name == "lion":
         return _module(name).Lion(groups, lr=1e-4, weight_decay=0.0)  # its lr must be > 0; the loop sets it
+    if name == "schedule-free":
+        # Its own warm-up stays off: --warmup-steps shapes the rate it is given, as for the others.
+        optimizer = _module(name).AdamWScheduleFree(groups, lr=1e-4, weight_decay=0.0, warmup_steps=0)
+        optimizer.train()  # it refuses to step until told which point it is at
+        return optimizer
     if name == "adamw8bit":
         if device.type != "cuda":  # bitsandbytes' 8-bit optimizers are CUDA kernels
             raise TIStudioError(f"--optimizer adamw8bit runs on a CUDA GPU only (this run is on {device.type}); "
                                 "use --optimizer adamw (the vectors are small: 8-bit saves little here)")
         return _module(name).optim.AdamW8bit(groups, lr=0.0, weight_decay=0.0)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def set_mode(optimizer: torch.optim.Optimizer, training: bool) -> None:
+    """Schedule-free AdamW trains at one point (y) and is judged at another (x, the average it keeps
+    instead of a schedule), switched by its train()/eval(). The loop trains in train mode and
+    validates, previews, snapshots and saves in eval mode, so every file (and state.pt) holds x.
+    A no-op for the other optimizers, which have one point."""
+    switch = getattr(optimizer, "train" if training else "eval", None)
+    if callable(switch):
+        switch()
