@@ -32,6 +32,7 @@ OPTIONS = {
     "noise-offset": ({"noise_offset": 0.05}, {}),
     "cosine": ({"lr_scheduler": "cosine", "warmup_steps": 50}, {"lr": "0.1"}),
     "prodigy": ({"optimizer": "prodigy"}, {"lr": "1"}),
+    "schedule-free": ({"optimizer": "schedule-free", "lr_scheduler": "constant", "warmup_steps": 50}, {"lr": "0.1"}),
     "lion": ({"optimizer": "lion"}, {"lr": "0.01:1000, 0.002"}),   # sign updates: ~10x smaller rate
     "adafactor": ({"optimizer": "adafactor"}, {}),
     "norm-preserve": ({"norm": "preserve"}, {}),

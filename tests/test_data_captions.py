@@ -21,7 +21,7 @@ def test_caption_from_file_name(tmp_path: Path, name, expected):
     assert caption_for(tmp_path / name) == expected
 
 
-def test_filename_regex_and_join_from_the_seed(tmp_path: Path):
+def test_filename_regex_and_join_from_the_guide(tmp_path: Path):
     path = tmp_path / "000001-1-a man in suit.png"
     assert caption_for(path, r"\w+", ", ") == "a, man, in, suit"
     assert caption_for(path, r"\w+") == "a man in suit"

@@ -119,7 +119,8 @@ def test_clip_images_are_resized_centre_cropped_and_normalised_as_clip_expects(t
     ref = tmp_path / "ref.png"
     Image.new("RGB", (40, 40), (128, 128, 128)).save(ref)
     records = [SimpleNamespace(path=ref)]
-    s = SimpleNamespace(cache=SimpleNamespace(records=records), concepts=SimpleNamespace(training=lambda rs: rs))
+    s = SimpleNamespace(cache=SimpleNamespace(records=records, images=records),
+                        concepts=SimpleNamespace(training=lambda rs: rs))
     scorer = ClipScorer(s, str(tiny_clip(tmp_path / "clip")))
     wide = Image.new("RGB", (96, 48), (255, 0, 0))
     wide.paste((0, 0, 255), (0, 0, 24, 48))  # the left quarter, cut off by the centre crop

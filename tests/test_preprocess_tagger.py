@@ -74,7 +74,7 @@ BLUE_IMAGE = Image.new("RGB", (40, 40), (0, 0, 255))
 DEFAULT = ("blush, long hair, solo, japanese clothes, ^_^, hat \\(object\\), bangs, wide sleeves")
 
 
-def test_wd14_defaults_follow_the_seed(wd14):
+def test_wd14_defaults_follow_the_guide(wd14):
     tagger = OnnxTagger(wd14, None, TaggerOptions())
     assert tagger.side == 32 and tagger.kind == "wd14"
     # Threshold 0.75 keeps down to wide_sleeves (0.795); ratings are dropped; best first; spaces;
