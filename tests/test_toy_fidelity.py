@@ -166,3 +166,11 @@ def test_demo_writes_every_file_it_names(tmp_path):
     assert list((out / "runs" / NAME / "images").glob("*.png"))
     [report] = json.loads((out / "fidelity.json").read_text())
     assert f"fidelity: {report['fidelity']:.0%}" in r.stdout
+
+
+def test_the_bench_registers_the_toy_scorer_without_the_api():
+    """bench/recipe_sweep.py imports tistudio.toy.fidelity and trains with --eval-toy: the scorer
+    must be registered by that import alone (a fresh process, so no other test has loaded it)."""
+    code = ("import tistudio.toy.fidelity; from tistudio.train import fidelity; "
+            "assert 'eval_toy' in fidelity.REGISTERED; import sys; assert 'tistudio.api' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

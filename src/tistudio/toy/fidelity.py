@@ -27,6 +27,7 @@ from ..errors import TIStudioError
 from ..models.load import load_model
 from ..runs.folder import RunFolder
 from ..train.run import train
+from . import scorer  # noqa: F401  (registers --eval-toy's scorer, which the bench's runs use)
 from .concepts import Concept
 from .sample import SAMPLE_SEED, draw, sample_prompts
 
