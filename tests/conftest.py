@@ -114,3 +114,16 @@ def toy_model(toy_model_dir):
     from tistudio.models.load import load_model
 
     return load_model(toy_model_dir)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium for the browser tests (-m browser); playwright is imported here
+    because only those tests need it."""
+    from playwright import sync_api
+    from test_webui_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -59,14 +59,6 @@ def server(tiny_model_dirs, tmp_path_factory):
     app.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
 def uploads(folder: Path) -> list[str]:
     """Three 80x96 pictures (a coloured square on noise) plus a text file posing as an image."""
     folder.mkdir(parents=True, exist_ok=True)

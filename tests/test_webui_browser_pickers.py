@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("gradio")
 
-from test_webui_browser import (CHROMIUM, CHROMIUM_ARGS, WAIT_MS, field, free_port, open_tab,  # noqa: E402
+from test_webui_browser import (WAIT_MS, field, free_port, open_tab,  # noqa: E402
                                 shot, show_example_prompts, wait_until)
 
 
@@ -35,14 +35,6 @@ def server(tiny_models, tiny_model_dirs, tmp_path_factory):
     app, url = serve(make_context(root), "127.0.0.1", free_port(), block=False)
     yield url, root
     app.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def pick(page, box_id: str, text: str) -> None:

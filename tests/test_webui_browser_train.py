@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_webui_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, WAIT_MS, free_port, open_tab, train_box,
+from test_webui_browser import (ARTIFACTS, WAIT_MS, free_port, open_tab, train_box,
                                 wait_until)
 
 # Marked slow too (each test trains through the page): `make test` skips it, `.ci/run` runs `-m browser`.
@@ -38,14 +38,6 @@ def server(tiny_models, tiny_model_dirs, tmp_path_factory):
     app, url = serve(ctx, "127.0.0.1", free_port(), block=False)
     yield url, root
     app.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def new_page(browser, url):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RESUMABLE, TrainConfig, from_dict, load_toml
+from ..config import RESUMABLE, TrainConfig, from_dict, load_toml, nested
 from ..errors import TIStudioError
 from ..runs.folder import RunFolder
 from ..runs.identity import folder_for
@@ -73,17 +73,6 @@ def locked(spec: FieldSpec) -> bool:
     return spec.key not in RESUMABLE
 
 
-def _nested(pairs: dict) -> dict:
-    out: dict = {}
-    for key, value in pairs.items():
-        *parents, leaf = key.split(".")
-        target = out
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[leaf] = value
-    return out
-
-
 def _confined(ctx: Context, specs: list[FieldSpec], cfg: TrainConfig) -> None:
     """Every path the resumed run opens lies under the root, as training will open it (a CLI run's
     relative paths start at the folder it ran in, not at the root)."""
@@ -112,7 +101,7 @@ def config(ctx: Context, specs: list[FieldSpec], run: str, values: list) -> tupl
                               before.model.family)
     changed = {s.key: _value(form, s.key) for s, new, old in zip(specs, values, loaded)
                if not locked(s) and new != old}
-    cfg, diff = config_for_resume(root, _nested(changed), label=lambda key: next(
+    cfg, diff = config_for_resume(root, nested(changed), label=lambda key: next(
         (s.label for s in specs if s.key == key), key))
     _confined(ctx, specs, cfg)
     return root, cfg, diff
