@@ -41,7 +41,7 @@ def pick(page, box_id: str, text: str) -> None:
     """Open the dropdown `box_id` and click the entry whose label contains `text`."""
     box = page.locator(f"#{box_id} input")
     box.click()
-    page.locator("ul[role=listbox] li", has_text=text).first.click()
+    page.locator(f"#{box_id} ul[role=listbox] li", has_text=text).first.click()
     box.blur()  # a focused box does not open again on the next click
 
 
@@ -49,7 +49,9 @@ def options(page, box_id: str) -> list[str]:
     """The labels a dropdown offers (without the ✓ of the chosen one)."""
     box = page.locator(f"#{box_id} input")
     box.click()
-    found = page.locator("ul[role=listbox] li").all_inner_texts()
+    items = page.locator(f"#{box_id} ul[role=listbox] li")  # this box's list, not one still closing
+    items.first.wait_for()
+    found = items.all_inner_texts()
     box.blur()
     return [o.removeprefix("✓").strip() for o in found]
 
