@@ -29,6 +29,8 @@ from pathlib import Path
 
 from report import machine, save
 
+from tistudio.webui.forms import train_fields
+
 CHROMIUM = os.environ.get("TISTUDIO_CHROMIUM", "/usr/bin/chromium")
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -104,8 +106,12 @@ def run_ui(root: Path, model: str, embedding: Path, steps: int) -> dict:
             page.get_by_role("tab", name="Train").click()
             fields = {"embedding": str(embedding.relative_to(root)), "data": "data", "log_dir": "runs-ui",
                       **_options(steps)}
+            groups = {spec.key: spec.section for spec in train_fields()}
             for key, value in fields.items():
-                box = page.locator(f"#train-{key.replace('.', '-')}").locator("input, textarea").first
+                field = page.locator(f"#train-{key.replace('.', '-')}")
+                if not field.is_visible():  # its group is closed: open it (the title toggles it)
+                    page.locator(f"#train-section-{groups[key]} > button.label-wrap").click()
+                box = field.locator("input, textarea").first
                 box.fill(value)
                 box.press("Tab")
             t, cpu = time.perf_counter(), _process_cpu(server.pid)
