@@ -14,6 +14,29 @@ def quick_config(emb, data, root, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def spied_run(cfg, c, record):
+    """Train `cfg` through the loop with `record(mb, per_sample_loss)` called on every micro-batch
+    (the objective's loss, as the loop weights it); returns the run's Setup and its loss.csv losses."""
+    from tistudio.train.loop import run_loop
+    from tistudio.train.session import prepare
+
+    s, state = prepare(cfg, components=c, progress=False)
+    plain = s.objective.loss
+
+    def spy(mb):
+        per_sample = plain(mb)
+        record(mb, per_sample)
+        return per_sample
+    s.objective.loss = spy
+    try:
+        run_loop(s, state, progress=False)
+        s.run.flush_loss()
+    finally:
+        s.lock.release()
+    with open(s.run.root / "loss.csv", newline="") as fh:
+        return s, [float(r["loss"]) for r in csv.DictReader(fh)]
+
+
 def dataset_latents(c, folder, size: int = 64):
     """Scaled posterior-mean latents of every PNG in `folder`, in name order."""
     import torch

@@ -1,7 +1,6 @@
 """Training with concepts on the tiny model: the logged loss is each sample's loss times its concept's
 weight (x --prior-loss-weight for reg images), concept templates reach the prompts, and a run of two
 concepts with every caption extra resumes bit-exactly."""
-import csv
 
 import pytest
 import torch
@@ -11,29 +10,17 @@ from tistudio.config import ConceptConfig, TrainConfig, from_dict, load_toml
 from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from shapes_dataset import write_shapes_dataset
-from tistudio.train.loop import run_loop
 from tistudio.train.run import train
-from tistudio.train.session import config_for_resume, prepare
+from tistudio.train.session import config_for_resume
 
-from run_config import quick_config
+from run_config import quick_config, spied_run
 
 
-def _spied_run(cfg, c, run_dir):
+def _spied_run(cfg, c):
     """Train `cfg`, recording each micro-batch's record indices, per-sample losses and prompts."""
-    s, state = prepare(cfg, components=c, progress=False)
-    seen, plain = [], s.objective.loss
-
-    def spy(mb):
-        per_sample = plain(mb)
-        seen.append((list(mb.indices), per_sample.detach().clone(), [p.text for p in mb.prompts]))
-        return per_sample
-    s.objective.loss = spy
-    try:
-        run_loop(s, state, progress=False)
-        s.run.flush_loss()
-    finally:
-        s.lock.release()
-    logged = [float(r["loss"]) for r in csv.DictReader(open(run_dir / "loss.csv"))]
+    seen = []
+    s, logged = spied_run(cfg, c, lambda mb, per_sample: seen.append(
+        (list(mb.indices), per_sample.detach().clone(), [p.text for p in mb.prompts])))
     return s, seen, logged
 
 
@@ -50,7 +37,7 @@ def test_logged_loss_weights_each_sample_by_its_concept(tiny_models, tmp_path, p
                 ConceptConfig(path=str(reg), is_reg=True))
     cfg = quick_config(path, a, tmp_path, steps=2, save_every=0, batch_size=4, grad_accum=2, concept=concepts,
                        prior_loss_weight=prior)
-    s, seen, logged = _spied_run(cfg, c, tmp_path / "runs" / "tok")
+    s, seen, logged = _spied_run(cfg, c)
     assert len(s.concepts) == (3 + 2 * 2) * 2  # 7 training draws and as many reg draws per epoch
     weights = {0: 1.0, 1: 1.0, 2: 1.0, 3: b_weight, 4: b_weight, 5: prior, 6: prior}
     expected = []
