@@ -56,7 +56,7 @@ def _candidates(root: Path, within: Path | None, skipped: list) -> list[Path]:
 
 
 def _inside(real: str, within: Path) -> bool:
-    return Path(real).is_relative_to(os.path.realpath(within))
+    return Path(real).is_relative_to(within)
 
 
 def _size(path: Path) -> int:
@@ -77,7 +77,8 @@ def scan_embeddings(root: str | Path, within: str | Path | None = None) -> ScanR
     if not root.is_dir():
         raise TIStudioError(f"{root}: embeddings folder not found")
     result, first_of = ScanResult(), {}  # lower-cased trigger -> (trigger, path)
-    for path in _candidates(root, Path(within) if within is not None else None, result.skipped):
+    within = Path(os.path.realpath(within)) if within is not None else None  # resolved once, not per file
+    for path in _candidates(root, within, result.skipped):
         try:
             loaded = read_embedding(path)
         except TIStudioError as exc:
