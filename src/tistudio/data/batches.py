@@ -12,6 +12,7 @@ one bucket, by the same rules (docs/buckets.md).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -93,12 +94,13 @@ def bucket_batch_at(step: int, *, groups: Sequence[int], batch_size: int, grad_a
     The stream is one of micro-batches (every epoch has the same number, B): step k takes stream
     batches k*grad_accum ... + grad_accum - 1, so it is still a pure function of (seed, step). A
     step belongs to the epoch of its first micro-batch. With a single bucket this is batch_at."""
-    if len(set(groups)) <= 1:
+    sizes = Counter(groups)  # bucket -> its items
+    if len(sizes) <= 1:
         return batch_at(step, n_items=len(groups), batch_size=batch_size, grad_accum=grad_accum, seed=seed, flip=flip)
     if batch_size < 1 or grad_accum < 1 or step < 0:
         raise ValueError(f"bucket_batch_at needs step >= 0 and positive sizes, got step={step}, "
                          f"batch_size={batch_size}, grad_accum={grad_accum}")
-    per_epoch = len(_bucket_epoch(groups, 0, seed, batch_size))
+    per_epoch = sum(-(-count // batch_size) for count in sizes.values())  # len(_bucket_epoch(...)), unshuffled
     first = step * grad_accum
     epochs: dict[int, tuple[list[tuple[int, ...]], list[bool]]] = {}
     micro, flips = [], []

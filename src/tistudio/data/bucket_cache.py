@@ -21,7 +21,7 @@ import torch
 
 from ..events import Callback, Message
 from .augment import pick, variants
-from .buckets import Placement, bucket_table, place, size_ids_tensor
+from .buckets import Placement, bucket_table, place, size_ids_tensor, used_buckets
 from .dataset import ImageRecord, load_weight_map
 from .latent_cache import LatentCache
 from .latent_encode import EncodeFn, image_key
@@ -53,7 +53,7 @@ class BucketedCache:
         if placements is None:
             groups, sizes, spots = (0,) * len(records), [(width, height)], None
         else:
-            sizes = [tuple(map(int, s.split("x"))) for s in bucket_table(placements)]  # by aspect ratio
+            sizes = used_buckets(placements)  # by aspect ratio
             groups = tuple(sizes.index(p.bucket) for p in placements)
             spots = tuple(place(placements[i // k].original, placements[i // k].bucket, r.augment.centering)
                           for i, r in enumerate(virtual))

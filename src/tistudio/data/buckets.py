@@ -123,10 +123,15 @@ def placements_for(sizes: Sequence[tuple[int, int]], width: int, height: int, *,
     return [place(s, nearest_bucket(s, buckets)) for s in sizes]
 
 
+def used_buckets(placements: Sequence[Placement]) -> list[tuple[int, int]]:
+    """The buckets (w, h) some image trains at, in bucket order (by aspect)."""
+    return sorted({p.bucket for p in placements}, key=lambda s: (s[0] / s[1], s[0] * s[1]))
+
+
 def bucket_table(placements: Sequence[Placement]) -> dict[str, int]:
     """"WxH" -> number of images, in bucket order (by aspect), for the log and summary.json."""
     counts = Counter(p.bucket for p in placements)
-    return {f"{w}x{h}": counts[(w, h)] for w, h in sorted(counts, key=lambda s: (s[0] / s[1], s[0] * s[1]))}
+    return {f"{w}x{h}": counts[(w, h)] for w, h in used_buckets(placements)}
 
 
 def size_ids_tensor(placements: Sequence[Placement], flips: Sequence[bool]) -> torch.Tensor:

@@ -8,6 +8,7 @@ with the model's own VAE config, so its weights must fit that architecture.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -63,3 +64,15 @@ def _check_fits(vae, like, path: Path) -> None:
     if facts[0] != facts[1]:
         raise TIStudioError(f"--vae {path}: latents of {facts[0][0]} channels at 1/{facts[0][1]} size, but the "
                             f"model's are {facts[1][0]} at 1/{facts[1][1]}; use a VAE made for this model family")
+
+
+@contextlib.contextmanager
+def vae_on(c, device: torch.device):
+    """The model's VAE (`c`: Components) on `device` for the block, then back where it was: an
+    offloaded VAE (--vae-offload) comes back only for the decodes of previews and scores."""
+    home = next(c.vae.parameters()).device
+    c.vae.to(device)
+    try:
+        yield
+    finally:
+        c.vae.to(home)

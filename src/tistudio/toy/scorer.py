@@ -2,6 +2,7 @@
 training layer's scorers (train/fidelity.py), which never import the toy world themselves."""
 from __future__ import annotations
 
+from ..models.vae import vae_on
 from ..train import fidelity
 from .classifier import accuracy
 from .concepts import parse_concept
@@ -20,12 +21,8 @@ class ToyScorer:
         negative = getattr(s.objective, "negative", None)
         negatives = [negative.name if negative is not None else ""] * n
         vectors = {k: tuple(v.detach() for v in vs) for k, vs in s.objective.vectors().items()}
-        vae_device = next(s.c.vae.parameters()).device
-        s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decodes
-        try:
+        with vae_on(s.c, s.device):
             images = draw(s.c, sample_prompts(name, n), negatives, vectors, steps=s.cfg.preview_steps)
-        finally:
-            s.c.vae.to(vae_device)
         acc = accuracy(images, [(self.concept.colour, self.concept.shape)] * n)
         return {"toy_colour": acc["colour"], "toy_shape": acc["shape"], "toy_fidelity": acc["both"]}
 

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import TIStudioError, first_line
 from ..generate.sample import GenerateOptions, sample
+from ..models.vae import vae_on
 
 EDIT_PROMPTS = ("a painting of {}", "a photo of {} on the beach", "{} in the snow", "a drawing of {}")
 
@@ -33,13 +34,9 @@ def generate_for_eval(s, prompts: list[str]) -> list:
     vectors = {name: tuple(v.detach() for v in vs) for name, vs in s.objective.vectors().items()}
     options = GenerateOptions(prompt="", sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
                               width=s.width, height=s.height)
-    vae_device = next(s.c.vae.parameters()).device
-    s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decodes
-    try:
+    with vae_on(s.c, s.device):
         return sample(s.c, options, prompts, [cfg.preview_negative] * len(prompts),
                       [cfg.preview_seed + j for j in range(len(prompts))], vectors, clip_skip=cfg.model.clip_skip)
-    finally:
-        s.c.vae.to(vae_device)
 
 
 class ClipScorer:

@@ -43,7 +43,7 @@ class NumericGuard:
         self.bad_in_row = 0
         self.skipped = 0        # steps skipped in this run (including before a resume)
         self.rollbacks = 0
-        self.good: dict | None = None   # the state a rollback returns to (TrainState.good_copy)
+        self.good: dict | None = None   # the state a rollback returns to (TrainState.remember)
 
     def remember(self, good: dict) -> None:
         """`good`: a copy of the current state (at the start and at each save point)."""

@@ -8,6 +8,7 @@ import torch
 from ..data.prompts import fill, process_tags
 from ..events import Previewed
 from ..generate.sample import GenerateOptions, generate, save_png
+from ..models.vae import vae_on
 from .objectives.hypernetwork import TrainableHypernetwork, text_encoders_on
 from .preview_prompts import preview_grid
 
@@ -67,9 +68,6 @@ def sample_preview(s, step: int, options: GenerateOptions, shown: dict):
     hyper = isinstance(trained, TrainableHypernetwork)
     if hyper:  # no vectors to put in the prompt: the (averaged) hypernetwork goes on the UNet
         networks, vectors = [(trained.snapshot(step, vectors=shown[trained.name]), 1.0)], {}
-    vae_device = next(s.c.vae.parameters()).device
-    s.c.vae.to(s.device)  # an offloaded VAE comes back only for the decode
-    with torch.no_grad(), text_encoders_on(s.c, s.device if hyper and s.objective.offloaded else None):
-        image = generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip, hypernetworks=networks)[0]
-    s.c.vae.to(vae_device)
-    return image
+    with torch.no_grad(), vae_on(s.c, s.device), \
+            text_encoders_on(s.c, s.device if hyper and s.objective.offloaded else None):
+        return generate(s.c, options, vectors, clip_skip=cfg.model.clip_skip, hypernetworks=networks)[0]

@@ -116,9 +116,9 @@ class ValidationSet:
         for j, latent in enumerate(latents):
             sizes.setdefault(tuple(latent.shape), []).append(j)
         parts = []
+        bucketed = hasattr(cache, "size_ids")  # the training cache (data/bucket_cache.py)
         for group in sizes.values():
             mine = [indices[j] for j in group]
-            bucketed = hasattr(cache, "size_ids")  # the training cache (data/bucket_cache.py)
             parts.append(cls(torch.cat([latents[j] for j in group]), torch.cat([noise[j] for j in group]),
                              torch.tensor([ts[j] for j in group], dtype=torch.long), tuple(prompts[j] for j in group),
                              cache.weights(mine, [False] * len(mine)), tuple(mine), held_out,
