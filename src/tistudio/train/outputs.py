@@ -54,7 +54,8 @@ class TrainingFolder(RunFolder):
     def log_loss(self, step: int, epoch: int, epoch_step: int, loss: float, lr: float) -> None:
         """Append a row; on resume, rows past the resumed step are dropped first so the CSV matches
         the run that actually continued."""
-        self._rows = [r for r in self._rows if int(r[0]) < step]
+        while self._rows and int(self._rows[-1][0]) >= step:  # rows are in step order: drop from the end only
+            self._rows.pop()
         prev = self._rows[-1][5] if self._rows and len(self._rows[-1]) > 5 else ""
         ema = moving_average(float(prev) if prev else None, loss)
         self._rows.append([step, epoch, epoch_step, f"{loss:.6f}", f"{lr:.8g}", f"{ema:.6f}", ""])
