@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import in_labels
 from ..errors import TIStudioError
+from ..runs.folder import LOSS_FILE
 from ..train.outputs import moving_average
 from . import runs as run_files
 from .jobs import JobView
@@ -87,7 +88,7 @@ def _loss_rows(path: str, mtime_ns: int) -> tuple[dict, ...]:
 
 
 def _rows(run_dir: str) -> tuple[dict, ...]:
-    csv_path = Path(run_dir) / "loss.csv"
+    csv_path = Path(run_dir) / LOSS_FILE  # not RunFolder.open: it reads run.json, at every redraw
     try:
         mtime = csv_path.stat().st_mtime_ns
     except OSError:
