@@ -91,16 +91,10 @@ def main() -> int:
         # Saved after every case, so a run cut short still leaves its figures.
         payload = {"machine": machine(), "bf16_matmul_peak": peak, "results": rows,
                    "seconds": time.perf_counter() - started}
-        path = save("gpu", payload) if path is None else _rewrite(path, payload)
+        path = save("gpu", payload, path)
     print(table(rows, peak))
     print(f"saved {path} ({time.perf_counter() - started:.0f} s)")
     return 0 if all("error" not in r for r in rows) else 1
-
-
-def _rewrite(path, payload):
-    from tistudio.atomic import write_text
-
-    return write_text(path, json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

@@ -95,8 +95,9 @@ def table(rows: list[dict], peaks: dict | None = None) -> str:
     return rows_table(rows, head, 44, line)
 
 
-def save(kind: str, payload: dict) -> Path:
+def save(kind: str, payload: dict, path: Path | None = None) -> Path:
+    """`payload` as JSON in a new file under bench/results/, or over `path` (a run that saves as it goes)."""
     from tistudio.atomic import write_text
 
-    path = RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = path or RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     return write_text(path, json.dumps(payload, indent=2))
