@@ -75,7 +75,7 @@ import time
 from harness import _PeakSampler, run_case, run_child
 from tistudio.memory import peak_rss_gib, rss_gib
 from tistudio.train import speed
-from report import fmt, machine, save
+from report import fmt, machine, rows_table, save
 
 INITIALIZER = "painting"
 # Our own captions around the placeholder (the example draws from a fixed list the same way).
@@ -223,20 +223,18 @@ def table(rows: list[dict], reference: str) -> str:
     ref = next((r for r in rows if r["name"] == reference and "error" not in r), None)
     head = (f"{'variant':16} {'wall s/step':>11} {'CPU s/step':>10} {'peak GB':>8} {'step GB':>8} "
             f"{'ref ÷ this':>10} {'(CPU)':>6} {'mem this/ref':>12} {'1st step s':>10}  losses")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        if "error" in r or "skipped" in r:
-            lines.append(f"{r['name']:16} {r.get('error') or r.get('skipped')}")
-            continue
+
+    def line(r: dict) -> str:
         wall = ref and ref["seconds_per_step"] / r["seconds_per_step"]
         cpu = ref and ref["cpu_seconds_per_step"] / r["cpu_seconds_per_step"]
         memory = ref and r.get("train_peak_gb") and ref.get("train_peak_gb") and r["train_peak_gb"] / ref["train_peak_gb"]
         losses = " ".join(f"{v:.4f}" for v in r["losses"])
-        lines.append(f"{r['name']:16} {r['seconds_per_step']:11.2f} {r['cpu_seconds_per_step']:10.2f} "
-                     f"{r['peak_rss_gb']:8.2f} {fmt(r.get('train_peak_gb'), '8.2f'):>8} "
-                     f"{fmt(wall, '9.2f'):>9}× {fmt(cpu, '5.2f'):>5}× {fmt(memory, '11.2f'):>11}× "
-                     f"{fmt(r.get('first_step_seconds'), '10.0f'):>10}  {losses}")
-    return "\n".join(lines + [f"reference: {reference} (the example's best mode on this {speed.cpu_kind(speed.cpu_features())} CPU)"])
+        return (f"{r['name']:16} {r['seconds_per_step']:11.2f} {r['cpu_seconds_per_step']:10.2f} "
+                f"{r['peak_rss_gb']:8.2f} {fmt(r.get('train_peak_gb'), '8.2f'):>8} "
+                f"{fmt(wall, '9.2f'):>9}× {fmt(cpu, '5.2f'):>5}× {fmt(memory, '11.2f'):>11}× "
+                f"{fmt(r.get('first_step_seconds'), '10.0f'):>10}  {losses}")
+
+    return "\n".join([rows_table(rows, head, 16, line), f"reference: {reference} (the example's best mode on this {speed.cpu_kind(speed.cpu_features())} CPU)"])
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ import sys
 import time
 
 from harness import run_case
-from report import fmt
+from report import fmt, rows_table
 
 BUDGET_SECONDS = 480
 # (name, model, size, method, batch, options). Batch-8 cases train on 8 images.
@@ -43,18 +43,16 @@ def cases(device: str, tiny: bool, steps: int) -> list[dict]:
 
 def table(rows: list[dict], peak: float | None) -> str:
     head = f"{'case':30} {'s/step':>8} {'samples/s':>9} {'GPU GB':>7} {'peak RSS':>8} {'TFLOP/step':>10} {'MFU':>6}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        if "error" in r or "skipped" in r:
-            lines.append(f"{r['name']:30} {r.get('error') or r.get('skipped')}")
-            continue
+
+    def line(r: dict) -> str:
         flops = r.get("flops_per_step")
         mfu = flops / r["seconds_per_step"] / peak if flops and peak else None
         gpu = r.get("gpu_allocated_gb")
-        lines.append(f"{r['name']:30} {r['seconds_per_step']:8.3f} {r['samples_per_second']:9.2f} "
-                     f"{fmt(gpu, '.2f'):>7} {r['peak_rss_gb']:8.2f} "
-                     f"{'-' if not flops else f'{flops / 1e12:.2f}':>10} {fmt(mfu, '.0%'):>6}")
-    return "\n".join(lines)
+        return (f"{r['name']:30} {r['seconds_per_step']:8.3f} {r['samples_per_second']:9.2f} "
+                f"{fmt(gpu, '.2f'):>7} {r['peak_rss_gb']:8.2f} "
+                f"{'-' if not flops else f'{flops / 1e12:.2f}':>10} {fmt(mfu, '.0%'):>6}")
+
+    return rows_table(rows, head, 30, line)
 
 
 def main() -> int:
@@ -93,16 +91,10 @@ def main() -> int:
         # Saved after every case, so a run cut short still leaves its figures.
         payload = {"machine": machine(), "bf16_matmul_peak": peak, "results": rows,
                    "seconds": time.perf_counter() - started}
-        path = save("gpu", payload) if path is None else _rewrite(path, payload)
+        path = save("gpu", payload, path)
     print(table(rows, peak))
     print(f"saved {path} ({time.perf_counter() - started:.0f} s)")
     return 0 if all("error" not in r for r in rows) else 1
-
-
-def _rewrite(path, payload):
-    from tistudio.atomic import write_text
-
-    return write_text(path, json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

@@ -63,30 +63,41 @@ def gpu_gb(r: dict) -> str:
     return "-" if estimate is None else f"~{estimate:.2f}"
 
 
-def table(rows: list[dict], peaks: dict | None = None) -> str:
-    head = f"{'case':44} {'s/step':>8} {'cpu s':>7} {'samples/s':>9} {'peak GB':>8} {'step GB':>8} {'GFLOP/step':>10} " \
-           f"{'GFLOP/s':>8} {'of peak':>7} {'GPU GB':>7} {'1st step s':>10}"
+def rows_table(rows: list[dict], head: str, width: int, line) -> str:
+    """A results table: `head`, a rule, then per row `line(row)`, or the row's name (padded to
+    `width`) and its error or reason for being skipped."""
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r or "skipped" in r:
-            lines.append(f"{r['name']:44} {r.get('error') or r.get('skipped')}")
-            continue
+            lines.append(f"{r['name']:{width}} {r.get('error') or r.get('skipped')}")
+        else:
+            lines.append(line(r))
+    return "\n".join(lines)
+
+
+def table(rows: list[dict], peaks: dict | None = None) -> str:
+    head = f"{'case':44} {'s/step':>8} {'cpu s':>7} {'samples/s':>9} {'peak GB':>8} {'step GB':>8} {'GFLOP/step':>10} " \
+           f"{'GFLOP/s':>8} {'of peak':>7} {'GPU GB':>7} {'1st step s':>10}"
+
+    def line(r: dict) -> str:
         achieved = r.get("achieved_flops")
         peak = (peaks or {}).get(r.get("settings", {}).get("precision", "fp32"))
         # Share of peak per CPU second of each thread, like the peak itself: robust to other jobs.
         cpu = r.get("cpu_seconds_per_step")
         share = r["flops_per_step"] * r["threads"] / cpu / peak if achieved and peak and cpu else None
-        lines.append(f"{r['name']:44} {r['seconds_per_step']:8.3f} {fmt(r.get('cpu_seconds_per_step'), '7.2f'):>7} "
-                     f"{r['samples_per_second']:9.3f} "
-                     f"{r['peak_rss_gb']:8.2f} {fmt(r.get('train_peak_gb'), '8.2f'):>8} "
-                     f"{fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '10.1f'):>10} "
-                     f"{fmt(achieved and achieved / 1e9, '8.1f'):>8} {fmt(share, '7.0%'):>7} "
-                     f"{gpu_gb(r):>7} {fmt(r.get('first_step_seconds'), '10.0f'):>10}")
-    return "\n".join(lines)
+        return (f"{r['name']:44} {r['seconds_per_step']:8.3f} {fmt(r.get('cpu_seconds_per_step'), '7.2f'):>7} "
+                f"{r['samples_per_second']:9.3f} "
+                f"{r['peak_rss_gb']:8.2f} {fmt(r.get('train_peak_gb'), '8.2f'):>8} "
+                f"{fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '10.1f'):>10} "
+                f"{fmt(achieved and achieved / 1e9, '8.1f'):>8} {fmt(share, '7.0%'):>7} "
+                f"{gpu_gb(r):>7} {fmt(r.get('first_step_seconds'), '10.0f'):>10}")
+
+    return rows_table(rows, head, 44, line)
 
 
-def save(kind: str, payload: dict) -> Path:
+def save(kind: str, payload: dict, path: Path | None = None) -> Path:
+    """`payload` as JSON in a new file under bench/results/, or over `path` (a run that saves as it goes)."""
     from tistudio.atomic import write_text
 
-    path = RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = path or RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     return write_text(path, json.dumps(payload, indent=2))

@@ -67,12 +67,6 @@ class JobView:
     stopping: bool = False
     caching: Caching | None = None     # latent caching before the first step
 
-    @property
-    def version(self) -> tuple:
-        """Changes whenever something on the page would change."""
-        return (self.id, self.status, len(self.points), len(self.previews), len(self.messages),
-                self.caching.done if self.caching else 0)
-
 
 @dataclass
 class TrainingJob:

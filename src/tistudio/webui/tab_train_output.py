@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import in_labels
 from ..errors import TIStudioError
+from ..runs.folder import LOSS_FILE
 from ..train.outputs import moving_average
 from . import runs as run_files
 from .jobs import JobView
@@ -87,7 +88,7 @@ def _loss_rows(path: str, mtime_ns: int) -> tuple[dict, ...]:
 
 
 def _rows(run_dir: str) -> tuple[dict, ...]:
-    csv_path = Path(run_dir) / "loss.csv"
+    csv_path = Path(run_dir) / LOSS_FILE  # not RunFolder.open: it reads run.json, at every redraw
     try:
         mtime = csv_path.stat().st_mtime_ns
     except OSError:
@@ -155,7 +156,10 @@ def poll(jobs, seen: dict | None):
         return (gr.skip(),) * 6 + (seen,)
     images_changed = (now["id"], now["previews"]) != (seen.get("id"), seen.get("previews"))
     latest = v.previews[-1].path if v and v.previews else None
-    messages = "\n".join(f"{m.level}: {m.text}" for m in v.messages) if v else ""
+    # Messages come a few per run while the status changes every step: the box is rewritten only
+    # when one is added (or another run is shown).
+    messages = ("\n".join(f"{m.level}: {m.text}" for m in v.messages) if v else "") \
+        if (now["id"], now["messages"]) != (seen.get("id"), seen.get("messages")) else gr.skip()
     frame = chart(v) if (now["id"], now["points"], now["status"]) != (seen.get("id"), seen.get("points"),
                                                                       seen.get("status")) else None
     return (status_text(v), gr.skip() if frame is None else frame,
