@@ -14,6 +14,7 @@ from tistudio.errors import TIStudioError
 from tistudio.events import Message
 from tistudio.models.footprint import floor_bytes
 from tistudio.train.advice import lr_warning
+from tistudio.train.health import vocabulary_medians
 from tistudio.train.run import train
 from tistudio.schedules import parse_lr
 
@@ -128,8 +129,8 @@ def test_huge_lr_warns_at_start_and_the_norms_warn_without_validation(tiny_model
 
 def test_ordinary_lr_gives_no_warning(tiny_models, dataset, tmp_path):
     c = tiny_models["sd1"]
-    assert lr_warning(parse_lr("0.005", 100), c) is None
-    assert lr_warning(parse_lr("0.05:200, 0.005", 1000), c) is None  # the guide's warm-up
+    assert lr_warning(parse_lr("0.005", 100), c, vocabulary_medians(c)) is None
+    assert lr_warning(parse_lr("0.05:200, 0.005", 1000), c, vocabulary_medians(c)) is None  # the guide's warm-up
     emb = api.create_embedding(c, "xqzstyle", "cat", 1, tmp_path / "emb")
     _, said = messages(c, cfg(emb, dataset, tmp_path))
     assert not [m for m in said if m.startswith("warning")], said

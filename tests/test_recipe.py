@@ -13,6 +13,7 @@ from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from tistudio.models.conditioning import PromptEncoder
 from tistudio.models.denoiser import per_sample_loss, per_sample_mse
+from tistudio.train.health import vocabulary_medians
 from tistudio.train.optimizers import build_optimizer
 from tistudio.train.recipe import (Recipe, SNR_FLOOR, draw_timesteps, snr, timestep_weight,
                                    zero_terminal_scheduler)
@@ -84,7 +85,7 @@ def test_timestep_range_and_logit_normal():
 
 
 def _recipe(c, objective=None, **kw):
-    return Recipe.build(RecipeConfig(**kw), c, objective or _Objective([]), fresh=False)
+    return Recipe.build(RecipeConfig(**kw), c, objective or _Objective([]), vocabulary_medians(c), fresh=False)
 
 
 class _Emb:
@@ -122,7 +123,7 @@ def test_weights_follow_the_noising_schedule(tiny_models):
 def test_init_reg_is_lambda_times_mean_squared_distance(tiny_models):
     start = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
     emb = _Emb("tok", start)
-    r = Recipe.build(RecipeConfig(init_reg=0.5), tiny_models["sd1"], _Objective([emb]))
+    r = Recipe.build(RecipeConfig(init_reg=0.5), tiny_models["sd1"], _Objective([emb]), ())
     assert r.regularizer(_Objective([emb])).item() == 0.0
     with torch.no_grad():
         emb.params[0].add_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
@@ -135,7 +136,7 @@ def test_norm_preserve_and_fixed_direction(tiny_models):
     width = c.widths[0]
     emb = _Emb("tok", torch.randn(3, width) * 10)
     direction = emb.params[0].detach() / emb.params[0].detach().norm(dim=1, keepdim=True)
-    r = Recipe.build(RecipeConfig(norm="fixed-direction"), c, _Objective([emb]))  # fresh: renormalised
+    r = Recipe.build(RecipeConfig(norm="fixed-direction"), c, _Objective([emb]), vocabulary_medians(c))  # fresh: renormalised
     assert emb.params[0].norm(dim=1).tolist() == pytest.approx([median] * 3, rel=1e-5)
     assert torch.allclose(emb.params[0] / median, direction, atol=1e-5)
     emb.params[0].grad = torch.randn(3, width)
@@ -144,11 +145,11 @@ def test_norm_preserve_and_fixed_direction(tiny_models):
     assert radial.abs().max() < 1e-4 * median  # only the direction may change
     with torch.no_grad():
         emb.params[0].mul_(3)
-    Recipe.build(RecipeConfig(norm="preserve"), c, _Objective([])).renormalise(_Objective([emb]))
+    Recipe.build(RecipeConfig(norm="preserve"), c, _Objective([]), vocabulary_medians(c)).renormalise(_Objective([emb]))
     assert emb.params[0].norm(dim=1).tolist() == pytest.approx([median] * 3, rel=1e-5)
     zero = _Emb("zero", torch.zeros(1, width))
     with pytest.raises(TIStudioError, match="--norm preserve: zero has a zero vector.*--init-text"):
-        Recipe.build(RecipeConfig(norm="preserve"), c, _Objective([zero]))
+        Recipe.build(RecipeConfig(norm="preserve"), c, _Objective([zero]), vocabulary_medians(c))
 
 
 def test_shaped_schedules_are_pure_functions_of_the_step():
@@ -248,6 +249,36 @@ def test_the_loop_uses_the_recipe_draws_loss_and_weights(tiny_models, dataset, t
     assert all(kw == {"kind": "l1", "delta": 0.1} for _, kw, _ in seen)
     p2 = float(timestep_weight(snr(c.scheduler.alphas_cumprod, torch.tensor([500])), "p2", 5, "epsilon"))
     assert logged == pytest.approx([loss * p2 for _, _, loss in seen], rel=1e-5)
+
+
+def test_the_vocabulary_median_is_measured_once_per_run(tiny_models, dataset, tmp_path, monkeypatch):
+    """The lr warning, --norm, --max-norm and the health watch all measure against the same medians,
+    computed once by the session, whichever module would ask (every importer of the function is spied)."""
+    import sys
+
+    from tistudio.train import health
+
+    c = tiny_models["sd1"]
+    path = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    calls = []
+    real = health.vocabulary_medians
+
+    def counted(components):
+        calls.append(1)
+        return real(components)
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("tistudio") and m is not None]:
+        if getattr(module, "vocabulary_medians", None) is real:
+            monkeypatch.setattr(module, "vocabulary_medians", counted)
+    said = []
+    cfg = quick_config(path, dataset, tmp_path, steps=3, save_every=0, max_norm=1.5, lr="1e6",
+                       recipe=RecipeConfig(norm="preserve"))
+    train(cfg, components=c, progress=False, callback=lambda e: said.append(getattr(e, "text", "")))
+    assert len(calls) == 1
+    assert any(t.startswith("--lr 1e+06: one step can move a vector") for t in said)  # the warning used them
+    median = real(c)[0]
+    final = load_embedding(tmp_path / "out" / "final.pt").vectors[0]
+    assert final.norm(dim=1).tolist() == pytest.approx([median], rel=1e-5)  # --norm preserve used them
 
 
 def _stopped_and_resumed(cfg, c, root):

@@ -7,7 +7,6 @@ import math
 
 from ..data.captions import name_in_text
 from ..embedding.usage import vocabulary_warning, vocabulary_word
-from .health import vocabulary_medians
 from ..schedules import LRSchedule
 
 # Adam moves every coordinate by about lr per step, so a vector by about lr * sqrt(width). Above
@@ -20,9 +19,10 @@ def lr_step_ratio(rate: float, width: int, median: float) -> float:
     return rate * math.sqrt(width) / median
 
 
-def lr_warning(schedule: LRSchedule, c) -> str | None:
+def lr_warning(schedule: LRSchedule, c, medians: tuple[float, ...]) -> str | None:
+    """`medians`: the vocabulary median norms per text encoder (health.vocabulary_medians)."""
     peak = max(rate for rate, _ in schedule.entries)
-    ratio = max(lr_step_ratio(peak, w, m) for w, m in zip(c.widths, vocabulary_medians(c)))
+    ratio = max(lr_step_ratio(peak, w, m) for w, m in zip(c.widths, medians))
     if ratio <= LR_WARN_RATIO:
         return None
     return (f"--lr {peak:g}: one step can move a vector by about {ratio:,.1f}x the vocabulary's median token "
@@ -40,5 +40,6 @@ def name_warnings(c, name: str, captions: list[str]) -> list[str]:
     return out
 
 
-def start_warnings(c, name: str, captions: list[str], schedule: LRSchedule) -> list[str]:
-    return [w for w in (lr_warning(schedule, c), *name_warnings(c, name, captions)) if w]
+def start_warnings(c, medians: tuple[float, ...], name: str, captions: list[str],
+                   schedule: LRSchedule) -> list[str]:
+    return [w for w in (lr_warning(schedule, c, medians), *name_warnings(c, name, captions)) if w]

@@ -17,7 +17,7 @@ from ..models.denoiser import noisy_and_target
 from ..rng import torch_generator
 from . import state as train_state
 from .guards import finite
-from .health import cap_norms, vocabulary_medians
+from .health import cap_norms
 from .objectives.base import MicroBatch
 from .optimizers import set_mode
 from .preview import write_preview
@@ -114,7 +114,6 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
     # item's bucket is its record's, so a micro-batch's records share one (data/batches.py).
     groups = [s.cache.groups[r] for r in s.concepts.records_of(range(len(s.concepts)))]
     step, reason, last_loss = st.step, "completed", float("nan")
-    medians = vocabulary_medians(s.c) if cfg.max_norm else ()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
                unit="step", disable=not progress, dynamic_ncols=True)
     started, done_here = time.perf_counter(), 0
@@ -159,7 +158,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
             else:
                 st.optimizer.step()
             s.recipe.renormalise(s.objective)
-            _cap(s, medians)
+            _cap(s, s.medians)
             st.check_vectors(step + 1, s.callback)
         step += 1
         st.step = step

@@ -18,7 +18,6 @@ from ..config import RecipeConfig, timestep_bounds
 from ..errors import TIStudioError
 from ..models.components import Components
 from ..models.denoiser import per_sample_loss
-from .health import vocabulary_medians
 
 # SNR floor for the weights: zero-terminal SNR makes SNR(T) exactly 0, where 1/√SNR is infinite.
 SNR_FLOOR = 1e-4
@@ -73,11 +72,12 @@ class Recipe:
     medians: tuple[float, ...] = ()  # vocabulary median norms, for --norm
 
     @classmethod
-    def build(cls, cfg: RecipeConfig, c: Components, objective, fresh: bool = True) -> "Recipe":
-        """`fresh`: a new run (not a resume), whose vectors start at the vocabulary median norm
-        under --norm; the start vectors of a resumed run come from its state (load_state_dict)."""
+    def build(cls, cfg: RecipeConfig, c: Components, objective, medians: tuple[float, ...],
+              fresh: bool = True) -> "Recipe":
+        """`medians`: the run's vocabulary median norms (health.vocabulary_medians, computed once by
+        the session); `fresh`: a new run (not a resume), whose vectors start at the vocabulary median
+        norm under --norm; the start vectors of a resumed run come from its state (load_state_dict)."""
         noising = replace(c, scheduler=zero_terminal_scheduler(c.scheduler)) if cfg.zero_terminal_snr else c
-        medians = vocabulary_medians(c) if cfg.norm != "none" else ()
         recipe = cls(cfg, noising, timestep_bounds(cfg.timestep_range), None, medians)
         if fresh:
             recipe.renormalise(objective)

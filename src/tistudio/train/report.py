@@ -15,7 +15,7 @@ from ..atomic import write_text
 from ..config import TrainConfig
 from ..embedding.formats import load_embedding, save_embedding
 from . import fidelity
-from .health import VectorWatch, vocabulary_medians
+from .health import VectorWatch
 from .monitor import Board, write_loss_plot
 from .objectives.hypernetwork import TrainableHypernetwork
 from .outputs import TrainingFolder
@@ -169,7 +169,7 @@ def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) 
     previous = read_summary(run) if resumed else {}
     watch = None
     if not isinstance(objective.embeddings[0], TrainableHypernetwork):
-        watch = VectorWatch(objective, start_vectors(s, start_step, resumed, writes), vocabulary_medians(s.c),
+        watch = VectorWatch(objective, start_vectors(s, start_step, resumed, writes), s.medians,
                             s.callback)
     validator = None
     if cfg.val_every:

@@ -34,6 +34,7 @@ from ..runs.lock import RunLock
 from . import side_optim, state as train_state
 from .advice import start_warnings
 from .ema import EMA
+from .health import vocabulary_medians
 from .objectives.base import train_only
 from .objectives.hypernetwork import offload_text_encoders
 from .objectives.select import build_objective, ema_decays
@@ -217,10 +218,6 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
     previews = load_preview_prompts(cfg.preview_prompts, c.vae_factor)
     rc = cfg.recipe
     schedule = build_schedule(cfg.lr, cfg.steps, rc.lr_scheduler, rc.warmup_steps, rc.lr_cycles)
-    # A hypernetwork has no vectors and no trigger word: these warnings are an embedding's.
-    for text in [] if hyper else start_warnings(c, emb.name, [r.caption for r in records if not r.grayscale],
-                                                schedule):
-        callback(Message("warning", text))
 
     speed = resolve_speed(cfg, device, sum(p.numel() for p in c.unet.parameters()), dist.world)
     dtype = DTYPES[speed.precision]
@@ -230,6 +227,12 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
     c.vae.to(device)  # the VAE encodes in fp32 for the cache, then may leave the device
     apply_speed(c, speed)
     callback(Message("info", speed.summary()))
+    # Measured once, in the precision and place the run's encoders now have: the vocabulary never trains.
+    medians = vocabulary_medians(c)
+    # A hypernetwork has no vectors and no trigger word: these warnings are an embedding's.
+    for text in [] if hyper else start_warnings(c, medians, emb.name, [r.caption for r in records if not r.grayscale],
+                                                schedule):
+        callback(Message("warning", text))
     encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
     placements = plan_buckets([r.path for r in records], width, height, enabled=cfg.buckets, step=cfg.bucket_step,
                               min_side=cfg.bucket_min, max_side=cfg.bucket_max, factor=c.vae_factor)
@@ -255,7 +258,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
     scaler = torch.amp.GradScaler(device.type) if speed.precision == "fp16" else None
     if not resume:
         side_optim.restore(cfg.trained_file, objective, optimizer, callback)
-    recipe = Recipe.build(rc, c, objective, fresh=not resume)
+    recipe = Recipe.build(rc, c, objective, medians, fresh=not resume)
     if rc.zero_terminal_snr and c.prediction == "epsilon":
         callback(Message("warning", "--zero-terminal-snr on an epsilon model: at t=T the noise is the whole input, "
                                     "so that step teaches nothing; it is meant for v-prediction models"))
@@ -271,7 +274,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
                   prompts=PromptSampler(lines, cfg.seed, cfg.shuffle_tags, cfg.tag_dropout, CaptionExtras.of(cfg)),
                   schedule=schedule, recipe=recipe, run=run, device=device, width=width, height=height,
                   callback=callback, stop=stop, speed=speed, dist=dist, lock=lock, concepts=concepts,
-                  preview_prompts=previews)
+                  preview_prompts=previews, medians=medians)
     setup.hooks.extend(hooks_for(setup, state.step, val_cache, resumed=bool(resume)))
     return setup, state
 

@@ -59,6 +59,9 @@ class Setup:
     hooks: list[Hook] = field(default_factory=list)   # run after every step and at the end, in order
     concepts: Concepts | None = None   # epoch draws, per-concept weights and templates (data/concepts.py)
     preview_prompts: tuple = ()   # --preview-prompts lines (train/preview_prompts.py)
+    # The vocabulary's median token norm per text encoder (health.vocabulary_medians), computed once:
+    # the lr warning, --norm, --max-norm and the vector-health watch all measure against it.
+    medians: tuple[float, ...] = ()
 
     @property
     def dtype(self) -> torch.dtype:
