@@ -153,6 +153,34 @@ def test_latents_are_cached_per_bucket_without_cropping_the_edges(tiny_models, m
         s.lock.release()
 
 
+@pytest.mark.parametrize("over", [True, False])
+def test_auto_latent_cache_weighs_every_variant_mirror_and_bucket(tiny_models, mixed, tmp_path, monkeypatch, over):
+    """Six images in three buckets, 3 crop variants each, mirrored, `random` mode (mean and std):
+    36 latents of the buckets' sizes, twice, where a count of images saw 12. The cache really holds
+    what latent_bytes says, and `auto` goes to disk exactly when that reaches the limit."""
+    from tistudio.data import latent_store
+    from tistudio.data.bucket_cache import BucketedCache
+
+    c = tiny_models["sd1"]
+    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    floats = 2 * (4 * 12 * 20 + 4 * 20 * 12 + 4 * 16 * 16)  # two images per bucket, one view each
+    expected = 4 * floats * 3 * 2 * 2  # float32 x variants x mirrors x (mean, std)
+    monkeypatch.setattr(latent_store, "AUTO_DISK_BYTES", expected if over else expected + 1)
+    cfg = config(emb, mixed, tmp_path, flip=True, random_crop=True, augment_variants=3, latent_sampling="random",
+                 latent_cache="auto")
+    s, _ = prepare(cfg, components=c, progress=False)
+    try:
+        held = sum(4 * (part.mean.numel() + part.std.numel()) for part in s.cache.parts)
+        placements = plan_buckets([r.path for r in s.cache.images], 128, 128, enabled=None, step=32)
+        counted = BucketedCache.latent_bytes(6, placements, width=128, height=128, channels=4, seed=cfg.seed,
+                                             augment=(3, True, (0.0,) * 4), flip=True, mode="random")
+        assert held == counted == expected
+        on_disk = list((tmp_path / "runs" / "tok" / "latents").glob("latents-*.f32"))
+        assert bool(on_disk) == over
+    finally:
+        s.lock.release()
+
+
 def test_resume_with_buckets_is_exact(tiny_models, mixed, tmp_path):
     c = tiny_models["sd1"]
     emb = api.create_embedding(c, "tok", "cat", 2, tmp_path / "emb")

@@ -16,7 +16,8 @@ from tistudio import api
 from tistudio.config import TrainConfig
 from tistudio.data.dataset import ImageRecord
 from tistudio.data.latent_cache import LatentCache
-from tistudio.data.latent_store import LatentStore, store_for, vae_fingerprint
+from tistudio.data.bucket_cache import BucketedCache
+from tistudio.data.latent_store import AUTO_DISK_BYTES, LatentStore, store_for, vae_fingerprint
 from tistudio.embedding.formats import load_embedding
 from tistudio.memory import status_field
 from tistudio.train.run import train
@@ -132,13 +133,19 @@ def test_a_damaged_index_is_rebuilt_not_trusted(tmp_path):
     assert torch.equal(build(records, CountingVAE(), store).mean, first.mean) and store.encoded == 3
 
 
-def test_auto_picks_disk_from_a_thousand_images(tiny_models, tmp_path):
+def test_auto_picks_disk_from_the_latents_bytes(tiny_models, tmp_path):
+    """`auto` weighs the bytes the cache will hold (BucketedCache.latent_bytes: variants, mirrors and
+    bucket sizes counted; tests/test_buckets.py checks that count against a built cache)."""
     vae = tiny_models["sd1"].vae
-    few = [ImageRecord(Path(f"{i}.png"), "") for i in range(999)]
-    assert store_for("auto", few, False, tmp_path, vae) is None
-    assert store_for("auto", few, True, tmp_path, vae) is not None  # mirrors count
-    assert store_for("disk", few[:1], False, tmp_path, vae) is not None
-    assert store_for("memory", few * 3, False, tmp_path, vae) is None
+    assert store_for("auto", AUTO_DISK_BYTES - 1, tmp_path, vae) is None
+    assert store_for("auto", AUTO_DISK_BYTES, tmp_path, vae) is not None
+    assert store_for("disk", 1, tmp_path, vae) is not None
+    assert store_for("memory", 10 * AUTO_DISK_BYTES, tmp_path, vae) is None
+    sd1 = BucketedCache.latent_bytes(1000, None, width=512, height=512, channels=4)
+    assert sd1 == 1000 * 4 * 64 * 64 * 4 < AUTO_DISK_BYTES  # a thousand SD 1.x images stay in RAM
+    assert BucketedCache.latent_bytes(1000, None, width=512, height=512, channels=4, flip=True) >= AUTO_DISK_BYTES
+    xl = BucketedCache.latent_bytes(256, None, width=1024, height=1024, channels=4)
+    assert xl == AUTO_DISK_BYTES  # 256 SDXL latents at 1024x1024 weigh as much as 1,024 SD 1.x ones
 
 
 def test_training_on_the_disk_cache_equals_the_ram_cache(tiny_models, dataset, tmp_path):

@@ -128,7 +128,8 @@ class TrainConfig:
                                     group="data")
     keep_last: int = option(0, "keep only the N latest snapshot steps in RUN/embeddings, 0 = all", group="output")
     latent_cache: str = option("auto", "where latents are kept: memory, disk (memory-mapped and reused, in "
-                               "RUN/latents) or auto (disk from 1000 images)", group="data", choices=LATENT_CACHES)
+                               "RUN/latents) or auto (disk from 64 MiB of latents, mirrors and variants included: "
+                               "~1000 images at 512 px)", group="data", choices=LATENT_CACHES)
     # Aspect-ratio buckets (data/buckets.py), the VAE and SDXL's encoders (docs/buckets.md); flat fields
     # in group "data", as "model" is the [model] table's own group.
     buckets: bool | None = option(None, "train each image at the aspect-ratio bucket nearest its shape instead of "

@@ -71,6 +71,21 @@ class BucketedCache:
         return cls(virtual, spots, groups, tuple(slots), tuple(parts), k, seed)
 
     @staticmethod
+    def latent_bytes(count: int, placements: Sequence[Placement] | None, *, width: int, height: int,
+                     channels: int, factor: int = 8, seed: int = 0,
+                     augment: tuple[int, bool, tuple[float, ...]] = (1, False, (0.0,) * 4),
+                     flip: bool = False, mode: str = "once") -> int:
+        """Bytes of the latent arrays build() will hold for `count` records with these arguments:
+        each image's variants and their mirrors, [channels, h/factor, w/factor] float32 at its bucket's
+        size (the training size without buckets), twice over in `random` mode (mean and std). What
+        `--latent-cache auto` weighs (latent_store.store_for)."""
+        n, random_crop, jitter = augment
+        k = len(variants("", seed, n, random_crop, tuple(jitter)))  # as many for every image
+        sizes = [(width, height)] * count if placements is None else [p.bucket for p in placements]
+        per_view = sum(channels * (h // factor) * (w // factor) for w, h in sizes)
+        return 4 * per_view * k * (2 if flip else 1) * (2 if mode == "random" else 1)
+
+    @staticmethod
     def _fitted_map(r: ImageRecord, w: int, h: int, width: int, height: int, factor: int) -> ImageRecord:
         """The record with its weight map read for its bucket and crop (make_records read it for
         the training size and the centred crop)."""

@@ -36,7 +36,9 @@ from ..hashing import file_sha256
 from .dataset import ImageRecord
 from .latent_encode import CachingProgress, EncodeFn, encode_all
 
-AUTO_DISK_FROM = 1000   # `auto`: images (mirrors included) from which latents go to disk
+# `auto`: latents of this many bytes or more go to disk (BucketedCache.latent_bytes counts them):
+# about 1,000 SD 1.x images at 512x512, 250 SDXL ones at 1024x1024 (mirrors and variants included).
+AUTO_DISK_BYTES = 64 * 2**20
 _VERSION = 2   # 2: `once` samples keyed per image by rng.py (1 drew them differently)
 
 
@@ -193,11 +195,10 @@ class _Build:
             fill([a, b])
 
 
-def store_for(setting: str, records: Sequence[ImageRecord], flip: bool, folder: Path,
-              vae: torch.nn.Module) -> LatentStore | None:
-    """The store `--latent-cache` asks for (auto: disk from AUTO_DISK_FROM images), or None for RAM."""
-    views = 2 if flip else 1
-    if setting == "memory" or (setting == "auto" and len(records) * views < AUTO_DISK_FROM):
+def store_for(setting: str, nbytes: int, folder: Path, vae: torch.nn.Module) -> LatentStore | None:
+    """The store `--latent-cache` asks for (auto: disk from AUTO_DISK_BYTES of latents, `nbytes`
+    being what the cache will hold), or None for RAM."""
+    if setting == "memory" or (setting == "auto" and nbytes < AUTO_DISK_BYTES):
         return None
     return LatentStore(folder, vae_fingerprint(vae))
 
