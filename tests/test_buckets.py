@@ -257,6 +257,41 @@ def test_validation_on_training_images_in_buckets(tiny_models, mixed, tmp_path):
         s.lock.release()
 
 
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_held_out_images_are_validated_in_the_training_buckets(tiny_models, mixed, tmp_path, monkeypatch, family):
+    """--val-data images go to their nearest bucket of the training run's table (one no training
+    image uses: 3:1), are batched per bucket, with their true size ids (which SDXL's UNet takes)."""
+    from tistudio.train import report
+    from tistudio.train.validation import ValidationSets
+
+    val = tmp_path / "val"
+    val.mkdir()
+    shapes = {"wide": ((192, 128), (160, 96)), "square": ((160, 160), (128, 128)), "long": ((288, 96), (192, 64))}
+    for k, (name, (size, _)) in enumerate(shapes.items()):
+        Image.new("RGB", size, (10 + 70 * k, 250 - 60 * k, 30)).save(val / f"v{k}-{name}.png")
+    built = []
+    real = report.ValidationSet.build
+
+    def spy(*a, **kw):
+        built.append(real(*a, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(report.ValidationSet, "build", spy)
+    c = tiny_models[family]
+    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    s, _ = prepare(config(emb, mixed, tmp_path, val_data=str(val), val_every=2, val_timesteps=2), components=c,
+                   progress=False)
+    s.lock.release()
+    v = built[0]
+    assert isinstance(v, ValidationSets) and v.held_out and len(v) == 3 * 2
+    assert sorted(p.pixel_size for p in v.parts) == [(64, 192), (96, 160), (128, 128)]  # (h, w)
+    for part in v.parts:
+        h, w = part.pixel_size
+        assert part.latents.shape == (2, 4, h // 8, w // 8)  # one image x 2 timesteps per bucket here
+        (name,) = {n for n, (_, bucket) in shapes.items() if bucket == (w, h)}
+        assert part.size_ids.tolist() == [place(shapes[name][0], (w, h)).size_ids()] * 2  # SDXL's ids
+
+
 def test_bucket_options_are_checked():
     with pytest.raises(TIStudioError, match="--bucket-step 30"):
         TrainConfig(bucket_step=30)

@@ -234,8 +234,11 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
                                                 schedule):
         callback(Message("warning", text))
     encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
-    placements = plan_buckets([r.path for r in records], width, height, enabled=cfg.buckets, step=cfg.bucket_step,
-                              min_side=cfg.bucket_min, max_side=cfg.bucket_max, factor=c.vae_factor)
+    def plan(paths, enabled):  # one bucket table for the training and the held-out images
+        return plan_buckets(paths, width, height, enabled=enabled, step=cfg.bucket_step, min_side=cfg.bucket_min,
+                            max_side=cfg.bucket_max, factor=c.vae_factor)
+
+    placements = plan([r.path for r in records], cfg.buckets)
     augment = (cfg.augment_variants, cfg.random_crop, color_jitter(cfg.color_jitter))
     nbytes = BucketedCache.latent_bytes(len(records), placements, width=width, height=height,
                                         channels=c.vae.config.latent_channels, factor=c.vae_factor, seed=cfg.seed,
@@ -244,8 +247,9 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
                                 augment=augment, factor=c.vae_factor, mode=cfg.latent_sampling, flip=cfg.flip,
                                 batch_size=speed.encode_batch, seed=cfg.seed, progress=progress, callback=callback,
                                 store=store_for(cfg.latent_cache, nbytes, run.latents, c.vae))
-    val_cache = held_out_cache(cfg, held_out, encode, width=width, height=height,
-                               factor=c.vae_factor, batch_size=speed.encode_batch, progress=progress)
+    val_cache = held_out_cache(cfg, held_out, encode, width=width, height=height, factor=c.vae_factor,
+                               placements=plan(held_out, True) if placements and held_out else None,
+                               batch_size=speed.encode_batch, progress=progress)
     if cfg.vae_offload:
         c.vae.to("cpu")
 

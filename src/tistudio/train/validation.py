@@ -18,8 +18,8 @@ from typing import Sequence
 import torch
 
 from ..data.bucket_cache import BucketedCache
+from ..data.buckets import Placement
 from ..data.dataset import make_records, scan_images
-from ..data.latent_cache import LatentCache
 from ..data.prompts import Prompt, fill, process_tags
 from ..errors import TIStudioError
 from ..hashing import file_sha256
@@ -54,14 +54,17 @@ def split_images(cfg, images: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def held_out_cache(cfg, held: list[Path], encode, *, width: int, height: int, factor: int,
-                   batch_size: int = 1, progress: bool = False) -> LatentCache | None:
-    """Latents of the held-out images: posterior means (no sampling noise in a validation number)."""
+                   placements: Sequence[Placement] | None = None, batch_size: int = 1,
+                   progress: bool = False) -> BucketedCache | None:
+    """Latents of the held-out images: posterior means (no sampling noise in a validation number).
+    `placements`: per image, in the training run's bucket table (data/buckets.plan_buckets, by the
+    rule the training images follow) when training is in buckets; None: the fixed training size."""
     if not held:
         return None
     records = make_records(held, width=width, height=height, factor=factor,
                            regex=cfg.filename_regex, join=cfg.filename_join)
-    return LatentCache.build(records, encode, width=width, height=height, mode="deterministic",
-                             batch_size=batch_size, progress=progress)
+    return BucketedCache.build(records, encode, width=width, height=height, placements=placements, factor=factor,
+                               mode="deterministic", batch_size=batch_size, progress=progress)
 
 
 def timestep_grid(k: int, num_train_timesteps: int) -> list[int]:
@@ -91,11 +94,12 @@ class ValidationSet:
     size_ids: torch.Tensor | None = None        # [N, 6] SDXL ids of training images in buckets
 
     @classmethod
-    def build(cls, cfg, c: Components, cache: LatentCache | BucketedCache, name: str, lines: Sequence[str],
+    def build(cls, cfg, c: Components, cache: BucketedCache, name: str, lines: Sequence[str],
               held_out: bool, training: Sequence[int] | None = None) -> "ValidationSet | ValidationSets":
         """Triples from `cache` (the held-out images', else the training cache: its `training`
         indices, the training concepts' images), prompts from the template `lines` with the trigger
-        `name`. One set, or one per size when the training images are in aspect-ratio buckets."""
+        `name`. One set, or one per size when the images are in aspect-ratio buckets (held-out
+        images are in the training run's buckets too: held_out_cache)."""
         grid = timestep_grid(cfg.val_timesteps, c.scheduler.config.num_train_timesteps)
         latents, noise, ts, prompts, indices = [], [], [], [], []
         # Without held-out images, the training concepts' own: reg images are not what is learnt.
@@ -116,14 +120,12 @@ class ValidationSet:
         for j, latent in enumerate(latents):
             sizes.setdefault(tuple(latent.shape), []).append(j)
         parts = []
-        bucketed = hasattr(cache, "size_ids")  # the training cache (data/bucket_cache.py)
         for group in sizes.values():
             mine = [indices[j] for j in group]
             parts.append(cls(torch.cat([latents[j] for j in group]), torch.cat([noise[j] for j in group]),
                              torch.tensor([ts[j] for j in group], dtype=torch.long), tuple(prompts[j] for j in group),
                              cache.weights(mine, [False] * len(mine)), tuple(mine), held_out,
-                             cache.pixel_size(mine) if bucketed else None,
-                             cache.size_ids(mine, [False] * len(mine)) if bucketed else None))
+                             cache.pixel_size(mine), cache.size_ids(mine, [False] * len(mine))))
         return parts[0] if len(parts) == 1 else ValidationSets(tuple(parts), held_out)
 
     def __len__(self) -> int:
