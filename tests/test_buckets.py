@@ -13,7 +13,7 @@ from PIL import Image
 from tistudio import api
 from tistudio.config import TrainConfig
 from tistudio.data.batches import batch_at, bucket_batch_at
-from tistudio.data.buckets import bucket_sizes, bucket_table, nearest_bucket, place, plan_buckets
+from tistudio.data.buckets import bucket_sizes, bucket_table, common_bucket, nearest_bucket, place, plan_buckets
 from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from tistudio.train.run import train
@@ -290,6 +290,39 @@ def test_held_out_images_are_validated_in_the_training_buckets(tiny_models, mixe
         assert part.latents.shape == (2, 4, h // 8, w // 8)  # one image x 2 timesteps per bucket here
         (name,) = {n for n, (_, bucket) in shapes.items() if bucket == (w, h)}
         assert part.size_ids.tolist() == [place(shapes[name][0], (w, h)).size_ids()] * 2  # SDXL's ids
+
+
+def test_previews_are_drawn_at_the_most_common_bucket(tiny_models, mixed, tmp_path):
+    """Three wide images of six: the single preview is 160x96; a --preview-prompts line keeps its
+    own --w/--h, a line without takes 160x96 (without buckets: the training size, as the preview
+    tests in test_preview_prompts.py show)."""
+    for k in range(2):
+        Image.new("RGB", SHAPES["wide"], (20 * k, 90, 200)).save(mixed / f"extra{k}-wide.png")
+    (mixed / "0-square.png").unlink()
+    (mixed / "1-tall.png").unlink()  # now 4 wide, 1 tall, 1 square
+    c = tiny_models["sd1"]
+    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a [name] --w 64 --h 32\n[name] again\n")
+    kw = dict(steps=2, preview_every=2, preview_steps=1)
+    train(config(emb, mixed, tmp_path / "one", **kw), components=c, progress=False)
+    with Image.open(tmp_path / "one" / "runs" / "tok" / "images" / "tok-2.png") as image:
+        assert image.size == (160, 96)
+    train(config(emb, mixed, tmp_path / "grid", preview_prompts=str(prompts), **kw), components=c, progress=False)
+    with Image.open(tmp_path / "grid" / "runs" / "tok" / "previews" / "tok-2.png") as image:
+        assert image.size == (2 * 160, 96)  # cells as large as the largest: the 160x96 one
+        assert image.getpixel((80, 5)) == (0, 0, 0)  # the 64x32 cell is centred in its 160x96 cell
+        sizes = [line for line in image.info["parameters"].split(", ") if line.startswith("Size: ")]
+        assert sizes == ["Size: 64x32", "Size: 160x96"]
+
+
+def test_the_preview_bucket_breaks_ties_toward_the_training_aspect():
+    wide, tall, square = (place((192, 128), (160, 96)), place((128, 192), (96, 160)),
+                          place((160, 160), (128, 128)))
+    assert common_bucket([wide, tall, square], 128, 128) == (128, 128)
+    assert common_bucket([wide, tall, wide, square], 128, 128) == (160, 96)
+    assert common_bucket([wide, tall], 160, 96) == (160, 96)
+    assert common_bucket([wide, tall], 96, 160) == (96, 160)
 
 
 def test_bucket_options_are_checked():

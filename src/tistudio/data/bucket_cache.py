@@ -21,7 +21,7 @@ import torch
 
 from ..events import Callback, Message
 from .augment import pick, variants
-from .buckets import Placement, bucket_table, place, size_ids_tensor, used_buckets
+from .buckets import Placement, bucket_table, common_bucket, place, size_ids_tensor, used_buckets
 from .dataset import ImageRecord, load_weight_map
 from .latent_cache import LatentCache
 from .latent_encode import EncodeFn, image_key
@@ -122,6 +122,13 @@ class BucketedCache:
             part = self.parts[0]
             return {f"{part.width}x{part.height}": len(self.groups)}
         return bucket_table(self.placements[::self.variants])
+
+    def preview_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) to preview at: the training size `width` x `height` without buckets,
+        else the bucket most images train at (buckets.common_bucket; docs/buckets.md)."""
+        if self.placements is None:
+            return width, height
+        return common_bucket(self.placements[::self.variants], width, height)
 
     def _part(self, indices: Sequence[int]) -> tuple[LatentCache, list[int]]:
         groups = {self.groups[i // self.variants] for i in indices}

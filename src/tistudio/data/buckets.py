@@ -134,6 +134,14 @@ def bucket_table(placements: Sequence[Placement]) -> dict[str, int]:
     return {f"{w}x{h}": counts[(w, h)] for w, h in used_buckets(placements)}
 
 
+def common_bucket(placements: Sequence[Placement], width: int, height: int) -> tuple[int, int]:
+    """The bucket (w, h) holding the most images; a tie goes to the one nearest the training size's
+    aspect ratio (then the larger, as nearest_bucket breaks ties): where previews are drawn."""
+    counts = Counter(p.bucket for p in placements)
+    most = max(counts.values())
+    return nearest_bucket((width, height), [b for b, n in counts.items() if n == most])
+
+
 def size_ids_tensor(placements: Sequence[Placement], flips: Sequence[bool]) -> torch.Tensor:
     """[B, 6] float32 SDXL time ids of a micro-batch (models/denoiser.predict)."""
     return torch.tensor([p.size_ids(f) for p, f in zip(placements, flips)], dtype=torch.float32)

@@ -38,9 +38,10 @@ def write_preview(s, step: int, shown: dict) -> Path:
     `s`: the run's Setup; `shown`: {name: vectors} to preview (TrainState.output_vectors, the EMA
     average when there is one)."""
     cfg = s.cfg
+    width, height = s.cache.preview_size(s.width, s.height)  # with buckets, the most common one
     options = GenerateOptions(prompt=preview_prompt(s), negative_prompt=preview_negative(s),
                               sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
-                              seed=cfg.preview_seed, width=s.width, height=s.height)
+                              seed=cfg.preview_seed, width=width, height=height)
     if s.preview_prompts:
         image = preview_grid(s.preview_prompts, options, s.objective.embeddings[0].name,
                              lambda o: sample_preview(s, step, o, shown), negative_name(s))

@@ -4,7 +4,7 @@ per preview (RUN/previews/NAME-STEP.png; docs/concepts.md).
 One prompt per line in kohya's prompt-file style: the prompt, then optional `--n NEGATIVE`,
 `--w WIDTH`, `--h HEIGHT`, `--s STEPS`, `--l CFG`, `--d SEED`, each up to the next option. Blank
 lines and lines starting with `#` are skipped. `[name]` in a prompt is the embedding's name. An
-option a line does not give comes from the run's --preview-* options and training size.
+option a line does not give comes from the run's --preview-* options and preview size.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class PreviewPrompt:
     prompt: str
     line: int                       # its line in the file, for messages
     negative: str | None = None     # None: the run's --preview-negative
-    width: int | None = None        # None: the training size
+    width: int | None = None        # None: the run's preview size (BucketedCache.preview_size)
     height: int | None = None
     steps: int | None = None        # None: --preview-steps
     cfg: float | None = None        # None: --preview-cfg
