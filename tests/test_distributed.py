@@ -94,5 +94,5 @@ def test_batch_must_split_evenly(monkeypatch):
 
 def test_alone_is_a_no_op():
     d = Distributed()
-    assert d.is_main and d.reduce([], 1.5) == 1.5 and d.any_stopped(False) is False
+    assert d.is_main and d.reduce([], 1.5, True) == (1.5, True) and d.any_stopped(False) is False
     assert d.device(torch.device("cpu")) == torch.device("cpu")

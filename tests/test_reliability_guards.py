@@ -163,3 +163,98 @@ def test_resume_after_a_stop_then_a_rollback_is_exact(tiny_models, dataset, emb,
     b = load_embedding(tmp_path / "b" / "out" / "final.pt").vectors[0]
     assert torch.equal(a, b)
     assert [float(rows(tmp_path / "b")[s]["learn_rate"]) for s in (8, 9)] == [0.01, 0.005]
+
+
+def test_the_guard_reads_the_device_once_per_step_with_the_loss(tiny_models, dataset, emb, tmp_path, monkeypatch):
+    """No check of the guard waits for the device on its own: admit and check_vectors read nothing,
+    and read_step takes the step's losses (3 accumulated micro-batches), the gradients' verdict and
+    the previous step's vectors verdict in one copy; the logged loss is their sum as before."""
+    from tistudio.train.state import TrainState
+
+    reads = {"in": None, "admit": 0, "check_vectors": 0, "read_step": 0, "read_step calls": 0}
+
+    def counting(name):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *a, **kw):
+            if reads["in"]:
+                reads[reads["in"]] += 1
+            return real(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, read)
+
+    for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
+        counting(name)
+
+    def watched(name):
+        real = getattr(TrainState, name)
+
+        def method(self, *a, **kw):
+            reads["in"] = name
+            if name == "read_step":
+                reads["read_step calls"] += 1
+            try:
+                return real(self, *a, **kw)
+            finally:
+                reads["in"] = None
+        monkeypatch.setattr(TrainState, name, method)
+
+    for name in ("admit", "check_vectors", "read_step"):
+        watched(name)
+    losses = []
+    real_loss = TIObjective.loss
+    monkeypatch.setattr(TIObjective, "loss", lambda self, mb: losses.append(real_loss(self, mb)) or losses[-1])
+    train(config(emb, dataset, tmp_path, steps=3, grad_accum=3, save_every=0), components=tiny_models["sd1"],
+          progress=False)
+    assert reads["read_step calls"] == 3 and reads["read_step"] == 3  # one copy per step
+    assert reads["admit"] == 0 and reads["check_vectors"] == 0
+    logged = [float(rows(tmp_path)[s]["loss"]) for s in (1, 2, 3)]
+    sums = [sum(float(x.detach().sum()) / 3 for x in losses[3 * k:3 * k + 3]) for k in range(3)]
+    assert logged == pytest.approx(sums, rel=1e-6)
+
+
+def poison_step(monkeypatch, steps: set[int]):
+    """Make the optimizer's step leave the vectors NaN on the given 1-based steps (a step with finite
+    gradients that still overflows): only check_vectors can see it."""
+    from tistudio.train import session as session_mod
+
+    real_prepare = session_mod.prepare
+
+    def prepare(*a, **kw):
+        s, st = real_prepare(*a, **kw)
+        real_step, calls = st.optimizer.step, {"n": st.step}
+
+        def step(*args, **kwargs):
+            out = real_step(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] in steps:
+                with torch.no_grad():
+                    s.objective.embeddings[0].params[0].fill_(float("nan"))
+            return out
+        st.optimizer.step = step
+        return s, st
+
+    monkeypatch.setattr("tistudio.train.run.prepare", prepare)
+
+
+@pytest.mark.parametrize("bad, found", [(3, 4), (4, 4), (5, 5)])
+def test_vectors_made_non_finite_by_a_step_roll_back_before_they_are_judged_or_saved(
+        tiny_models, dataset, emb, tmp_path, monkeypatch, bad, found):
+    """Saves at 2 and 4, 5 steps. Step 3's NaN is read with step 4's losses (step 4, computed on it,
+    is skipped); step 4's is read before its save, step 5's before the final file: each rolls back
+    to the step-2 save point and halves the LR, and nothing non-finite is ever written."""
+    poison_step(monkeypatch, {bad})
+    messages = []
+    r = train(config(emb, dataset, tmp_path, steps=5, save_every=2), components=tiny_models["sd1"], progress=False,
+              callback=lambda e: messages.append(e.text) if isinstance(e, Message) else None)
+    assert r.step == 5
+    rolled = [m for m in messages if "rolled back" in m]
+    assert rolled == [f"step {bad}: the vectors became non-finite; rolled back to the last good state and "
+                      "lowered the learning rate to x0.5"]
+    assert torch.equal(snapshot(tmp_path, 4), snapshot(tmp_path, 2)) == (bad in (3, 4))
+    final = load_embedding(tmp_path / "out" / "final.pt").vectors[0]
+    assert torch.isfinite(final).all() and torch.isfinite(snapshot(tmp_path, 4)).all()
+    if bad == 5:
+        assert torch.equal(final, snapshot(tmp_path, 4))  # the last save point, found at the end
+    lrs = {s: float(row["learn_rate"]) for s, row in rows(tmp_path).items()}
+    assert [lrs[s] for s in range(found + 1, 6)] == [0.005] * (5 - found)
+    assert not any("non-finite loss" in m or "non-finite gradient" in m for m in messages)

@@ -79,10 +79,11 @@ class Distributed:
                        size_ids=None if mb.size_ids is None else mb.size_ids[part],
                        indices=mb.indices[part], flips=mb.flips[part], position=mb.position + self.rank * n)
 
-    def reduce(self, params, loss: float) -> float:
-        """Sum the vector gradients and the step's loss over processes; returns the total loss."""
+    def reduce(self, params, loss: float, grads_finite: bool) -> tuple[float, bool]:
+        """Sum the vector gradients and the step's loss over processes; returns the total loss and
+        whether the summed gradients are all finite (`grads_finite`: this process's, when alone)."""
         if self.world == 1:
-            return loss
+            return loss, grads_finite
         import torch
         import torch.distributed as dist
 
@@ -94,7 +95,8 @@ class Distributed:
         for p, g in zip(params, grads):
             p.grad = flat[offset:offset + g.numel()].view_as(g)
             offset += g.numel()
-        return float(flat[-1])
+        total, ok = torch.stack([flat[-1], torch.isfinite(flat[:-1]).all().to(flat.dtype)]).tolist()
+        return total, bool(ok)
 
     def any_stopped(self, stopped: bool) -> bool:
         """True on every process when any of them was asked to stop."""

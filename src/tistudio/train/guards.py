@@ -13,6 +13,13 @@ step's loss and gradients; state.TrainState carries them out.
   lowers its scale): they are not counted, unless the loss itself is not finite.
 - A non-finite vector is never saved: `finite` is checked before every snapshot and final output.
 
+None of these checks makes the CPU wait for the device on its own. The gradients' verdict is a
+device-side flag read together with the step's losses, in the one device-to-host copy the loop
+makes anyway to log the loss (`read_step`). The vectors' verdict after an optimizer step is read
+with the next step's copy, or before anything judges or saves the vectors (a preview, save or
+evaluation step, and the end of the run: TrainState.settle). Found there, it rolls back as before;
+a step already computed on the non-finite vectors is skipped with it.
+
 The guard's counters, learning-rate factor and rollback target are part of the training state, so
 a resumed run continues exactly as an uninterrupted one would.
 """
@@ -32,6 +39,28 @@ def finite(vectors) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in vectors)
 
 
+def all_finite(tensors) -> torch.Tensor | None:
+    """A 0-dim bool tensor on the tensors' device, True when every value of every tensor is
+    finite, computed without waiting for the device; None for no tensors."""
+    flags = [torch.isfinite(t).all() for t in tensors if t is not None]
+    return torch.stack(flags).all() if flags else None
+
+
+def read_step(losses, flags) -> tuple[float, list[bool]]:
+    """The step's loss and the device flags (all_finite's) in one device-to-host copy. The loss is
+    its micro-batches' losses (0-dim tensors) added in order on the host, exactly as adding each
+    float(loss) would be (float32 holds fp16, bf16 and fp32 values exactly); a None flag reads True."""
+    dev = losses[0].device
+    given = [f for f in flags if f is not None]
+    values = torch.stack([x.float().reshape(()) for x in losses]
+                         + [f.to(device=dev, dtype=torch.float32) for f in given]).tolist()
+    total = 0.0
+    for value in values[:len(losses)]:
+        total += value
+    read = iter(values[len(losses):])
+    return total, [True if f is None else bool(next(read)) for f in flags]
+
+
 class NumericGuard:
     """The guard's counters, its learning-rate factor and the rollback target. It decides; the
     training state (state.TrainState) skips a step or puts the good state back as it says."""
@@ -49,12 +78,13 @@ class NumericGuard:
         """`good`: a copy of the current state (at the start and at each save point)."""
         self.good = good
 
-    def admit(self, step: int, loss: float, params, scaled: bool, say: Callback) -> bool:
+    def admit(self, step: int, loss: float, grads_finite: bool, scaled: bool, say: Callback) -> bool:
         """After backward (and unscale): True to take the optimizer step `step` (1-based), False when
-        it must be skipped (counted and reported). With fp16 loss scaling (`scaled`) overflowing
-        gradients are the scaler's business."""
+        it must be skipped (counted and reported). `loss` and `grads_finite` come from read_step
+        (the gradients' verdict is taken before any unscaling). With fp16 loss scaling (`scaled`)
+        overflowing gradients are the scaler's business: only the loss decides."""
         loss_ok = math.isfinite(loss)
-        grads_ok = loss_ok and all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+        grads_ok = loss_ok and grads_finite
         if grads_ok or (loss_ok and scaled):
             self.bad_in_row = 0
             return True

@@ -134,7 +134,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
         plan = bucket_batch_at(step, groups=groups, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                                seed=cfg.seed, flip=cfg.flip)
         st.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+        losses = []   # on the device until read_step: one device-to-host copy per step
         per_step = cfg.batch_size * cfg.grad_accum
         for m, (items, flips) in enumerate(zip(plan.micro_batches, plan.flips)):
             mb = _micro_batch(s, s.concepts.records_of(items), flips, step * per_step + m * cfg.batch_size)
@@ -145,11 +145,12 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
             if m == 0:  # once per optimizer step
                 loss = s.recipe.with_regularizer(loss, s.objective)
             (st.scaler.scale(loss) if st.scaler else loss).backward()
-            total += float(loss.detach())
-        total = s.dist.reduce([p for e in s.objective.embeddings for p in e.params], total)
+            losses.append(loss.detach())
+        total, grads_ok = s.dist.reduce([p for e in s.objective.embeddings for p in e.params],
+                                        *st.read_step(losses, s.callback))
         if st.scaler:
             st.scaler.unscale_(st.optimizer)  # clip the true gradients, not the scaled ones
-        if st.admit(step + 1, total, s.callback):  # False: non-finite loss or gradient, step skipped
+        if st.admit(step + 1, total, grads_ok, s.callback):  # False: non-finite loss or gradient, step skipped
             s.recipe.before_step(s.objective)
             _clip(s)
             if st.scaler:
@@ -159,7 +160,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
                 st.optimizer.step()
             s.recipe.renormalise(s.objective)
             _cap(s, s.medians)
-            st.check_vectors(step + 1, s.callback)
+            st.check_vectors(step + 1)
         step += 1
         st.step = step
         if st.ema is not None:
@@ -175,6 +176,8 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
         previews = bool(cfg.preview_every and step % cfg.preview_every == 0 and s.dist.is_main)
         saves = bool(cfg.save_every and step % cfg.save_every == 0 and s.dist.is_main)
         judged = previews or saves or bool(cfg.val_every and step % cfg.val_every == 0)
+        if judged or s.dist.world > 1:  # vectors judged or saved are finite; every process settles alike
+            st.settle(s.callback)
         if judged:  # schedule-free: what is judged and saved is its averaged point (optimizers.set_mode)
             set_mode(st.optimizer, training=False)
         # Hooks before snapshots: the validation's early stop and best files see this step first.
@@ -189,6 +192,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
             s.callback(Saved(step, tuple(map(str, paths))))
         if judged:
             set_mode(st.optimizer, training=True)
+    st.settle(s.callback)
     bar.close()
     set_mode(st.optimizer, training=False)  # the final files, state.pt and the end hooks: the averaged point
     result = TrainResult(step, reason, [], last_loss, str(s.run.root))

@@ -21,7 +21,7 @@ from ..errors import TIStudioError, first_line
 from ..hypernetwork import format as hypernetwork_format
 from ..runs.folder import CONFIG_FILE, STATE_FILE, RunFolder
 from .ema import EMA, output_vectors
-from .guards import NumericGuard, finite
+from .guards import NumericGuard, all_finite, read_step
 from .objectives.base import Trainable
 from .recipe import Recipe
 
@@ -40,6 +40,10 @@ class TrainState:
     ema: EMA | None
     recipe: Recipe
     guard: NumericGuard = field(default_factory=NumericGuard)
+    # The last optimizer step's "vectors finite" flag, still on the device (step, flag): check_vectors
+    # sets it, read_step or settle reads it (guards.py). Always None at a save point.
+    unread: tuple[int, torch.Tensor] | None = None
+    void: bool = False   # this step ran on vectors found non-finite (and rolled back): skip it
 
     def params(self) -> list[torch.Tensor]:
         return [p for e in self.trained for p in e.params]
@@ -96,23 +100,46 @@ class TrainState:
             "scaler": copy.deepcopy(self.scaler.state_dict()) if self.scaler is not None else None,
         })
 
-    def admit(self, step: int, loss: float, say: Callback) -> bool:
+    def read_step(self, losses: list[torch.Tensor], say: Callback) -> tuple[float, bool]:
+        """(the step's loss, whether every gradient is finite), read with the previous step's vectors
+        flag in one device-to-host copy (guards.read_step). Vectors that step left non-finite roll
+        back now, and this step, computed on them, is void (admit skips it)."""
+        step, vectors = self.unread or (0, None)
+        total, (grads_ok, vectors_ok) = read_step(losses, [all_finite(p.grad for p in self.params()), vectors])
+        self.unread = None
+        if not vectors_ok:
+            self.roll_back(step, "the vectors became non-finite", say)
+            self.void = True
+        return total, grads_ok
+
+    def admit(self, step: int, loss: float, grads_finite: bool, say: Callback) -> bool:
         """The guard's verdict on optimizer step `step` (1-based): False when it is skipped (its
-        gradients cleared; after too many in a row the good state comes back)."""
-        if self.guard.admit(step, loss, self.params(), self.scaler is not None, say):
+        gradients cleared; after too many in a row the good state comes back). A void step (see
+        read_step) is skipped without counting: its rollback has been made."""
+        void, self.void = self.void, False
+        if not void and self.guard.admit(step, loss, grads_finite, self.scaler is not None, say):
             return True
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.update()  # lower the scale, as a skipped scaler step would
-        why = self.guard.rollback_due()
+        why = None if void else self.guard.rollback_due()
         if why:
             self.roll_back(step, why, say)
         return False
 
-    def check_vectors(self, step: int, say: Callback) -> None:
-        """After the optimizer step: a step that made a vector non-finite is undone."""
-        if not finite(self.params()):
-            self.roll_back(step, "the vectors became non-finite", say)
+    def check_vectors(self, step: int) -> None:
+        """After the optimizer step `step`: whether it left the vectors finite, kept on the device
+        until the next read (read_step, settle), so the CPU need not wait for the step to finish."""
+        self.unread = (step, all_finite(self.params()))
+
+    def settle(self, say: Callback) -> None:
+        """Before anything judges, previews or saves the vectors (and at the end): read the last
+        step's flag now, and undo a step that made a vector non-finite."""
+        if self.unread is not None:
+            step, flag = self.unread
+            self.unread = None
+            if not bool(flag):
+                self.roll_back(step, "the vectors became non-finite", say)
 
     def roll_back(self, step: int, why: str, say: Callback) -> None:
         good = self.guard.target()
