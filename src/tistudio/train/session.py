@@ -234,6 +234,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
                                                 schedule):
         callback(Message("warning", text))
     encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
+
     def plan(paths, enabled):  # one bucket table for the training and the held-out images
         return plan_buckets(paths, width, height, enabled=enabled, step=cfg.bucket_step, min_side=cfg.bucket_min,
                             max_side=cfg.bucket_max, factor=c.vae_factor)
