@@ -14,6 +14,7 @@ import time
 from ..atomic import write_text
 from ..config import TrainConfig
 from ..embedding.formats import load_embedding, save_embedding
+from ..runs.folder import embedding_finals
 from . import fidelity
 from .health import VectorWatch, vocabulary_medians
 from .monitor import Board, write_loss_plot
@@ -40,12 +41,14 @@ def _num(x) -> float | None:
 class RunReport:
     """`validator`: None without --val-every; `watch`: None for a hypernetwork; `board`: None
     without --tensorboard (or in a process that does not write); `writes`: this process writes the
-    run folder's files; `buckets`: training size -> images (data/buckets.py), for summary.json."""
+    run folder's files; `buckets`: training size -> images (data/buckets.py), `embeddings`: what
+    each trained embedding is and where its files go (trained_embeddings), for summary.json."""
 
     def __init__(self, cfg: TrainConfig, run: TrainingFolder, name: str, *, validator: Validator | None,
                  watch: VectorWatch | None, board: Board | None, writes: bool, start_step: int, previous: dict,
-                 buckets: dict[str, int] | None = None):
+                 buckets: dict[str, int] | None = None, embeddings: list[dict] | None = None):
         self.cfg, self.run, self.name = cfg, run, name
+        self.embeddings = embeddings or []
         self.validator, self.watch, self.board, self.writes = validator, watch, board, writes
         self.start_step = start_step
         self.buckets = buckets
@@ -114,6 +117,7 @@ class RunReport:
             why += f": no improvement in {self.cfg.early_stop} evaluations after step {best.step}"
         data = {
             "name": self.name,
+            "embeddings": self.embeddings,
             "reason": reason,
             "stopped_because": "still training" if reason == "running" else why,
             "steps": step,
@@ -161,6 +165,17 @@ def start_vectors(s: Setup, start_step: int, resumed: bool, writes: bool) -> dic
     return start
 
 
+def trained_embeddings(s: Setup) -> list[dict]:
+    """summary.json's "embeddings": each trained embedding's name, learning-rate multiplier, stop step
+    (null: it trains to --steps) and finished files, in run order; [] for a hypernetwork."""
+    embeddings = s.objective.embeddings
+    if isinstance(embeddings[0], TrainableHypernetwork):
+        return []
+    finals = embedding_finals(s.cfg, [e.name for e in embeddings])
+    return [{"name": e.name, "lr_scale": e.lr_weight, "stop_step": e.stop_step or None,
+             "final_files": [str(path) for path, _ in files]} for e, files in zip(embeddings, finals)]
+
+
 def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) -> list[Hook]:
     """The hooks every run gets (summary.json and the plot are always written): the validator
     (with --val-every) first, so the report shows its evaluation of a step; then the report."""
@@ -189,5 +204,6 @@ def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) 
     board = (Board(run.board, purge_step=start_step + 1 if resumed else None)
              if cfg.tensorboard and writes else None)
     report = RunReport(cfg, run, objective.embeddings[0].name, validator=validator, watch=watch, board=board,
-                       writes=writes, start_step=start_step, previous=previous, buckets=s.cache.table())
+                       writes=writes, start_step=start_step, previous=previous, buckets=s.cache.table(),
+                       embeddings=trained_embeddings(s))
     return [h for h in (validator, report) if h is not None]
