@@ -50,3 +50,126 @@ def test_lr_scale_reaches_the_optimizer(tiny_models, tmp_path):
         assert [len(g["params"]) for g in st.optimizer.param_groups] == [1, 1]
     finally:
         s.lock.release()
+
+
+def _vectors(path):
+    return load_embedding(path).vectors
+
+
+def test_every_embedding_gets_its_own_files_and_summary(tiny_models, tmp_path):
+    c = tiny_models["sd1"]
+    cfg, cat, dog = _two(c, tmp_path, steps=2, save_every=1, val_every=2, val_split=0.5)
+    result = train(cfg, components=c, progress=False)
+    run, out = tmp_path / "runs" / "cat", tmp_path / "out"
+    finals = {"cat": out / "final", "dog": out / "dog"}  # the others go beside --output under their names
+    assert sorted(result.outputs) == sorted(f"{finals[n]}{x}" for n in finals for x in (".pt", ".safetensors"))
+    for name, stem in finals.items():
+        vectors = _vectors(f"{stem}.pt")
+        assert torch.equal(vectors[0], _vectors(f"{stem}.safetensors")[0])
+        assert torch.equal(vectors[0], _vectors(run / "embeddings" / f"{name}-2.pt")[0])
+        assert load_embedding(f"{stem}.pt").step == 2
+        start = _vectors(run / "embeddings" / f"{name}-init.safetensors")[0]
+        assert torch.equal(start, _vectors(cat if name == "cat" else dog)[0]) and not torch.equal(start, vectors[0])
+        assert (run / "embeddings" / f"{name}-1.safetensors").is_file()
+        assert (run / "embeddings" / f"{name}-best.pt").is_file() and (stem.parent / f"{stem.name}-best.pt").is_file()
+    assert _vectors(dog)[0].shape == (2, 32)  # its own file is untouched: --output takes the finals
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["name"] == "cat"
+    assert summary["embeddings"] == [
+        {"name": "cat", "lr_scale": 1.0, "stop_step": None,
+         "final_files": [str(finals["cat"]) + ".pt", str(finals["cat"]) + ".safetensors"]},
+        {"name": "dog", "lr_scale": 0.5, "stop_step": None,
+         "final_files": [str(finals["dog"]) + ".pt", str(finals["dog"]) + ".safetensors"]}]
+    assert len(summary["best_files"]) == 4
+
+
+def test_without_output_each_embedding_overwrites_its_own_file(tiny_models, tmp_path):
+    c = tiny_models["sd1"]
+    cfg, cat, dog = _two(c, tmp_path, steps=1, save_every=0, output=None, formats=("a1111-pt",))
+    before = _vectors(dog)[0]
+    train(cfg, components=c, progress=False)
+    assert load_embedding(dog).step == 1 and load_embedding(cat).step == 1
+    assert not torch.equal(before, _vectors(dog)[0])
+
+
+@pytest.mark.parametrize("first_stops", [False, True])
+def test_stop_step_freezes_one_embedding_bit_exactly(tiny_models, tmp_path, first_stops):
+    """The stopped embedding's vectors (the EMA average too, and under --max-norm) at the end equal
+    those at its stop step; the other embedding keeps moving."""
+    c = tiny_models["sd1"]
+    cfg, cat, dog = _two(c, tmp_path, steps=4, save_every=1, ema=0.5, max_norm=50.0)
+    if first_stops:  # the first embedding's own settings: every embedding is a table
+        from dataclasses import replace
+
+        cfg = replace(cfg, embedding="", embeddings=(EmbeddingConfig(path=str(cat), stop_step=2),
+                                                      EmbeddingConfig(path=str(dog), lr_scale=0.5)))
+    else:
+        cfg = TrainConfig(**{**cfg.__dict__, "embeddings": (EmbeddingConfig(path=str(dog), lr_scale=0.5,
+                                                                           stop_step=2),)})
+    stopped, moving = ("cat", "dog") if first_stops else ("dog", "cat")
+    train(cfg, components=c, progress=False)
+    snaps = tmp_path / "runs" / "cat" / "embeddings"
+    at = {k: _vectors(snaps / f"{stopped}-{k}.pt")[0] for k in (1, 2, 3, 4)}
+    assert not torch.equal(at[1], at[2])  # it trained up to its stop
+    assert torch.equal(at[2], at[3]) and torch.equal(at[2], at[4])
+    final = tmp_path / "out" / ("final.pt" if first_stops else "dog.pt")
+    assert torch.equal(_vectors(final)[0], at[2])
+    other = [_vectors(snaps / f"{moving}-{k}.pt")[0] for k in (2, 3, 4)]
+    assert not torch.equal(other[0], other[1]) and not torch.equal(other[1], other[2])
+    summary = json.loads((tmp_path / "runs" / "cat" / "summary.json").read_text())
+    assert [e["stop_step"] for e in summary["embeddings"]] == ([2, None] if first_stops else [None, 2])
+
+
+def test_several_embeddings_resume_bit_exactly(tiny_models, tmp_path):
+    c = tiny_models["sd1"]
+    kw = dict(steps=4, save_every=1, ema=0.5, flip=True, shuffle_tags=True)
+    full, _, dog = _two(c, tmp_path / "full", **kw)
+    full = TrainConfig(**{**full.__dict__, "embeddings": (EmbeddingConfig(path=str(dog), lr_scale=0.5, stop_step=3),)})
+    train(full, components=c, progress=False)
+    half, _, dog = _two(c, tmp_path / "half", **kw)
+    half = TrainConfig(**{**half.__dict__, "embeddings": (EmbeddingConfig(path=str(dog), lr_scale=0.5, stop_step=3),)})
+    stop = StopToken()
+    train(half, components=c, progress=False, stop=stop,
+          callback=lambda e: stop.stop() if isinstance(e, Progress) and e.step == 2 else None)
+    run = tmp_path / "half" / "runs" / "cat"
+    assert from_dict(TrainConfig, load_toml(run / "config.toml")) == half  # [[embeddings]] kept in config.toml
+    train(half, components=c, progress=False, resume=str(run))
+    for name in ("final", "dog"):
+        assert torch.equal(_vectors(tmp_path / "full" / "out" / f"{name}.pt")[0],
+                           _vectors(tmp_path / "half" / "out" / f"{name}.pt")[0])
+    assert torch.equal(_vectors(tmp_path / "half" / "out" / "dog.pt")[0], _vectors(run / "embeddings" / "dog-3.pt")[0])
+
+
+def test_sdxl_trains_both_encoders_vectors_of_each_embedding(tiny_models, tmp_path):
+    c = tiny_models["sdxl"]
+    cfg, cat, dog = _two(c, tmp_path, steps=3, save_every=1, formats=("safetensors",),
+                         output=str(tmp_path / "out" / "final.safetensors"))
+    cfg = TrainConfig(**{**cfg.__dict__, "embeddings": (EmbeddingConfig(path=str(dog), stop_step=1),)})
+    train(cfg, components=c, progress=False)
+    snaps = tmp_path / "runs" / "cat" / "embeddings"
+    for name, file in (("cat", tmp_path / "out" / "final.safetensors"), ("dog", tmp_path / "out" / "dog.safetensors")):
+        start, end = _vectors(snaps / f"{name}-init.safetensors"), _vectors(file)
+        assert [tuple(v.shape) for v in end] == [tuple(v.shape) for v in start] and len(end) == 2  # clip_l, clip_g
+        assert all(not torch.equal(a, b) for a, b in zip(start, end))
+    frozen = _vectors(snaps / "dog-1.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(frozen, _vectors(tmp_path / "out" / "dog.safetensors")))
+
+
+def test_previews_show_each_embedding(tiny_models, tmp_path):
+    from PIL import Image
+
+    c = tiny_models["sd1"]
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a [name] on grass\ncat and dog together\n")
+    cfg, _, _ = _two(c, tmp_path, steps=1, save_every=0, preview_every=1, preview_steps=2)
+    train(cfg, components=c, progress=False)
+    single = Image.open(tmp_path / "runs" / "cat" / "images" / "cat-1.png")
+    assert single.size == (128, 64)  # one cell per embedding
+    cells = single.info["parameters"].split("\n\n")
+    assert [p.splitlines()[0].split()[-1] for p in cells] == ["cat", "dog"] or \
+        [(("cat" in p.splitlines()[0]), ("dog" in p.splitlines()[0])) for p in cells] == [(True, False), (False, True)]
+    cfg = TrainConfig(**{**cfg.__dict__, "preview_prompts": str(prompts), "log_dir": str(tmp_path / "runs2")})
+    train(cfg, components=c, progress=False)
+    grid = Image.open(tmp_path / "runs2" / "cat" / "previews" / "cat-1.png")
+    texts = [p.splitlines()[0] for p in grid.info["parameters"].split("\n\n")]
+    assert texts == ["a cat on grass", "a dog on grass", "cat and dog together"]

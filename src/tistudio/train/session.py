@@ -44,7 +44,7 @@ from ..schedules import build_schedule
 from .report import hooks_for
 from .setup import DTYPES, Setup
 from .validation import held_out_cache, split_images
-from .preview_prompts import load_preview_prompts
+from .preview_prompts import load_preview_prompts, per_embedding
 from .distributed import Distributed
 from .speed import apply as apply_speed, resolve as resolve_speed
 
@@ -236,7 +236,8 @@ def _build(cfg, components, callback, stop, progress, resume, trained, saved, ru
         concepts.check_embeddings([e.name for e in trained])
     if line := concepts.describe():
         callback(Message("info", line))
-    previews = load_preview_prompts(cfg.preview_prompts, c.vae_factor)
+    previews = per_embedding(load_preview_prompts(cfg.preview_prompts, c.vae_factor),
+                             [] if cfg.method != "ti" else [e.name for e in trained])
     rc = cfg.recipe
     schedule = build_schedule(cfg.lr, cfg.steps, rc.lr_scheduler, rc.warmup_steps, rc.lr_cycles)
     # A hypernetwork has no vectors and no trigger word: these warnings are an embedding's.
