@@ -166,10 +166,99 @@ def test_previews_show_each_embedding(tiny_models, tmp_path):
     single = Image.open(tmp_path / "runs" / "cat" / "images" / "cat-1.png")
     assert single.size == (128, 64)  # one cell per embedding
     cells = single.info["parameters"].split("\n\n")
-    assert [p.splitlines()[0].split()[-1] for p in cells] == ["cat", "dog"] or \
-        [(("cat" in p.splitlines()[0]), ("dog" in p.splitlines()[0])) for p in cells] == [(True, False), (False, True)]
+    assert [p.splitlines()[0] for p in cells] == ["a photo of cat", "a photo of dog"]  # the template's first line
     cfg = TrainConfig(**{**cfg.__dict__, "preview_prompts": str(prompts), "log_dir": str(tmp_path / "runs2")})
     train(cfg, components=c, progress=False)
     grid = Image.open(tmp_path / "runs2" / "cat" / "previews" / "cat-1.png")
     texts = [p.splitlines()[0] for p in grid.info["parameters"].split("\n\n")]
     assert texts == ["a cat on grass", "a dog on grass", "cat and dog together"]
+
+
+def test_cli_embedding_repeats_and_toml_tables(tmp_path):
+    from tistudio.cli.main import build_parser
+    from tistudio.cli.train import build_config
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('embedding = "cat.pt"\n[[embeddings]]\npath = "dog.pt"\nlr_scale = 0.25\nstop_step = 100\n'
+                    '[[concept]]\npath = "dogs"\nembedding = "dog"\n')
+    parse = build_parser().parse_args
+    cfg = build_config(parse(["train", "--config", str(toml)]))
+    assert cfg.embedding_tables == (EmbeddingConfig(path="cat.pt"), EmbeddingConfig("dog.pt", 0.25, 100))
+    assert cfg.concept[0].embedding == "dog" and cfg.trained_file == "cat.pt"
+    many = build_config(parse(["train", "--config", str(toml), "--embedding", "a.pt", "--embedding", "b.pt"]))
+    assert many.embedding_tables == (EmbeddingConfig(path="a.pt"), EmbeddingConfig(path="b.pt"))
+    assert overrides_from(parse(["train", "--embedding", "a.pt"])) == {"embedding": "a.pt"}
+    only_tables = from_dict(TrainConfig, {"embeddings": [{"path": "x.pt", "stop_step": 5}, {"path": "y.pt"}]})
+    assert only_tables.trained_file == "x.pt" and only_tables.embedding_tables[0].stop_step == 5
+    toml.write_text('[[embeddings]]\npath = "dog.pt"\nstop = 3\n')
+    with pytest.raises(TIStudioError, match=r"\[\[embeddings\]\] #1: unknown option 'stop'"):
+        build_config(parse(["train", "--config", str(toml)]))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(method="dreamartist"), r"^\[\[embeddings\]\] b.pt: several embeddings train with --method ti only"),
+    (dict(method="hypernetwork", hypernetwork="h.pt", embedding=""), r"several embeddings train with --method ti "),
+    (dict(embeddings=[{"path": "b.pt"}, {"path": "b.pt"}]), r"^\[\[embeddings\]\] b.pt: the file is given twice"),
+    (dict(embeddings=[{"path": "b.pt", "stop_step": -1}]), r"\[\[embeddings\]\] b.pt: stop_step = -1: use 0"),
+    (dict(embeddings=[{"path": "b.pt", "lr_scale": -1.0}]), r"lr_scale = -1.0: use 0 or more"),
+    (dict(embeddings=[{"lr_scale": 2.0}]), r"\[\[embeddings\]\]: path is required"),
+])
+def test_config_refuses_what_several_embeddings_cannot_do(kw, message):
+    with pytest.raises(TIStudioError, match=message):
+        from_dict(TrainConfig, {"embedding": "a.pt", "data": "d", "embeddings": [{"path": "b.pt"}], **kw})
+
+
+def test_setup_refuses_clashing_embeddings_before_training(tiny_models, tmp_path):
+    from dataclasses import replace
+
+    from tistudio.embedding.formats import save_embedding
+
+    c = tiny_models["sd1"]
+    cfg, cat, dog = _two(c, tmp_path, steps=1)
+    twin = api.create_embedding(c, "cat", "dog", 1, tmp_path / "twin")
+    with pytest.raises(TIStudioError, match=r"its trigger 'cat' is also .*cat.pt's; each embedding of a run needs"):
+        train(replace(cfg, embeddings=(EmbeddingConfig(str(twin)),)), components=c, progress=False)
+    save_embedding(replace(load_embedding(dog), step=7), dog, "a1111-pt")
+    with pytest.raises(TIStudioError, match=r"dog.pt: stored at step 7, .*cat.pt at step 0; embeddings trained"):
+        train(cfg, components=c, progress=False)
+    save_embedding(replace(load_embedding(dog), step=0), dog, "a1111-pt")
+    with pytest.raises(TIStudioError, match=r"two embeddings of this run would both be saved as .*dog.pt"):
+        train(replace(cfg, output=str(tmp_path / "out" / "dog.pt")), components=c, progress=False)
+    bad = replace(cfg, concept=(ConceptConfig(path=cfg.concept[0].path, embedding="dgo"),))
+    with pytest.raises(TIStudioError, match=r"embedding = 'dgo' is not one of this run's embeddings \(cat, dog\)"):
+        train(bad, components=c, progress=False)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))  # nothing trained
+
+
+def test_web_ui_resume_keeps_several_embeddings_and_says_so(tmp_path, tiny_model_dirs):
+    """The form holds one embedding; a stored run of several is resumed with all of them, the page
+    says so, and a further embedding outside the root is refused like any path."""
+    from tistudio.config import dump_toml
+    from tistudio.webui.app import make_context
+    from tistudio.webui.forms import train_fields
+    from tistudio.webui.safety import PathGuard
+    from tistudio.webui.train_resume import config, form_values, several_note
+
+    (tmp_path / "root" / "data").mkdir(parents=True)
+    guard = PathGuard.at(tmp_path / "root")
+    ctx = make_context(guard.root, str(tiny_model_dirs["sd1"]))
+    for name in ("cat.pt", "dog.pt"):
+        (guard.root / name).write_bytes(b"x")
+    run = guard.root / "runs" / "cat"
+    run.mkdir(parents=True)
+    stored = TrainConfig(embedding=str(guard.root / "cat.pt"), data=str(guard.root / "data"), steps=3,
+                         embeddings=(EmbeddingConfig(str(guard.root / "dog.pt"), stop_step=2),),
+                         log_dir=str(guard.root / "runs"), model=TrainConfig().model.__class__(model=str(tiny_model_dirs["sd1"])))
+    (run / "config.toml").write_text(dump_toml(stored))
+    specs = train_fields()
+    values = dict(zip([s.key for s in specs], form_values(specs, stored, ctx.guard.show)))
+    values.update(steps=6)
+    _, cfg, diff = config(ctx, specs, "runs/cat", list(values.values()))
+    assert diff == [("steps", 3, 6)] and cfg.embeddings == stored.embeddings
+    assert several_note(ctx, cfg) == (" This run trains 2 embeddings (`cat.pt`, `dog.pt`); the form shows the first, "
+                                      "and **Resume** continues all of them as its config.toml has them (read-only here).")
+    assert several_note(ctx, TrainConfig(embedding="cat.pt")) == ""
+    outside = TrainConfig(**{**stored.__dict__, "embeddings": (EmbeddingConfig(str(tmp_path / "dog.pt")),)})
+    (run / "config.toml").write_text(dump_toml(outside))
+    with pytest.raises(TIStudioError, match="outside the web UI root"):
+        config(ctx, specs, "runs/cat", list(values.values()))
