@@ -262,3 +262,22 @@ def test_web_ui_resume_keeps_several_embeddings_and_says_so(tmp_path, tiny_model
     (run / "config.toml").write_text(dump_toml(outside))
     with pytest.raises(TIStudioError, match="outside the web UI root"):
         config(ctx, specs, "runs/cat", list(values.values()))
+
+
+@pytest.mark.parametrize("split", [0.0, 0.5])
+def test_validation_prompts_name_each_images_embedding(tiny_models, tmp_path, monkeypatch, split):
+    """Held out or not, a validation image's prompts carry its concept's trigger, as in training."""
+    from tistudio.train import report
+
+    built = []
+    plain = report.ValidationSet.build
+    monkeypatch.setattr(report.ValidationSet, "build",
+                        lambda *a, **k: built.append(plain(*a, **k)) or built[-1])
+    c = tiny_models["sd1"]
+    cfg, _, _ = _two(c, tmp_path, steps=1, save_every=0, val_every=1, val_split=split, val_timesteps=1)
+    train(cfg, components=c, progress=False)
+    (vset,) = built
+    owners = [("b" if i >= (1 if split else 2) else "a") for i in vset.indices]  # a's images come first
+    texts = [p.text for p in vset.prompts]
+    assert sorted(set(owners)) == ["a", "b"]
+    assert [("dog" if o == "b" else "cat") for o in owners] == [t.split()[-1] for t in texts]

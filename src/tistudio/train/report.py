@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
+from typing import Callable
 
 from ..atomic import write_text
 from ..config import TrainConfig
@@ -176,6 +178,19 @@ def trained_embeddings(s: Setup) -> list[dict]:
              "final_files": [str(path) for path, _ in files]} for e, files in zip(embeddings, finals)]
 
 
+def validation_names(s: Setup, val_cache=None) -> Callable[[int], str]:
+    """The trigger of validation item i's prompts: its image's concept's embedding (several embeddings,
+    docs/multi-embedding.md), as in training. A held-out image belongs to the concept whose folder
+    holds it; one of --val-data, to none: those take the first embedding."""
+    first = s.objective.embeddings[0].name
+    if s.concepts is None:
+        return lambda i: first
+    if val_cache is None:
+        return lambda i: s.concepts.names_of(s.cache.records_of([i]), first)[0]
+    folders = {Path(k.config.path).resolve(): k.config.embedding or first for k in s.concepts.concepts}
+    return lambda i: folders.get(Path(val_cache.records[i].path).resolve().parent, first)
+
+
 def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) -> list[Hook]:
     """The hooks every run gets (summary.json and the plot are always written): the validator
     (with --val-every) first, so the report shows its evaluation of a step; then the report."""
@@ -189,7 +204,7 @@ def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) 
     validator = None
     if cfg.val_every:
         validation = ValidationSet.build(cfg, s.c, s.cache if val_cache is None else val_cache,
-                                         objective.embeddings[0].name, s.prompts.lines, held_out=val_cache is not None,
+                                         validation_names(s, val_cache), s.prompts.lines, held_out=val_cache is not None,
                                          training=s.cache.indices_of(s.concepts.training_indices()) if s.concepts else None)
         scorers = fidelity.scorers(s)
         where = "held-out" if validation.held_out else "training (no held-out images: fit, not generalisation)"
