@@ -167,7 +167,7 @@ def _check_embeddings(cfg) -> None:
         return
     check(cfg.method == "ti", f"[[embeddings]] {cfg.embeddings[0].path}: several embeddings train with --method ti "
           f"only (this run has --method {cfg.method}); train them in separate runs")
-    paths = ([cfg.embedding] if cfg.embedding else []) + [e.path for e in cfg.embeddings]
+    paths = [e.path for e in cfg.embedding_tables]
     twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
     check(twice is None, f"[[embeddings]] {twice}: the file is given twice; name each embedding once")
 

@@ -241,7 +241,8 @@ def _build(cfg, components, callback, stop, progress, resume, trained, saved, ru
     rc = cfg.recipe
     schedule = build_schedule(cfg.lr, cfg.steps, rc.lr_scheduler, rc.warmup_steps, rc.lr_cycles)
     # A hypernetwork has no vectors and no trigger word: these warnings are an embedding's.
-    captions = [r.caption for r in records if not r.grayscale]
+    # With several embeddings a caption may name triggers on purpose (docs/multi-embedding.md).
+    captions = [r.caption for r in records if not r.grayscale] if len(trained) == 1 else []
     for text in dict.fromkeys(w for e in ([] if hyper else trained) for w in start_warnings(c, e.name, captions,
                                                                                             schedule)):
         callback(Message("warning", text))  # dict.fromkeys: the schedule's warning once, not per embedding
