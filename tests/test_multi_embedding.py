@@ -281,3 +281,21 @@ def test_validation_prompts_name_each_images_embedding(tiny_models, tmp_path, mo
     texts = [p.text for p in vset.prompts]
     assert sorted(set(owners)) == ["a", "b"]
     assert [("dog" if o == "b" else "cat") for o in owners] == [t.split()[-1] for t in texts]
+
+
+@pytest.mark.parametrize("caption, dog_moves", [("with dog", True), ("with a ball", False)])
+def test_a_caption_may_name_another_trigger_literally(tiny_models, tmp_path, caption, dog_moves):
+    """Every trigger in a prompt gets its vectors: dog, named only in the captions of cat's images,
+    trains; named nowhere, it gets no gradient and stays bit-identical (the optimizer skips it)."""
+    c = tiny_models["sd1"]
+    a = write_shapes_dataset(tmp_path / "a", n=2, seed=1)
+    cat = api.create_embedding(c, "cat", "cat", 1, tmp_path / "emb")
+    dog = api.create_embedding(c, "dog", "dog", 1, tmp_path / "emb")
+    template = tmp_path / "t.txt"
+    template.write_text("a photo of [name], [filewords]\n")
+    cfg = quick_config(cat, "", tmp_path, steps=2, save_every=0, template=str(template),
+                       embeddings=(EmbeddingConfig(str(dog)),),
+                       concept=(ConceptConfig(path=str(a), caption_source="fixed", caption=caption),))
+    train(cfg, components=c, progress=False)
+    assert not torch.equal(_vectors(cat)[0], _vectors(tmp_path / "out" / "final.pt")[0])
+    assert torch.equal(_vectors(dog)[0], _vectors(tmp_path / "out" / "dog.pt")[0]) != dog_moves
