@@ -299,3 +299,19 @@ def test_a_caption_may_name_another_trigger_literally(tiny_models, tmp_path, cap
     train(cfg, components=c, progress=False)
     assert not torch.equal(_vectors(cat)[0], _vectors(tmp_path / "out" / "final.pt")[0])
     assert torch.equal(_vectors(dog)[0], _vectors(tmp_path / "out" / "dog.pt")[0]) != dog_moves
+
+
+def test_cli_trains_two_embeddings(cli, tiny_models, tiny_model_dirs, tmp_path):
+    c = tiny_models["sd1"]
+    a = write_shapes_dataset(tmp_path / "a", n=2, seed=1)
+    cat = api.create_embedding(c, "cat", "cat", 1, tmp_path / "emb")
+    dog = api.create_embedding(c, "dog", "dog", 1, tmp_path / "emb")
+    r = cli("train", "--model", tiny_model_dirs["sd1"], "--embedding", cat, "--embedding", dog, "--data", a,
+            "--steps", "1", "--width", "64", "--height", "64", "--save-every", "0", "--preview-every", "0",
+            "--no-plot", "--template", "subject", "--log-dir", tmp_path / "runs", "--format", "safetensors",
+            "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert f"saved {tmp_path / 'emb' / 'cat.safetensors'}" in r.stdout
+    assert f"saved {tmp_path / 'emb' / 'dog.safetensors'}" in r.stdout
+    saved = load_toml(tmp_path / "runs" / "cat" / "config.toml")
+    assert saved["embedding"] == str(cat) and saved["embeddings"] == [{"path": str(dog), "lr_scale": 1.0, "stop_step": 0}]
