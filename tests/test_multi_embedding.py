@@ -13,6 +13,7 @@ from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from tistudio.events import Progress, StopToken
 from tistudio.train.run import train
+from tistudio.train.session import config_for_resume
 from shapes_dataset import write_shapes_dataset
 
 from run_config import quick_config, spied_run
@@ -133,6 +134,9 @@ def test_several_embeddings_resume_bit_exactly(tiny_models, tmp_path):
           callback=lambda e: stop.stop() if isinstance(e, Progress) and e.step == 2 else None)
     run = tmp_path / "half" / "runs" / "cat"
     assert from_dict(TrainConfig, load_toml(run / "config.toml")) == half  # [[embeddings]] kept in config.toml
+    with pytest.raises(TIStudioError, match=r"^--resume .*: --embeddings .*cannot change on resume"):
+        config_for_resume(run, {"embeddings": [{"path": str(dog), "stop_step": 4}]},
+                          label=lambda f: "--" + f.replace("_", "-"))
     train(half, components=c, progress=False, resume=str(run))
     for name in ("final", "dog"):
         assert torch.equal(_vectors(tmp_path / "full" / "out" / f"{name}.pt")[0],

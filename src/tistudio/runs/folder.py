@@ -58,8 +58,9 @@ def ext(fmt: str) -> str:
 
 
 class RunFolder:
-    """Paths of one run folder. `name` is the positive embedding's stored name; files of another
-    embedding of the run (DreamArtist's negative) take that embedding's own name."""
+    """Paths of one run folder. `name` is the positive (or first) embedding's stored name; files of
+    another embedding of the run (DreamArtist's negative, an [[embeddings]] table's) take that
+    embedding's own name."""
 
     def __init__(self, root: str | Path, name: str):
         self.root = Path(root)
