@@ -121,14 +121,15 @@ def test_stop_step_freezes_one_embedding_bit_exactly(tiny_models, tmp_path, firs
     assert [e["stop_step"] for e in summary["embeddings"]] == ([2, None] if first_stops else [None, 2])
 
 
-def test_several_embeddings_resume_bit_exactly(tiny_models, tmp_path):
+@pytest.mark.parametrize("stop_at", [1, 3])  # before the interruption at step 2, and after it
+def test_several_embeddings_resume_bit_exactly(tiny_models, tmp_path, stop_at):
     c = tiny_models["sd1"]
     kw = dict(steps=4, save_every=1, ema=0.5, flip=True, shuffle_tags=True)
     full, _, dog = _two(c, tmp_path / "full", **kw)
-    full = TrainConfig(**{**full.__dict__, "embeddings": (EmbeddingConfig(path=str(dog), lr_scale=0.5, stop_step=3),)})
+    full = TrainConfig(**{**full.__dict__, "embeddings": (EmbeddingConfig(path=str(dog), lr_scale=0.5, stop_step=stop_at),)})
     train(full, components=c, progress=False)
     half, _, dog = _two(c, tmp_path / "half", **kw)
-    half = TrainConfig(**{**half.__dict__, "embeddings": (EmbeddingConfig(path=str(dog), lr_scale=0.5, stop_step=3),)})
+    half = TrainConfig(**{**half.__dict__, "embeddings": (EmbeddingConfig(path=str(dog), lr_scale=0.5, stop_step=stop_at),)})
     stop = StopToken()
     train(half, components=c, progress=False, stop=stop,
           callback=lambda e: stop.stop() if isinstance(e, Progress) and e.step == 2 else None)
@@ -141,7 +142,8 @@ def test_several_embeddings_resume_bit_exactly(tiny_models, tmp_path):
     for name in ("final", "dog"):
         assert torch.equal(_vectors(tmp_path / "full" / "out" / f"{name}.pt")[0],
                            _vectors(tmp_path / "half" / "out" / f"{name}.pt")[0])
-    assert torch.equal(_vectors(tmp_path / "half" / "out" / "dog.pt")[0], _vectors(run / "embeddings" / "dog-3.pt")[0])
+    assert torch.equal(_vectors(tmp_path / "half" / "out" / "dog.pt")[0],
+                       _vectors(run / "embeddings" / f"dog-{stop_at}.pt")[0])
 
 
 def test_sdxl_trains_both_encoders_vectors_of_each_embedding(tiny_models, tmp_path):
@@ -259,7 +261,7 @@ def test_web_ui_resume_keeps_several_embeddings_and_says_so(tmp_path, tiny_model
     values.update(steps=6)
     _, cfg, diff = config(ctx, specs, "runs/cat", list(values.values()))
     assert diff == [("steps", 3, 6)] and cfg.embeddings == stored.embeddings
-    assert several_note(ctx, cfg) == (" This run trains 2 embeddings (`cat.pt`, `dog.pt`); the form shows the first, "
+    assert several_note(ctx, cfg) == (" This run trains 2 embeddings (`cat.pt`, `dog.pt`); the form has room for one, "
                                       "and **Resume** continues all of them as its config.toml has them (read-only here).")
     assert several_note(ctx, TrainConfig(embedding="cat.pt")) == ""
     outside = TrainConfig(**{**stored.__dict__, "embeddings": (EmbeddingConfig(str(tmp_path / "dog.pt")),)})

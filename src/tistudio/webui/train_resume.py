@@ -74,7 +74,7 @@ def several_note(ctx: Context, cfg: TrainConfig) -> str:
     if not cfg.embeddings:
         return ""
     files = ", ".join(f"`{ctx.guard.show(t.path)}`" for t in cfg.embedding_tables)
-    return (f" This run trains {len(cfg.embedding_tables)} embeddings ({files}); the form shows the first, and "
+    return (f" This run trains {len(cfg.embedding_tables)} embeddings ({files}); the form has room for one, and "
             "**Resume** continues all of them as its config.toml has them (read-only here).")
 
 
