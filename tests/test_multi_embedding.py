@@ -161,6 +161,7 @@ def test_sdxl_trains_both_encoders_vectors_of_each_embedding(tiny_models, tmp_pa
     assert all(torch.equal(a, b) for a, b in zip(frozen, _vectors(tmp_path / "out" / "dog.safetensors")))
 
 
+@pytest.mark.slow  # two runs with previews: ~25 s on 2 CPU cores
 def test_previews_show_each_embedding(tiny_models, tmp_path):
     from PIL import Image
 
