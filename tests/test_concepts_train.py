@@ -97,6 +97,6 @@ def test_cli_trains_several_folders_and_reg_images(tiny_model_dirs, tiny_models,
     saved = load_toml(tmp_path / "runs" / "tok" / "config.toml")
     assert saved["data"] == str(a) and saved["concept"] == [
         {"path": str(b), "repeats": 1, "loss_weight": 1.0, "caption_source": "auto", "caption": "", "template": "",
-         "is_reg": False},
+         "is_reg": False, "embedding": ""},
         {"path": str(reg), "repeats": 1, "loss_weight": 1.0, "caption_source": "auto", "caption": "", "template": "",
-         "is_reg": True}]
+         "is_reg": True, "embedding": ""}]

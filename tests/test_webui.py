@@ -117,7 +117,7 @@ def test_form_covers_every_config_field_and_builds_the_config(guard):
     keys = {s.key for s in specs}
     from dataclasses import fields
     for f in fields(TrainConfig):
-        assert f.name in ("model", "concept") or f.name in keys or any(k.startswith(f.name + ".") for k in keys), \
+        assert f.name in ("model", "concept", "embeddings") or f.name in keys or any(k.startswith(f.name + ".") for k in keys), \
             f.name
     (guard.root / "emb.pt").write_bytes(b"x")
     cfg = build_train_config(specs, _values(specs, embedding="emb.pt", data="data", steps=12.0, width=0,

@@ -31,7 +31,10 @@ def _help(opt: Option) -> str:
 
 
 def _add(group, opt: Option) -> None:
-    if opt.kind == "tables":  # [[concept]]: filled from repeated --data and --reg-data (overrides_from)
+    if opt.kind == "tables":  # [[concept]], [[embeddings]]: from repeated --data, --reg-data, --embedding
+        return
+    if opt.key == "embedding":  # repeatable: files after the first are more embeddings of the run
+        group.add_argument(opt.flag, dest=opt.dest, action="append", default=None, metavar="FILE", help=_help(opt))
         return
     if opt.key == "data":  # repeatable: folders after the first become concepts
         group.add_argument(opt.flag, dest=opt.dest, action="append", default=None, metavar="DIR", help=_help(opt))
@@ -76,9 +79,14 @@ def overrides_from(args) -> dict:
     values = {o.key: getattr(args, o.dest) for o in all_options()
               if o.kind != "tables" and getattr(args, o.dest, None) is not None}
     folders = values.pop("data", [])
+    files = values.pop("embedding", [])
     given = nested({k: tuple(dict.fromkeys(v)) if isinstance(v, list) else v for k, v in values.items()})
     if folders:
         given["data"] = folders[0]
+    if files:  # more files become [[embeddings]] tables, replacing the --config file's
+        given["embedding"] = files[0]
+        if files[1:]:
+            given["embeddings"] = [{"path": f} for f in files[1:]]
     # More folders become [[concept]] tables, replacing the --config file's (flags override the file).
     extra = [{"path": d} for d in folders[1:]] + [{"path": d, "is_reg": True} for d in args.reg_data or []]
     if extra:

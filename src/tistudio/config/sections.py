@@ -1,5 +1,6 @@
 """TrainConfig's nested sections, each a table of its own in TOML ([model], [dreamartist], [recipe])
-and a group of its own in the faces; and ConceptConfig, one table of the [[concept]] array."""
+and a group of its own in the faces; ConceptConfig, one table of the [[concept]] array; and
+EmbeddingConfig, one table of the [[embeddings]] array."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from .choices import (CAPTION_SOURCES, FAMILIES, LOSS_WEIGHTINGS, LOSSES, LR_SCHEDULERS, NORMS, OPTIMIZERS, PREDICTIONS,
                       REC_TIMESTEP_WEIGHTS, TIMESTEP_SAMPLINGS)
 from .fields import option
-from .validation import check_concept, check_dreamartist, check_model, check_recipe
+from .validation import check_concept, check_dreamartist, check_embedding, check_model, check_recipe
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,24 @@ class ConceptConfig:
     template: str = option("", "this concept's prompt template; empty: the run's --template", group="data")
     is_reg: bool = option(False, "regularization images: loss x --prior-loss-weight, drawn alongside",
                           group="data")
+    embedding: str = option("", "the name (trigger) of the run's embedding this concept trains: [name] in its "
+                            "template and captions is that one (docs/multi-embedding.md); empty: the first",
+                            group="data")
 
     def __post_init__(self):
         check_concept(self)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """One embedding of a run that trains several, an `[[embeddings]]` table (docs/multi-embedding.md):
+    OneTrainer's additional embeddings. Its name, vectors and init are the file's (`tistudio create`).
+    TrainConfig.embedding is shorthand for one more, first, with every default."""
+
+    path: str = option("", "the embedding file (from `tistudio create`)", group="run")
+    lr_scale: float = option(1.0, "this embedding's learning rate is --lr times this", group="run")
+    stop_step: int = option(0, "this embedding's vectors stop changing after this step (counted as --steps "
+                            "is); 0: they train to --steps", group="run")
+
+    def __post_init__(self):
+        check_embedding(self)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .choices import (ATTENTION, CLIP_GRAD_MODES, EMBEDDING_FORMATS, LATENT_CACHES, LATENT_SAMPLING, METHODS,
                       PRECISIONS, PROFILES, SAMPLERS, TRAIN_ENCODERS)
 from .fields import option
-from .sections import ConceptConfig, DreamArtistConfig, ModelConfig, RecipeConfig
+from .sections import ConceptConfig, DreamArtistConfig, EmbeddingConfig, ModelConfig, RecipeConfig
 from .validation import check_train
 
 # A hypernetwork run's own defaults where neither flag, file nor form gave one (config.overrides):
@@ -21,8 +21,12 @@ class TrainConfig:
     """Every option of a training run. Derived numbers (epochs, steps per epoch) live in the plan."""
 
     model: ModelConfig = ModelConfig()
-    embedding: str = option("", "the embedding file to train (from `tistudio create`)", group="run",
+    embedding: str = option("", "the embedding file to train (from `tistudio create`); the flag is repeatable: "
+                            "more files are more embeddings trained at once (docs/multi-embedding.md)", group="run",
                             label="Embedding file")
+    embeddings: tuple[EmbeddingConfig, ...] = option((), "more embeddings after --embedding, trained in the same "
+                                                     "run, each with its own lr_scale and stop_step", group="run",
+                                                     flag="[[embeddings]]", table=EmbeddingConfig)
     data: str = option("", "folder of training images with optional sidecar .txt captions; the flag is "
                        "repeatable: more folders are more concepts (docs/concepts.md)", group="run",
                        label="Dataset folder")
@@ -166,9 +170,17 @@ class TrainConfig:
                                   "--d: a grid per preview in RUN/previews", group="preview")
 
     @property
+    def embedding_tables(self) -> tuple[EmbeddingConfig, ...]:
+        """The run's embeddings: --embedding (one with every default), then the [[embeddings]] tables."""
+        return ((EmbeddingConfig(path=self.embedding),) if self.embedding else ()) + tuple(self.embeddings)
+
+    @property
     def trained_file(self) -> str:
-        """The file the run starts from and trains: its identity (runs/identity.py) and .optim."""
-        return self.hypernetwork if self.method == "hypernetwork" else self.embedding
+        """The file the run starts from and trains (the first embedding's when there are several):
+        its identity (runs/identity.py) and .optim."""
+        if self.method == "hypernetwork":
+            return self.hypernetwork
+        return self.embedding_tables[0].path if self.embedding_tables else ""
 
     def __post_init__(self):
         check_train(self)

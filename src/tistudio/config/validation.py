@@ -101,6 +101,7 @@ def check_train(cfg) -> None:
     check(cfg.keep_last >= 0, f"--keep-last {cfg.keep_last}: use 0 (keep all) or more")
     _one_of("--latent-cache", cfg.latent_cache, LATENT_CACHES)
     _check_buckets(cfg)
+    _check_embeddings(cfg)
     _check_hypernetwork(cfg)
     _check_concepts(cfg)
     check(not (cfg.method == "dreamartist" and cfg.dreamartist.reconstruction and cfg.vae_offload),
@@ -151,6 +152,24 @@ def check_concept(c) -> None:
           f"{where}: caption_source = {c.caption_source!r}: use {'|'.join(CAPTION_SOURCES)}")
     check((c.caption_source == "fixed") == bool(c.caption), f"{where}: caption_source = \"fixed\" goes with "
           "caption = \"...\" (and caption only with it); give both or neither")
+
+
+def check_embedding(e) -> None:
+    where = f"[[embeddings]] {e.path or '(no path)'}"
+    check(bool(e.path), "[[embeddings]]: path is required: an embedding file made by `tistudio create NAME`")
+    check(e.lr_scale >= 0, f"{where}: lr_scale = {e.lr_scale}: use 0 or more")
+    check(e.stop_step >= 0, f"{where}: stop_step = {e.stop_step}: use 0 (train to --steps) or a step")
+
+
+def _check_embeddings(cfg) -> None:
+    """Several embeddings (docs/multi-embedding.md): Textual Inversion only, each file once."""
+    if not cfg.embeddings:
+        return
+    check(cfg.method == "ti", f"[[embeddings]] {cfg.embeddings[0].path}: several embeddings train with --method ti "
+          f"only (this run has --method {cfg.method}); train them in separate runs")
+    paths = [e.path for e in cfg.embedding_tables]
+    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    check(twice is None, f"[[embeddings]] {twice}: the file is given twice; name each embedding once")
 
 
 def _check_concepts(cfg) -> None:

@@ -67,6 +67,18 @@ class Concepts:
     def lines_of(self, indices: Sequence[int]) -> list[tuple[str, ...] | None]:
         return [self._concept(i).lines for i in indices]
 
+    def names_of(self, indices: Sequence[int], default: str) -> list[str]:
+        """The embedding name `[name]` becomes in the prompts of records `indices`: their concept's
+        `embedding`, else `default` (the run's first embedding; docs/multi-embedding.md)."""
+        return [self._concept(i).config.embedding or default for i in indices]
+
+    def check_embeddings(self, names: Sequence[str]) -> None:
+        """Each concept's `embedding` is one of the run's (`names`, their triggers)."""
+        for c in self.concepts:
+            if c.config.embedding and c.config.embedding not in names:
+                raise TIStudioError(f"[[concept]] {c.config.path}: embedding = {c.config.embedding!r} is not one of "
+                                    f"this run's embeddings ({', '.join(names)}); use one of their names")
+
     def training_indices(self) -> list[int]:
         """The records of the training concepts, not the reg ones (validation, fidelity references)."""
         return [i for c in self.concepts if not c.config.is_reg for i in range(c.start, c.stop)]

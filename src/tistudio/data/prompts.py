@@ -113,10 +113,12 @@ class PromptSampler:
         filewords = "" if self.extras.dropped(self.seed, position) else self.extras.around(filewords)
         return Prompt(index, filewords, fill(lines[index], name, filewords))
 
-    def batch(self, name: str, captions: Sequence[str], first_position: int,
+    def batch(self, name: str | Sequence[str], captions: Sequence[str], first_position: int,
               lines: Sequence[Sequence[str] | None] | None = None) -> list[Prompt]:
         """The prompts of the samples at stream positions first_position, first_position + 1, ...;
-        `lines`: each sample's template lines (None: the run's)."""
+        `name`: the one [name] of every sample, or each sample's (several embeddings); `lines`: each
+        sample's template lines (None: the run's)."""
+        names = [name] * len(captions) if isinstance(name, str) else list(name)
         lines = lines or [None] * len(captions)
-        return [self.sample(name, caption, first_position + j, own)
-                for j, (caption, own) in enumerate(zip(captions, lines))]
+        return [self.sample(own_name, caption, first_position + j, own)
+                for j, (own_name, caption, own) in enumerate(zip(names, captions, lines))]

@@ -17,14 +17,18 @@ embeddings and renamed files. The finished files go beside --output (or --embedd
 DreamArtist partner follows the positive's file name: --output out/cat.pt -> out/cat-neg.pt,
 and the best files beside them -> out/cat-best.pt, out/cat-neg-best.pt. A finished hypernetwork
 is --output, else the --hypernetwork file itself (A1111 overwrites models/hypernetworks/NAME.pt),
-with NAME-best.pt beside it."""
+with NAME-best.pt beside it. A run of several embeddings (docs/multi-embedding.md) names the folder
+after the first; every embedding's files in it take its own NAME, and each other embedding's
+finished file is NAME.<ext> beside its own file, or in --output's folder (embedding_finals)."""
 from __future__ import annotations
 
 import glob
 import json
 import re
 from pathlib import Path
+from typing import Sequence
 
+from ..config import TrainConfig
 from ..embedding.formats import FORMATS
 
 CONFIG_FILE = "config.toml"
@@ -54,8 +58,9 @@ def ext(fmt: str) -> str:
 
 
 class RunFolder:
-    """Paths of one run folder. `name` is the positive embedding's stored name; files of another
-    embedding of the run (DreamArtist's negative) take that embedding's own name."""
+    """Paths of one run folder. `name` is the positive (or first) embedding's stored name; files of
+    another embedding of the run (DreamArtist's negative, an [[embeddings]] table's) take that
+    embedding's own name."""
 
     def __init__(self, root: str | Path, name: str):
         self.root = Path(root)
@@ -188,6 +193,19 @@ def final_paths(output: str | None, embedding: str, formats: tuple[str, ...], na
         stem = stem + partner[len(name):] if partner.startswith(name) and partner != name else partner
     # Not with_suffix: a name such as "v1.5" would lose its ".5".
     return [(target.parent / f"{stem}{ext(fmt)}", fmt) for fmt in formats]
+
+
+def embedding_finals(cfg: TrainConfig, names: Sequence[str]) -> list[list[tuple[Path, str]]]:
+    """(file, format) of each finished file, per embedding of the run in its order (`names`: their
+    stored names, the first naming the run). DreamArtist's negative follows the positive's file name
+    (final_paths' partner); each further embedding of a Textual Inversion run (the [[embeddings]]
+    tables) is NAME.<ext> beside its own file, or in --output's folder when there is one."""
+    first = final_paths(cfg.output, cfg.trained_file, cfg.formats, names[0])
+    if cfg.method != "ti":
+        return [first] + [final_paths(cfg.output, cfg.trained_file, cfg.formats, names[0], n) for n in names[1:]]
+    files = [t.path for t in cfg.embedding_tables]
+    return [first] + [final_paths(None, cfg.output or file, cfg.formats, name)
+                      for file, name in zip(files[1:], names[1:])]
 
 
 def final_hypernetwork(output: str | None, hypernetwork: str) -> Path:

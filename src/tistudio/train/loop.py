@@ -24,6 +24,7 @@ from .preview import write_preview
 from .setup import Setup
 from .speed import reuse_freed_memory
 from .state import TrainState
+from .stops import Stops
 
 
 @dataclass
@@ -52,8 +53,10 @@ def _micro_batch(s: Setup, records, flips, first_position: int) -> MicroBatch:
     latents, noise, t = torch.cat(latents), torch.cat(noise), torch.cat(t)
     noisy, target = noisy_and_target(s.recipe.noising, latents, noise, t)
     weights = s.cache.weights(list(indices), list(flips))
-    prompts = s.prompts.batch(s.objective.embeddings[0].name, [s.cache.records[i].caption for i in indices],
-                              first_position, s.concepts.lines_of(records))
+    # [name] is each sample's concept's embedding (docs/multi-embedding.md), the first one by default.
+    names = s.concepts.names_of(records, s.objective.embeddings[0].name)
+    prompts = s.prompts.batch(names, [s.cache.records[i].caption for i in indices], first_position,
+                              s.concepts.lines_of(records))
     dev = s.device
     return MicroBatch(prompts=prompts, timesteps=t.to(dev), noisy=noisy.to(dev), target=target.to(dev),
                       weights=None if weights is None else weights.to(dev), indices=list(indices),
@@ -114,8 +117,9 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
     # item's bucket is its record's, so a micro-batch's records share one (data/batches.py).
     groups = [s.cache.groups[r] for r in s.concepts.records_of(range(len(s.concepts)))]
     step, reason, last_loss = st.step, "completed", float("nan")
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"training {s.objective.embeddings[0].name}",
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"training {', '.join(e.name for e in s.objective.embeddings)}",
                unit="step", disable=not progress, dynamic_ncols=True)
+    stops = Stops(s.objective.embeddings)
     started, done_here = time.perf_counter(), 0
     set_mode(st.optimizer, training=True)  # a resumed schedule-free state was saved at its averaged point
     if st.guard.good is None:  # the state a rollback returns to until the first save point (or a resume's)
@@ -124,6 +128,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
         if s.dist.any_stopped(s.stop.stopped):  # every process stops at the same step
             reason = s.stop.reason
             break
+        stopped = stops.stopped(step)  # embeddings past their stop_step stay as they are (stops.py)
         lr = s.schedule.lr_at(step)
         if lr is None:
             reason = "schedule-ended"
@@ -148,6 +153,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
             losses.append(loss.detach())
         total, grads_ok = s.dist.reduce([p for e in s.objective.embeddings for p in e.params],
                                         *st.read_step(losses, s.callback))
+        stops.drop_grads()
         if st.scaler:
             st.scaler.unscale_(st.optimizer)  # clip the true gradients, not the scaled ones
         if st.admit(step + 1, total, grads_ok, s.callback):  # False: non-finite loss or gradient, step skipped
@@ -161,10 +167,11 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
             s.recipe.renormalise(s.objective)
             _cap(s, s.medians)
             st.check_vectors(step + 1)
+        stops.restore()  # after the step, --norm, --max-norm and any rollback
         step += 1
         st.step = step
         if st.ema is not None:
-            st.ema.update(s.objective.embeddings, step)
+            st.ema.update([e for e in s.objective.embeddings if e.name not in stopped], step)
         done_here += 1
         last_loss = total
         s.run.log_loss(step, plan.epoch, plan.epoch_step, total, lr)
@@ -178,6 +185,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
         judged = previews or saves or bool(cfg.val_every and step % cfg.val_every == 0)
         if judged or s.dist.world > 1:  # vectors judged or saved are finite; every process settles alike
             st.settle(s.callback)
+            stops.restore()  # a rollback in settle goes back past a stop too
         if judged:  # schedule-free: what is judged and saved is its averaged point (optimizers.set_mode)
             set_mode(st.optimizer, training=False)
         # Hooks before snapshots: the validation's early stop and best files see this step first.
@@ -193,6 +201,7 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
         if judged:
             set_mode(st.optimizer, training=True)
     st.settle(s.callback)
+    stops.restore()
     bar.close()
     set_mode(st.optimizer, training=False)  # the final files, state.pt and the end hooks: the averaged point
     result = TrainResult(step, reason, [], last_loss, str(s.run.root))

@@ -10,16 +10,31 @@ from ..events import Previewed
 from ..generate.sample import GenerateOptions, generate, save_png
 from ..models.vae import vae_on
 from .objectives.hypernetwork import TrainableHypernetwork, text_encoders_on
-from .preview_prompts import preview_grid
+from .preview_prompts import PreviewPrompt, per_embedding, preview_grid
 
 
-def preview_prompt(s) -> str:
-    """--preview-prompt, or the first template line filled with the first image's caption."""
+def preview_prompt(s, name: str | None = None) -> str:
+    """--preview-prompt, or the first template line filled with the caption of the first image that
+    trains embedding `name` (default: the first embedding, whose first image is the dataset's first)."""
     if s.cfg.preview_prompt:
         return s.cfg.preview_prompt
-    name = s.objective.embeddings[0].name
-    caption = process_tags(s.cache.records[0].caption, rng=None) if s.cache.records else ""
+    first = s.objective.embeddings[0].name
+    name = name or first
+    images = s.cache.images
+    owners = s.concepts.names_of(range(len(images)), first) if s.concepts else []
+    caption = process_tags(images[owners.index(name) if name in owners else 0].caption, rng=None) if images else ""
     return fill(s.prompts.lines[0], name, caption)
+
+
+def embedding_cells(s) -> tuple[PreviewPrompt, ...]:
+    """Several embeddings without --preview-prompts: the preview is a grid of one cell per embedding
+    (docs/multi-embedding.md); () for one embedding (or DreamArtist's pair): the single image."""
+    names = [e.name for e in s.objective.embeddings]
+    if s.cfg.method != "ti" or len(names) < 2:
+        return ()
+    if s.cfg.preview_prompt:
+        return per_embedding((PreviewPrompt(s.cfg.preview_prompt, 0),), names)
+    return tuple(PreviewPrompt(preview_prompt(s, n), 0) for n in names)
 
 
 def negative_name(s) -> str:
@@ -42,8 +57,9 @@ def write_preview(s, step: int, shown: dict) -> Path:
     options = GenerateOptions(prompt=preview_prompt(s), negative_prompt=preview_negative(s),
                               sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
                               seed=cfg.preview_seed, width=width, height=height)
-    if s.preview_prompts:
-        image = preview_grid(s.preview_prompts, options, s.objective.embeddings[0].name,
+    cells = s.preview_prompts or embedding_cells(s)
+    if cells:
+        image = preview_grid(cells, options, s.objective.embeddings[0].name,
                              lambda o: sample_preview(s, step, o, shown), negative_name(s))
     else:
         image = sample_preview(s, step, options, shown)

@@ -3,8 +3,9 @@ per preview (RUN/previews/NAME-STEP.png; docs/concepts.md).
 
 One prompt per line in kohya's prompt-file style: the prompt, then optional `--n NEGATIVE`,
 `--w WIDTH`, `--h HEIGHT`, `--s STEPS`, `--l CFG`, `--d SEED`, each up to the next option. Blank
-lines and lines starting with `#` are skipped. `[name]` in a prompt is the embedding's name. An
-option a line does not give comes from the run's --preview-* options and preview size.
+lines and lines starting with `#` are skipped. `[name]` in a prompt is the embedding's name (with
+several embeddings, one cell per embedding: per_embedding). An option a line does not give comes
+from the run's --preview-* options and preview size.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Callable, Sequence
 
 from PIL import Image
 
-from ..data.prompts import fill
+from ..data.prompts import NAME, fill
 from ..data.text import read_text_capped
 from ..errors import TIStudioError
 from ..generate.sample import GenerateOptions
@@ -93,6 +94,15 @@ def load_preview_prompts(path: str, factor: int = 8) -> tuple[PreviewPrompt, ...
     except (OSError, UnicodeDecodeError) as exc:
         raise TIStudioError(f"{label} cannot be read ({exc}); save it as UTF-8 text") from None
     return parse_prompts(text, label, factor)
+
+
+def per_embedding(prompts: Sequence[PreviewPrompt], names: Sequence[str]) -> tuple[PreviewPrompt, ...]:
+    """A run of several embeddings (docs/multi-embedding.md): each prompt with [name] once per
+    embedding, in run order, so the grid shows each; a prompt naming its triggers itself stays one."""
+    if len(names) < 2:
+        return tuple(prompts)
+    return tuple(replace(p, prompt=p.prompt.replace(NAME, n)) for p in prompts
+                 for n in (names if NAME in p.prompt else names[:1]))
 
 
 def options_for(p: PreviewPrompt, base: GenerateOptions, name: str, negative_lead: str = "") -> GenerateOptions:

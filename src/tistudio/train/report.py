@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
+from typing import Callable
 
 from ..atomic import write_text
 from ..config import TrainConfig
 from ..embedding.formats import load_embedding, save_embedding
+from ..runs.folder import embedding_finals
 from . import fidelity
 from .health import VectorWatch
 from .monitor import Board, write_loss_plot
@@ -40,12 +43,14 @@ def _num(x) -> float | None:
 class RunReport:
     """`validator`: None without --val-every; `watch`: None for a hypernetwork; `board`: None
     without --tensorboard (or in a process that does not write); `writes`: this process writes the
-    run folder's files; `buckets`: training size -> images (data/buckets.py), for summary.json."""
+    run folder's files; `buckets`: training size -> images (data/buckets.py), `embeddings`: what
+    each trained embedding is and where its files go (trained_embeddings), for summary.json."""
 
     def __init__(self, cfg: TrainConfig, run: TrainingFolder, name: str, *, validator: Validator | None,
                  watch: VectorWatch | None, board: Board | None, writes: bool, start_step: int, previous: dict,
-                 buckets: dict[str, int] | None = None):
+                 buckets: dict[str, int] | None = None, embeddings: list[dict] | None = None):
         self.cfg, self.run, self.name = cfg, run, name
+        self.embeddings = embeddings or []
         self.validator, self.watch, self.board, self.writes = validator, watch, board, writes
         self.start_step = start_step
         self.buckets = buckets
@@ -114,6 +119,7 @@ class RunReport:
             why += f": no improvement in {self.cfg.early_stop} evaluations after step {best.step}"
         data = {
             "name": self.name,
+            "embeddings": self.embeddings,
             "reason": reason,
             "stopped_because": "still training" if reason == "running" else why,
             "steps": step,
@@ -161,6 +167,30 @@ def start_vectors(s: Setup, start_step: int, resumed: bool, writes: bool) -> dic
     return start
 
 
+def trained_embeddings(s: Setup) -> list[dict]:
+    """summary.json's "embeddings": each trained embedding's name, learning-rate multiplier, stop step
+    (null: it trains to --steps) and finished files, in run order; [] for a hypernetwork."""
+    embeddings = s.objective.embeddings
+    if isinstance(embeddings[0], TrainableHypernetwork):
+        return []
+    finals = embedding_finals(s.cfg, [e.name for e in embeddings])
+    return [{"name": e.name, "lr_scale": e.lr_weight, "stop_step": e.stop_step or None,
+             "final_files": [str(path) for path, _ in files]} for e, files in zip(embeddings, finals)]
+
+
+def validation_names(s: Setup, val_cache=None) -> Callable[[int], str]:
+    """The trigger of validation item i's prompts: its image's concept's embedding (several embeddings,
+    docs/multi-embedding.md), as in training. A held-out image belongs to the concept whose folder
+    holds it; one of --val-data, to none: those take the first embedding."""
+    first = s.objective.embeddings[0].name
+    if s.concepts is None:
+        return lambda i: first
+    if val_cache is None:
+        return lambda i: s.concepts.names_of(s.cache.records_of([i]), first)[0]
+    folders = {Path(k.config.path).resolve(): k.config.embedding or first for k in s.concepts.concepts}
+    return lambda i: folders.get(Path(val_cache.records[i].path).resolve().parent, first)
+
+
 def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) -> list[Hook]:
     """The hooks every run gets (summary.json and the plot are always written): the validator
     (with --val-every) first, so the report shows its evaluation of a step; then the report."""
@@ -174,7 +204,7 @@ def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) 
     validator = None
     if cfg.val_every:
         validation = ValidationSet.build(cfg, s.c, s.cache if val_cache is None else val_cache,
-                                         objective.embeddings[0].name, s.prompts.lines, held_out=val_cache is not None,
+                                         validation_names(s, val_cache), s.prompts.lines, held_out=val_cache is not None,
                                          training=s.cache.indices_of(s.concepts.training_indices()) if s.concepts else None)
         scorers = fidelity.scorers(s)
         where = "held-out" if validation.held_out else "training (no held-out images: fit, not generalisation)"
@@ -189,5 +219,6 @@ def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) 
     board = (Board(run.board, purge_step=start_step + 1 if resumed else None)
              if cfg.tensorboard and writes else None)
     report = RunReport(cfg, run, objective.embeddings[0].name, validator=validator, watch=watch, board=board,
-                       writes=writes, start_step=start_step, previous=previous, buckets=s.cache.table())
+                       writes=writes, start_step=start_step, previous=previous, buckets=s.cache.table(),
+                       embeddings=trained_embeddings(s))
     return [h for h in (validator, report) if h is not None]

@@ -10,7 +10,7 @@ from ..hypernetwork import format as hypernetwork_format
 from ..hypernetwork.model import Hypernetwork
 from ..models.components import Components
 from ..runs import identity
-from ..runs.folder import final_hypernetwork, final_paths
+from ..runs.folder import embedding_finals, final_hypernetwork
 from .guards import finite
 from .loop import TrainResult, run_loop, save_point
 from .ownership import borrowed
@@ -48,7 +48,9 @@ def _run(s: Setup, st: TrainState, progress: bool) -> TrainResult:
     outputs, own = [], []
     shown = st.output_vectors()  # the EMA average when there is one
     first = s.objective.embeddings[0]
-    for e in s.objective.embeddings:
+    finals = ([] if cfg.method == "hypernetwork"
+              else embedding_finals(cfg, [e.name for e in s.objective.embeddings]))
+    for k, e in enumerate(s.objective.embeddings):
         emb = e.snapshot(result.step, vectors=shown[e.name])
         if not finite(emb.vectors):  # never written (train/guards.py); the last snapshot stays good
             s.callback(Message("warning", f"{e.name} has non-finite values at step {result.step}; "
@@ -59,8 +61,7 @@ def _run(s: Setup, st: TrainState, progress: bool) -> TrainResult:
             outputs += [str(p) for p in written]
             own.append(written[0])
             continue
-        partner = None if e is first else e.name  # NAME-neg follows the positive's file name
-        for path, fmt in final_paths(cfg.output, cfg.embedding, cfg.formats, first.name, partner):
+        for path, fmt in finals[k]:  # each embedding's own files (runs/folder.py)
             written = save_embedding(emb, path, fmt)
             outputs.append(str(written))
             if e is first:

@@ -29,7 +29,7 @@ from ..models.components import Components
 from ..models.footprint import check_fits
 from ..models.vae import load_vae
 from ..runs import identity
-from ..runs.folder import CONFIG_FILE, RunFolder, final_hypernetwork, final_paths
+from ..runs.folder import CONFIG_FILE, RunFolder, embedding_finals, final_hypernetwork
 from ..runs.lock import RunLock
 from . import side_optim, state as train_state
 from .advice import start_warnings
@@ -45,7 +45,7 @@ from ..schedules import build_schedule
 from .report import hooks_for
 from .setup import DTYPES, Setup
 from .validation import held_out_cache, split_images
-from .preview_prompts import load_preview_prompts
+from .preview_prompts import load_preview_prompts, per_embedding
 from .distributed import Distributed
 from .speed import apply as apply_speed, resolve as resolve_speed
 
@@ -82,20 +82,37 @@ def load_components(cfg: TrainConfig, device: torch.device | None = None, proces
     return source.load(DTYPES[speed.precision], vae_dtype=torch.float32)
 
 
-def _trained(cfg: TrainConfig) -> Embedding | Hypernetwork:
-    """What the run trains (its stored name names the run folder): the --hypernetwork file of a
-    hypernetwork run, else the --embedding (DreamArtist's partner is found later, select.py)."""
+def _trained(cfg: TrainConfig) -> list[Embedding] | list[Hypernetwork]:
+    """What the run trains, the first naming the run folder by its stored name: the --hypernetwork
+    file of a hypernetwork run, else each embedding (--embedding, then the [[embeddings]] tables;
+    DreamArtist's partner is found later, select.py)."""
     if cfg.method == "hypernetwork":
-        return hypernetwork_format.load(cfg.hypernetwork)
-    if not cfg.embedding:
+        return [hypernetwork_format.load(cfg.hypernetwork)]
+    if not cfg.embedding_tables:
         raise TIStudioError("--embedding is required: a file made by `tistudio create NAME`")
-    return load_embedding(cfg.embedding)
+    embs = [load_embedding(t.path) for t in cfg.embedding_tables]
+    paths = [t.path for t in cfg.embedding_tables]
+    for k, emb in enumerate(embs[1:], 1):  # a prompt names an embedding by its trigger, so each needs its own
+        same = next((i for i in range(k) if embs[i].name == emb.name), None)
+        if same is not None:
+            raise TIStudioError(f"[[embeddings]] {paths[k]}: its trigger {emb.name!r} is also {paths[same]}'s; "
+                                "each embedding of a run needs its own name (`tistudio create OTHER_NAME`)")
+        if emb.step != embs[0].step:  # --steps counts from the stored step, one count for the run
+            raise TIStudioError(f"[[embeddings]] {paths[k]}: stored at step {emb.step}, {paths[0]} at step "
+                                f"{embs[0].step}; embeddings trained together start from the same step: train "
+                                "them in separate runs")
+    return embs
 
 
-def _finals(cfg: TrainConfig, name: str) -> list[Path]:
+def _finals(cfg: TrainConfig, names: list[str]) -> list[Path]:
     if cfg.method == "hypernetwork":
         return [final_hypernetwork(cfg.output, cfg.hypernetwork)]
-    return [path for path, _ in final_paths(cfg.output, cfg.embedding, cfg.formats, name)]
+    paths = [path for finals in embedding_finals(cfg, names) for path, _ in finals]
+    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    if twice is not None:  # e.g. --output out/dog.pt while another embedding is named dog
+        raise TIStudioError(f"--output {cfg.output}: two embeddings of this run would both be saved as {twice}; "
+                            "choose an --output whose name is no other embedding's")
+    return paths
 
 
 def check_steps_left(cfg: TrainConfig, name: str, start_step: int, resume: str | None = None) -> None:
@@ -173,17 +190,18 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         resume = None
     # Cheap checks first (the embedding, a resume's state, the steps left, the output's folder), so a
     # run that cannot start says so before the model loads, and one with nothing to do writes nothing.
-    emb = _trained(cfg)
+    trained = _trained(cfg)
+    emb = trained[0]
     saved = train_state.load(Path(resume)) if resume else None
     check_steps_left(cfg, emb.name, int(saved["step"]) if saved else emb.step, resume)
-    for path in _finals(cfg, emb.name):
+    for path in _finals(cfg, [e.name for e in trained]):
         check_writable(path)
     device = pick_device(cfg.device)
     dist = Distributed.from_env(cfg.batch_size, device.type)
     device = dist.device(device)
     run, lock, made = _claim(cfg, emb, dist, folder, callback)
     try:
-        return _build(cfg, components, callback, stop, progress, resume, emb, saved, run, lock, device, dist)
+        return _build(cfg, components, callback, stop, progress, resume, trained, saved, run, lock, device, dist)
     except Exception:  # refused before training: the folder is free again, and a new one is gone
         _unclaim(run, lock, made)
         raise
@@ -193,8 +211,9 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         raise
 
 
-def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, lock, device,
+def _build(cfg, components, callback, stop, progress, resume, trained, saved, run, lock, device,
            dist) -> tuple[Setup, train_state.TrainState]:
+    emb = trained[0]
     c = components or load_components(cfg, device, dist.world)
     if cfg.vae:  # a copy of the components: a caller's keep their own VAE
         c = replace(c, vae=load_vae(cfg.vae, c.vae))
@@ -205,7 +224,8 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
     if hyper:
         hypernetwork_fits(emb, c.unet, f"--hypernetwork {cfg.hypernetwork}")
     else:
-        emb.check_fits(c.widths, cfg.embedding)
+        for e, table in zip(trained, cfg.embedding_tables):
+            e.check_fits(c.widths, table.path)
     check_fits(c, width, height, cfg.batch_size * (2 if cfg.flip else 1), device, training=True)
     lines = load_template(cfg.template, needs_name=not hyper)
 
@@ -213,9 +233,12 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
     concepts, records, held_out, _ = load_concepts(
         cfg, width=width, height=height, factor=c.vae_factor, needs_name=not hyper,
         split=lambda images: split_images(cfg, images), warn=lambda text: callback(Message("warning", text)))
+    if not hyper:
+        concepts.check_embeddings([e.name for e in trained])
     if line := concepts.describe():
         callback(Message("info", line))
-    previews = load_preview_prompts(cfg.preview_prompts, c.vae_factor)
+    previews = per_embedding(load_preview_prompts(cfg.preview_prompts, c.vae_factor),
+                             [] if cfg.method != "ti" else [e.name for e in trained])
     rc = cfg.recipe
     schedule = build_schedule(cfg.lr, cfg.steps, rc.lr_scheduler, rc.warmup_steps, rc.lr_cycles)
 
@@ -230,9 +253,11 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
     # Measured once, in the precision and place the run's encoders now have: the vocabulary never trains.
     medians = vocabulary_medians(c)
     # A hypernetwork has no vectors and no trigger word: these warnings are an embedding's.
-    for text in [] if hyper else start_warnings(c, medians, emb.name, [r.caption for r in records if not r.grayscale],
-                                                schedule):
-        callback(Message("warning", text))
+    # With several embeddings a caption may name triggers on purpose (docs/multi-embedding.md).
+    captions = [r.caption for r in records if not r.grayscale] if len(trained) == 1 else []
+    for text in dict.fromkeys(w for e in ([] if hyper else trained)
+                              for w in start_warnings(c, medians, e.name, captions, schedule)):
+        callback(Message("warning", text))  # dict.fromkeys: the schedule's warning once, not per embedding
     encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
 
     def plan(paths, enabled):  # one bucket table for the training and the held-out images
@@ -254,7 +279,7 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
     if cfg.vae_offload:
         c.vae.to("cpu")
 
-    objective = build_objective(cfg, c, emb, device, lines, cache.pixels)
+    objective = build_objective(cfg, c, trained, device, lines, cache.pixels)
     train_only(objective, cfg.train_encoders, len(c.text_encoders))
     if hyper and cfg.vae_offload:
         captions = [r.caption for r in (*cache.records, *(val_cache.records if val_cache else ()))]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -94,12 +94,15 @@ class ValidationSet:
     size_ids: torch.Tensor | None = None        # [N, 6] SDXL ids of training images in buckets
 
     @classmethod
-    def build(cls, cfg, c: Components, cache: BucketedCache, name: str, lines: Sequence[str],
-              held_out: bool, training: Sequence[int] | None = None) -> "ValidationSet | ValidationSets":
+    def build(cls, cfg, c: Components, cache: BucketedCache, name: str | Callable[[int], str],
+              lines: Sequence[str], held_out: bool,
+              training: Sequence[int] | None = None) -> "ValidationSet | ValidationSets":
         """Triples from `cache` (the held-out images', else the training cache: its `training`
         indices, the training concepts' images), prompts from the template `lines` with the trigger
-        `name`. One set, or one per size when the images are in aspect-ratio buckets (held-out
-        images are in the training run's buckets too: held_out_cache)."""
+        `name`, or `name(i)` for cache item i (several embeddings: report.validation_names). One
+        set, or one per size when the images are in aspect-ratio buckets (held-out images are in
+        the training run's buckets too: held_out_cache)."""
+        name_of = name if callable(name) else lambda i: name
         grid = timestep_grid(cfg.val_timesteps, c.scheduler.config.num_train_timesteps)
         latents, noise, ts, prompts, indices = [], [], [], [], []
         # Without held-out images, the training concepts' own: reg images are not what is learnt.
@@ -114,7 +117,7 @@ class ValidationSet:
                 noise.append(torch.randn(latent.shape, generator=gen))
                 ts.append(t)
                 line = (i + k) % len(lines)  # every template line is used, always with the same image
-                prompts.append(Prompt(line, filewords, fill(lines[line], name, filewords)))
+                prompts.append(Prompt(line, filewords, fill(lines[line], name_of(i), filewords)))
                 indices.append(i)
         sizes: dict[tuple, list[int]] = {}  # latent shape -> its triples, in order
         for j, latent in enumerate(latents):

@@ -20,7 +20,7 @@ from ..config import TrainConfig
 from ..embedding.formats import load_embedding, save_embedding
 from ..events import Callback, Message, StopToken
 from ..hypernetwork import format as hypernetwork_format
-from ..runs.folder import best_beside, final_hypernetwork, final_paths
+from ..runs.folder import best_beside, embedding_finals, final_hypernetwork
 from .health import VectorWatch, summary
 from .objectives.base import Trainable
 from .outputs import TrainingFolder
@@ -163,15 +163,14 @@ class Validator:
                 save_embedding(emb, self.run.best(fmt, emb.name), fmt)
 
     def _best_beside_output(self) -> list[str]:
-        """NAME-best.* beside the final embedding (DreamArtist's partner beside its own), where the
-        user looks for their result."""
+        """NAME-best.* beside each final embedding (runs/folder.embedding_finals), where the user
+        looks for their result."""
         cfg, out = self.cfg, []
         if self.hyper:
             best = best_beside(final_hypernetwork(cfg.output, cfg.hypernetwork), "a1111-pt")
             return [str(hypernetwork_format.save(self.best_embeddings[0], best))]
-        for k, emb in enumerate(self.best_embeddings):
-            partner = emb.name if k else None
-            for path, fmt in final_paths(cfg.output, cfg.embedding, cfg.formats, self.names[0], partner):
+        for emb, finals in zip(self.best_embeddings, embedding_finals(cfg, self.names)):
+            for path, fmt in finals:
                 out.append(str(save_embedding(emb, best_beside(path, fmt), fmt)))
         return out
 

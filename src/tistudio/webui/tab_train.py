@@ -59,7 +59,7 @@ def load_run(ctx: Context, specs, run):
     updates = [gr.update(value=v, interactive=not train_resume.locked(s)) for s, v in zip(specs, values)]
     note = (f"Loaded `{ctx.guard.show(root / 'config.toml')}` (model `{ctx.guard.show(cfg.model.model)}`). "
             "**Resume** continues it exactly; greyed fields shape what is trained and keep the run's values. "
-            "Choose *New run* to edit everything.")
+            "Choose *New run* to edit everything." + train_resume.several_note(ctx, cfg))
     return updates + [note]
 
 

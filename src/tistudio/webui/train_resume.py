@@ -68,6 +68,16 @@ def stored(ctx: Context, run: str) -> tuple[Path, TrainConfig]:
     return root, from_dict(TrainConfig, load_toml(path), ctx.guard.show(path))
 
 
+def several_note(ctx: Context, cfg: TrainConfig) -> str:
+    """The form holds one embedding; a stored run of several (docs/multi-embedding.md) says so, and
+    Resume continues all of them (config_for_resume starts from the stored config)."""
+    if not cfg.embeddings:
+        return ""
+    files = ", ".join(f"`{ctx.guard.show(t.path)}`" for t in cfg.embedding_tables)
+    return (f" This run trains {len(cfg.embedding_tables)} embeddings ({files}); the form has room for one, and "
+            "**Resume** continues all of them as its config.toml has them (read-only here).")
+
+
 def locked(spec: FieldSpec) -> bool:
     """Read-only while a run is chosen: resume may not change it."""
     return spec.key not in RESUMABLE
@@ -81,6 +91,8 @@ def _confined(ctx: Context, specs: list[FieldSpec], cfg: TrainConfig) -> None:
         value = _value(cfg, spec.key)
         if spec.kind == "path" and value:
             ctx.guard.resolve(str(Path(value).absolute()), spec.label)
+    for table in cfg.embeddings:  # a stored run's further embeddings (the form shows the first): their finals too
+        ctx.guard.resolve(str(Path(table.path).absolute()), "Embedding file")
 
 
 def config(ctx: Context, specs: list[FieldSpec], run: str, values: list) -> tuple[Path, TrainConfig, list]:

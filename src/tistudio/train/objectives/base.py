@@ -18,6 +18,7 @@ class Trainable(Protocol):
     optimizer's tensors), a learning-rate weight, and a snapshot to save at a step."""
 
     lr_weight: float
+    stop_step: int   # after this step its tensors stop changing; 0: they train to --steps (train/stops.py)
     params: tuple[torch.Tensor, ...]
 
     @property
@@ -43,11 +44,13 @@ class Objective(Protocol):
 
 class TrainableEmbedding:
     """One embedding's vectors as fp32 Parameters (one per text encoder), plus a learning-rate weight
-    applied on every schedule change (DreamArtist's negative multiplier)."""
+    applied on every schedule change (DreamArtist's negative multiplier, an [[embeddings]] table's
+    lr_scale) and the step after which they stop changing (stop_step; 0: never, train/stops.py)."""
 
-    def __init__(self, source: Embedding, device: torch.device, lr_weight: float = 1.0):
+    def __init__(self, source: Embedding, device: torch.device, lr_weight: float = 1.0, stop_step: int = 0):
         self.source = source
         self.lr_weight = lr_weight
+        self.stop_step = stop_step
         self.params = tuple(torch.nn.Parameter(v.detach().float().to(device).clone()) for v in source.vectors)
 
     @property

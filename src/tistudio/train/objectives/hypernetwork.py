@@ -35,6 +35,7 @@ class TrainableHypernetwork:
     interface of TrainableEmbedding: name, params, lr_weight, snapshot."""
 
     lr_weight = 1.0
+    stop_step = 0   # trains to --steps
 
     def __init__(self, source: Hypernetwork, device: torch.device):
         self.source = source.to(device)

@@ -3,7 +3,8 @@
 DreamArtist trains a pair: --embedding NAME.<ext> (positive) and, unless --negative names another
 file, NAME-neg.<ext> beside it (the same extension first, then any format we read), as
 `tistudio create NAME --method dreamartist` writes them. A hypernetwork run trains --hypernetwork
-FILE instead of an embedding (objectives/hypernetwork.py).
+FILE instead of an embedding (objectives/hypernetwork.py). Textual Inversion trains one embedding
+or several (docs/multi-embedding.md), each with its own lr_scale and stop_step.
 """
 from __future__ import annotations
 
@@ -41,9 +42,12 @@ def negative_path(cfg: TrainConfig) -> Path:
                         "or pass --negative FILE")
 
 
-def build_objective(cfg: TrainConfig, c: Components, positive: Embedding, device: torch.device,
+def build_objective(cfg: TrainConfig, c: Components, trained: list[Embedding], device: torch.device,
                     lines: list[str], pixels=None):
+    """`trained`: session._trained's list, one per TrainConfig.embedding_tables (a hypernetwork run's
+    one file; several only for --method ti, config/validation.py)."""
     encoder = PromptEncoder(c, cfg.model.clip_skip)
+    positive = trained[0]
     if cfg.method == "hypernetwork":
         from .hypernetwork import HypernetworkObjective, TrainableHypernetwork
 
@@ -51,7 +55,8 @@ def build_objective(cfg: TrainConfig, c: Components, positive: Embedding, device
     if cfg.method == "ti":
         from .ti import TIObjective
 
-        return TIObjective(c, encoder, TrainableEmbedding(positive, device))
+        return TIObjective(c, encoder, [TrainableEmbedding(e, device, t.lr_scale, t.stop_step)
+                                        for e, t in zip(trained, cfg.embedding_tables)])
     from .dreamartist import DreamArtistObjective
 
     da = cfg.dreamartist
@@ -72,10 +77,10 @@ def build_objective(cfg: TrainConfig, c: Components, positive: Embedding, device
 
 
 def ema_decays(cfg: TrainConfig, objective) -> dict[str, float]:
-    """{embedding name: decay}: --ema for the positive (or only) embedding, --ema-neg (default --ema)
-    for DreamArtist's negative."""
-    decays = {objective.embeddings[0].name: cfg.ema}
-    if len(objective.embeddings) > 1:
+    """{embedding name: decay}: --ema for the positive (or each Textual Inversion) embedding, --ema-neg
+    (default --ema) for DreamArtist's negative."""
+    decays = {e.name: cfg.ema for e in objective.embeddings}
+    if cfg.method == "dreamartist":
         neg = cfg.dreamartist.ema_neg
         decays[objective.embeddings[1].name] = cfg.ema if neg is None else neg
     return {k: v for k, v in decays.items() if v > 0}

@@ -1,5 +1,7 @@
 """Textual Inversion (Gal et al. 2022): the prompt with the embedding, one UNet call, MSE (or the
-recipe's --loss) to the noise, or to the velocity for v-prediction models."""
+recipe's --loss) to the noise, or to the velocity for v-prediction models. Several embeddings train
+at once when prompts name them (docs/multi-embedding.md): each prompt's triggers get their vectors,
+so an embedding a micro-batch never names gets no gradient from it."""
 from __future__ import annotations
 
 import contextlib
@@ -13,10 +15,10 @@ from .base import MicroBatch, TrainableEmbedding
 
 
 class TIObjective:
-    def __init__(self, components: Components, encoder: PromptEncoder, embedding: TrainableEmbedding):
+    def __init__(self, components: Components, encoder: PromptEncoder, embeddings: list[TrainableEmbedding]):
         self.c = components
         self.encoder = encoder
-        self.embeddings = [embedding]
+        self.embeddings = list(embeddings)
 
     def vectors(self) -> dict[str, tuple[torch.Tensor, ...]]:
         return {e.name: e.params for e in self.embeddings}
