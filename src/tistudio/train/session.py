@@ -237,7 +237,10 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
                                 augment=(cfg.augment_variants, cfg.random_crop, color_jitter(cfg.color_jitter)),
                                 factor=c.vae_factor, mode=cfg.latent_sampling, flip=cfg.flip,
                                 batch_size=speed.encode_batch, seed=cfg.seed, progress=progress, callback=callback,
-                                store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae))
+                                store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae), lazy=True)
+    if cache.left:
+        callback(Message("info", f"latents: {cache.left} images (mirrors and variants included) are encoded "
+                                 "as the first steps need them, so the first epoch runs slower"))
     val_cache = held_out_cache(cfg, held_out, encode, width=width, height=height,
                                factor=c.vae_factor, batch_size=speed.encode_batch, progress=progress)
     if cfg.vae_offload:
