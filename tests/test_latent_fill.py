@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from tistudio import api
-from tistudio.config import TrainConfig
+from tistudio.config import ModelConfig, TrainConfig
 from tistudio.data.bucket_cache import BucketedCache
 from tistudio.data.buckets import plan_buckets
 from tistudio.data.dataset import ImageRecord
@@ -157,3 +157,29 @@ def test_validation_on_the_training_images_encodes_them_before_the_first_step(ti
         assert run_loop(s, state, progress=False).step == 2
     finally:
         s.lock.release()
+
+
+def test_a_run_that_loads_its_model_gives_the_vae_encoder_to_the_cache(tiny_models, tiny_model_dirs, dataset,
+                                                                       tmp_path):
+    """Owned (loaded from --model): the VAE keeps only its decoder and the cache lets the encoder go
+    when every latent is in; the caller's model (passed in) keeps its encoder. Same vectors either way."""
+    c = tiny_models["sd1"]
+    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    kw = dict(steps=3, augment_variants=1, random_crop=False, buckets=False, preview_every=2)
+    owned = config(emb, dataset, tmp_path / "owned", "memory", model=ModelConfig(str(tiny_model_dirs["sd1"])), **kw)
+    s, state = prepare(owned, progress=False)
+    try:
+        assert s.c.vae.encoder is None and s.c.vae.quant_conv is None and s.c.vae.decoder is not None
+        run_loop(s, state, progress=False)  # previews at step 2 decode without the encoder
+        assert list((s.run.root / "images").glob("*.png"))
+        s.cache.get(list(range(len(s.cache))), [False] * len(s.cache))  # the rest of the epoch
+        assert s.cache.left == 0 and s.cache.parts[0].fill.encode is None
+    finally:
+        s.lock.release()
+    borrowed = config(emb, dataset, tmp_path / "borrowed", "memory", **kw)
+    train(borrowed, components=c, progress=False)
+    assert c.vae.encoder is not None
+    owned_run = config(emb, dataset, tmp_path / "owned-run", "memory", model=ModelConfig(str(tiny_model_dirs["sd1"])), **kw)
+    train(owned_run)
+    assert torch.equal(load_embedding(tmp_path / "owned-run" / "out" / "final.pt").vectors[0],
+                       load_embedding(tmp_path / "borrowed" / "out" / "final.pt").vectors[0])

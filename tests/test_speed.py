@@ -7,6 +7,7 @@ import torch
 
 from tistudio.config import TrainConfig
 from tistudio.errors import TIStudioError
+from tistudio.memory import glibc
 from tistudio.models.conditioning import PromptEncoder
 from tistudio.models.denoiser import noisy_and_target, per_sample_mse, predict
 from tistudio.train import speed
@@ -82,7 +83,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(speed._glibc() is None, reason="glibc's mallopt is needed")
+@pytest.mark.skipif(glibc() is None, reason="glibc's mallopt is needed")
 def test_freed_memory_is_kept_during_training_and_returned_after():
     # A fresh process: a long-lived one's heap layout (the test runner's) decides what can be trimmed.
     import json

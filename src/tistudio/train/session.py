@@ -230,14 +230,18 @@ def _build(cfg, components, callback, stop, progress, resume, emb, saved, run, l
     c.vae.to(device)  # the VAE encodes in fp32 for the cache, then may leave the device
     apply_speed(c, speed)
     callback(Message("info", speed.summary()))
-    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last)
+    store = store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae)  # fingerprints the whole VAE
+    # A VAE this run loaded gives its encoder to the cache, which lets it go once every latent is in
+    # (the SD encoder: 0.14 GB in fp32); a caller's VAE is copied, and comes back as it was.
+    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last,
+                         take=components is None or bool(cfg.vae))
     placements = plan_buckets([r.path for r in records], width, height, enabled=cfg.buckets, step=cfg.bucket_step,
                               min_side=cfg.bucket_min, max_side=cfg.bucket_max, factor=c.vae_factor)
     cache = BucketedCache.build(records, encode, width=width, height=height, placements=placements,
                                 augment=(cfg.augment_variants, cfg.random_crop, color_jitter(cfg.color_jitter)),
                                 factor=c.vae_factor, mode=cfg.latent_sampling, flip=cfg.flip,
                                 batch_size=speed.encode_batch, seed=cfg.seed, progress=progress, callback=callback,
-                                store=store_for(cfg.latent_cache, records, cfg.flip, run.latents, c.vae), lazy=True)
+                                store=store, lazy=True)
     if cache.left:
         callback(Message("info", f"latents: {cache.left} images (mirrors and variants included) are encoded "
                                  "as the first steps need them, so the first epoch runs slower"))

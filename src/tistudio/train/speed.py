@@ -23,12 +23,11 @@ Why the rules look the way they do (measured on 2-core Sapphire Rapids and Zen C
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 from dataclasses import asdict, dataclass
 
 from ..errors import TIStudioError
+from ..memory import glibc
 
 CPU_KINDS = ("amx", "avx512-bf16", "avx512", "avx2", "other")
 NATIVE_BF16_CPUS = ("amx", "avx512-bf16")
@@ -241,16 +240,6 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 
 
-def _glibc():
-    """The C library when it is glibc (mallopt and malloc_trim exist), else None."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-
-
 @contextlib.contextmanager
 def reuse_freed_memory(enabled: bool):
     """While training: serve large allocations from the heap and never give freed memory back, so
@@ -258,7 +247,7 @@ def reuse_freed_memory(enabled: bool):
     peak is unchanged (the same tensors live at once); afterwards glibc's defaults come back and
     malloc_trim hands the pool back to the system (all of it in a fresh process; in a long-lived one,
     such as the web UI, what the heap's layout lets it release). A no-op off glibc."""
-    libc = _glibc() if enabled else None
+    libc = glibc() if enabled else None
     if libc is None:
         yield
         return
