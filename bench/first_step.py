@@ -24,11 +24,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=1, help="steps after the first (its warm-up)")
+    parser.add_argument("--only", action="append", default=[], help="rows whose name contains this (repeatable)")
     args = parser.parse_args()
     rows = []
     pairs = (("latents up front (before)", True, False), ("as the steps need them", False, False),
              ("as needed, run owns the model", False, True))
-    for name, up_front, owned in pairs:
+    for name, up_front, owned in [p for p in pairs if not args.only or any(o in p[0] for o in args.only)]:
         case = {"model": "sd1", "size": args.size, "steps": args.steps, "warmup": 1, "images": args.images,
                 "vectors": 1, "flops": False, "tensor_peak": False, "up_front": up_front, "owned": owned}
         print(f"running {name} ...", flush=True)
