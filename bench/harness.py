@@ -170,6 +170,7 @@ def session_for(case: dict):
         yield None, {}
         return
     built = time.perf_counter() - built
+    rss_built = rss_gib()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = _dataset(tmp / "data", size, case.get("images", 2))
@@ -181,8 +182,18 @@ def session_for(case: dict):
                           template="style", output=str(tmp / "out.pt"), batch_size=case.get("batch", 1),
                           method=case.get("method", "ti"), seed=0, **options)
         prepared = time.perf_counter()
-        prepared_run = prepare(cfg, components=c, progress=False)
-        yield prepared_run, {"build_seconds": built, "prepare_seconds": time.perf_counter() - prepared}
+        if case.get("owned"):  # the run owns the model, as a CLI run that loaded it would (its VAE encoder goes)
+            from tistudio.train import session
+
+            session.load_components = lambda *args: c
+            prepared_run = prepare(cfg, progress=False)
+        else:
+            prepared_run = prepare(cfg, components=c, progress=False)
+        if case.get("up_front"):  # every latent before the first step, as before data/latent_encode.LatentFill
+            for part in prepared_run[0].cache.parts:
+                part.fill.ensure_all()
+        yield prepared_run, {"build_seconds": built, "prepare_seconds": time.perf_counter() - prepared,
+                             "rss_built_gb": rss_built}
 
 
 def measure(case: dict) -> dict:
@@ -211,6 +222,7 @@ def measure(case: dict) -> dict:
         flops = _count_flops(session) if case.get("flops", True) else None
         tensors = _tensor_peak(session) if case.get("tensor_peak", True) else None
         weights = _weight_bytes(session.c)
+        vae = module_bytes(session.c.vae)
         speed = getattr(session, "speed", None)
     timed = timer.times[warmup:] or timer.times
     per_step = statistics.median(timed)
@@ -226,6 +238,7 @@ def measure(case: dict) -> dict:
         "flops_per_step": flops,
         "tensor_peak_gb": tensors / 2**30 if tensors is not None else None,
         "weights_gb": weights / 2**30,
+        "vae_gb": vae / 2**30,
         "gpu_estimate_gb": (weights + tensors) / 2**30 if tensors is not None else None,
         "gpu_allocated_gb": gpu_allocated,  # measured, on a GPU only
         "achieved_flops": flops / per_step if flops else None,

@@ -5,6 +5,7 @@ from the shipped config: no download) at 512².
 
     .venv/bin/python bench/latent_cache.py              # 3 images per variant, a few minutes on 2 cores
     .venv/bin/python bench/latent_cache.py --images 2 --size 256
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python bench/latent_cache.py --size 256  # as AVX2
 
 Each variant encodes the same images after one warm-up call (oneDNN builds its kernels on the first).
 Reported: images/s (wall), CPU seconds per image (all threads: what other jobs on a shared machine
@@ -77,11 +78,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--bf16", action="store_true", help="time the bf16 variants also where bf16 is not native (emulated: ~100x slower per convolution)")
     args = parser.parse_args()
     features = speed.cpu_features()
     chosen = speed.resolve(TrainConfig(), torch.device("cpu"), speed.LARGE_UNET, features=features)
-    kind = speed.cpu_kind(features)
-    print(f"CPU: {kind}, {torch.get_num_threads()} threads; balanced picks VAE {chosen.vae_precision}, "
+    kind, cap = speed.cpu_kind(features), speed.cap_note()
+    print(f"CPU: {kind}{f' ({cap})' if cap else ''}, {torch.get_num_threads()} threads; balanced picks VAE {chosen.vae_precision}, "
           f"{chosen.encode_batch} per call", flush=True)
     vae = random_vae()
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +96,7 @@ def main() -> int:
         variants.append((f"ours (balanced: {mine[0]}, batch {mine[1]}{', channels-last' if mine[2] else ''})",
                          ours(vae, records, args.size, *mine)))
         alternatives = [("fp32", 1, False), ("fp32", 1, True), ("fp32", 2, True)]
-        if speed.native_half(torch.device("cpu"), features) == "bf16":
+        if args.bf16 or speed.native_half(torch.device("cpu"), features) == "bf16":
             alternatives += [("bf16", 1, False), ("bf16", 1, True), ("bf16", 2, True)]
         for precision, batch, cl in alternatives:
             if (precision, batch, cl) != mine:

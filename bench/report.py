@@ -44,9 +44,10 @@ def machine() -> dict:
 
     import torch
 
-    from tistudio.train.speed import cpu_features, cpu_kind
+    from tistudio.train.speed import cap_note, cpu_features, cpu_kind
 
     return {"cpu": platform.processor() or platform.machine(), "cpu_kind": cpu_kind(cpu_features()),
+            "cpu_cap": cap_note(),
             "cores": os.cpu_count(),
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 

@@ -7,6 +7,7 @@ import torch
 
 from tistudio.config import TrainConfig
 from tistudio.errors import TIStudioError
+from tistudio.memory import glibc
 from tistudio.models.conditioning import PromptEncoder
 from tistudio.models.denoiser import noisy_and_target, per_sample_mse, predict
 from tistudio.train import speed
@@ -82,7 +83,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(speed._glibc() is None, reason="glibc's mallopt is needed")
+@pytest.mark.skipif(glibc() is None, reason="glibc's mallopt is needed")
 def test_freed_memory_is_kept_during_training_and_returned_after():
     # A fresh process: a long-lived one's heap layout (the test runner's) decides what can be trimmed.
     import json
@@ -125,6 +126,35 @@ def test_cpu_features_come_from_proc_cpuinfo_flags():
     assert speed.cpu_features(text) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
     assert speed.cpu_kind(speed.cpu_features(text)) == "avx512-bf16"
     assert speed.cpu_kind(speed.cpu_features()) in speed.CPU_KINDS  # this machine, whatever it is
+
+
+@pytest.mark.parametrize("aten, env, kind, note", [
+    ("AVX512", {}, "avx512-bf16", ""),
+    # torch's element-wise kernels capped
+    ("AVX2", {"ATEN_CPU_CAPABILITY": "avx2"}, "avx2", "avx512-bf16 capped by ATEN_CPU_CAPABILITY=avx2"),
+    # oneDNN's convolutions and matmuls
+    ("AVX512", {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "avx2", "avx512-bf16 capped by ONEDNN_MAX_CPU_ISA=AVX2"),
+    ("AVX512", {"ONEDNN_MAX_CPU_ISA": "avx512_core"}, "avx512", "avx512-bf16 capped by ONEDNN_MAX_CPU_ISA=avx512_core"),
+    ("AVX512", {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "avx512-bf16", ""),  # above the CPU: nothing lost
+    ("AVX512", {"ONEDNN_MAX_CPU_ISA": "ALL"}, "avx512-bf16", ""),
+    ("DEFAULT", {}, "other", "avx512-bf16 capped by torch's CPU capability DEFAULT"),
+])
+def test_isa_caps_lower_the_cpu_kind(monkeypatch, aten, env, kind, note):
+    monkeypatch.setattr(speed, "_flags", lambda cpuinfo: AVX512_BF16)  # an AVX-512 BF16 CPU (Zen 5)
+    assert speed.cpu_kind(speed.cpu_features(aten=aten, env=env)) == kind
+    assert speed.cap_note(aten=aten, env=env) == note
+
+
+def test_an_avx2_capped_process_trains_in_fp32_and_says_why(monkeypatch):
+    monkeypatch.setattr(speed, "_flags", lambda cpuinfo: AVX512_BF16)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert speed.resolve(TrainConfig(), CPU, 860_000_000).precision == "bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    s = speed.resolve(TrainConfig(), CPU, 860_000_000)
+    assert (s.cpu, s.precision, s.vae_precision) == ("avx2", "fp32", "fp32")
+    assert s.summary().startswith("--profile balanced on a CPU with avx2 (avx512-bf16 capped by "
+                                  "ONEDNN_MAX_CPU_ISA=AVX2): fp32 frozen weights")
+    assert speed.native_half(CPU) is None
 
 
 def test_training_logs_what_the_profile_chose(tiny_models, dataset, tmp_path):

@@ -1,10 +1,15 @@
 """This process's resident memory and the bytes modules hold, for benchmarks and memory tests
-(resident memory from Linux /proc; 0 elsewhere), and the one reader of /proc/self/status.
+(resident memory from Linux /proc; 0 elsewhere), the one reader of /proc/self/status, and glibc's
+heap controls (the C library when it is glibc; train/speed.py's heap reuse, trim_heap).
 
 The peak is the kernel's VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork and
 exec, so a child started by a process holding 14 GB reports at least 14 GB whatever it does itself,
 while VmHWM belongs to the child's own address space."""
 from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
 
 
 def status_field(field: str) -> str | None:
@@ -56,3 +61,22 @@ def module_bytes(*modules, buffers: bool = True) -> int:
     """Bytes held by the modules' parameters (and buffers)."""
     return sum(t.numel() * t.element_size() for m in modules
                for t in (*m.parameters(), *(m.buffers() if buffers else ())))
+
+
+@functools.cache
+def glibc():
+    """The C library when it is glibc (mallopt and malloc_trim exist), else None."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the system now (malloc_trim; a no-op off glibc), also
+    while training keeps freed memory for the next step (train/speed.py reuse_freed_memory)."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

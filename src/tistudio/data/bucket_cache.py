@@ -44,7 +44,7 @@ class BucketedCache:
               augment: tuple[int, bool, tuple[float, ...]] = (1, False, (0.0,) * 4),
               callback: Callback | None = None, store: LatentStore | None = None, **options) -> "BucketedCache":
         """`placements`: per record (plan_buckets); `augment`: (variants per image, random crop,
-        colour jitter maxima); `options`: LatentCache.build's (mode, flip, batch_size, progress)."""
+        colour jitter maxima); `options`: LatentCache.build's (mode, flip, batch_size, progress, lazy)."""
         n, random_crop, jitter = augment
         expanded = [[replace(r, augment=a) for a in variants(image_key(r), seed, n, random_crop, tuple(jitter))]
                     for r in records]
@@ -95,6 +95,11 @@ class BucketedCache:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def left(self) -> int:
+        """Images (mirrors included) a lazy build has yet to encode (LatentFill)."""
+        return sum(part.fill.left for part in self.parts)
 
     @property
     def images(self) -> tuple[ImageRecord, ...]:

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..events import Callback, Caching
+from ..memory import trim_heap
 from ..rng import torch_generator
 from .dataset import ImageRecord, load_image
 
@@ -28,17 +29,21 @@ MODES = ("once", "deterministic", "random")
 
 
 def vae_encoder(vae, device: torch.device, dtype: torch.dtype = torch.float32,
-                channels_last: bool = False) -> EncodeFn:
+                channels_last: bool = False, take: bool = False) -> EncodeFn:
     """The EncodeFn of a diffusers AutoencoderKL, run in `dtype` and layout on `device`, with fused
-    attention (SDPA) in its mid-block. It works on a copy of the encoder half (the VAE's own weights,
-    used for previews, keep their precision and layout); the posterior's mean and std are taken in
-    fp32 from the encoder's moments, as the VAE itself would."""
+    attention (SDPA) in its mid-block. It works on a copy of the encoder half (the VAE's own weights
+    keep their precision and layout), or, with `take`, on the VAE's own encoder, which it takes out of
+    the VAE (a run that owns its model: previews and scores only decode), so the encoder's memory goes
+    when the EncodeFn does. The posterior's mean and std are taken in fp32 from the encoder's
+    moments, as the VAE itself would."""
     # diffusers takes seconds to import; only a real VAE needs it (the cache's tests use fakes).
     from diffusers.models.attention_processor import AttnProcessor2_0
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    parts = [copy.deepcopy(m) for m in (vae.encoder, vae.quant_conv) if m is not None]
+    parts = [m if take else copy.deepcopy(m) for m in (vae.encoder, vae.quant_conv) if m is not None]
+    if take:
+        vae.encoder = vae.quant_conv = None
     for m in parts:
         m.to(device=device, dtype=dtype, memory_format=layout).eval().requires_grad_(False)
         for module in m.modules():
@@ -84,21 +89,26 @@ def encode_chunk(chunk: Sequence[ImageRecord], encode: EncodeFn, *, width: int, 
 
 class CachingProgress:
     """The caching progress bar (tqdm: rate and ETA) and the same figures as Caching events for a
-    UI's callback, at most one event a second (and the last one always)."""
+    UI's callback, at most one event a second (and the first and last always). The rate is of the seconds
+    spent encoding, so it stays true when encoding is spread over the first steps (LatentFill)."""
 
     def __init__(self, total: int, progress: bool, callback: Callback | None):
         self.total, self.done, self.callback = total, 0, callback
         self.bar = tqdm(total=total, desc="caching latents", unit="img", disable=not progress, dynamic_ncols=True)
-        self.started = self.last_event = time.perf_counter()
+        self.last_event = float("-inf")  # the first update is always sent
         self.encoded = 0  # images (mirrors included) encoded here, not reused: they set the rate
+        self.seconds = 0.0  # spent encoding them
 
-    def update(self, images: int, encoded: bool = True) -> None:
+    def update(self, images: int, seconds: float | None = None) -> None:
+        """`images` done, encoded in `seconds`; None: reused from a store, not encoded."""
         self.done += images
-        self.encoded += images if encoded else 0
+        if seconds is not None:
+            self.encoded += images
+            self.seconds += seconds
         self.bar.update(images)
         now = time.perf_counter()
         if self.callback is not None and (now - self.last_event >= 1.0 or self.done == self.total):
-            per_image = (now - self.started) / self.encoded if self.encoded else 0.0
+            per_image = self.seconds / self.encoded if self.encoded else 0.0
             self.callback(Caching(self.done, self.total, per_image, per_image * (self.total - self.done)))
             self.last_event = now
 
@@ -119,7 +129,70 @@ def encode_all(records: Sequence[ImageRecord], which: Sequence[int], encode: Enc
     views, per_call = (2 if flip else 1), max(1, batch_size)
     for start in range(0, len(which), per_call):
         chunk = list(which[start:start + per_call])
+        began = time.perf_counter()
         values, std = encode_chunk([records[i] for i in chunk], encode, width=width, height=height,
                                    mode=mode, flip=flip, seed=seed)
-        bar.update(len(chunk) * views)
+        bar.update(len(chunk) * views, time.perf_counter() - began)
         yield chunk, values, std
+
+
+class LatentFill:
+    """The [N, views, C, h, w] latents of every record, encoded chunk by chunk the first time one of
+    a chunk's images is asked for (`ensure`), so training starts after its first batch's encode, not
+    the whole dataset's. Chunks are fixed: records [k*batch_size, (k+1)*batch_size), the chunks
+    encode_all makes of the whole list, so the numbers are the same bits as encoding everything up
+    front, whatever order the steps ask in. When the last chunk is in, the progress bar closes and the
+    encoder is let go (with it the VAE encoder copy, vae_encoder). `check(records, latent_hw)` runs
+    on the first chunk encoded (LatentCache's weight-map check)."""
+
+    def __init__(self, records: Sequence[ImageRecord], encode: EncodeFn, *, width: int, height: int, mode: str,
+                 flip: bool, seed: int, batch_size: int, bar: CachingProgress, check: Callable):
+        self.records, self.encode, self.bar, self.check = records, encode, bar, check
+        self.options = dict(width=width, height=height, mode=mode, flip=flip, seed=seed)
+        self.per_call, self.views = max(1, batch_size), 2 if flip else 1
+        self.pending = set(range(-(-len(records) // self.per_call)))  # chunk numbers not encoded yet
+        self.values: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    @classmethod
+    def filled(cls, records: Sequence[ImageRecord], values: torch.Tensor, std: torch.Tensor | None) -> "LatentFill":
+        """One with nothing left to encode (a disk store's arrays)."""
+        fill = cls(records, None, width=0, height=0, mode="", flip=False, seed=0, batch_size=1,
+                   bar=None, check=None)
+        fill.pending, fill.values, fill.std = set(), values, std
+        return fill
+
+    @property
+    def left(self) -> int:
+        """Images (mirrors included) not encoded yet."""
+        return self.bar.total - self.bar.done if self.pending else 0
+
+    def ensure(self, indices: Sequence[int]) -> None:
+        """Encode the chunks holding these records, where not done yet."""
+        for k in sorted({i // self.per_call for i in indices} & self.pending):
+            self._encode(k)
+
+    def ensure_all(self) -> None:
+        self.ensure(range(len(self.records)))
+
+    def _encode(self, k: int) -> None:
+        lo, hi = k * self.per_call, min(len(self.records), (k + 1) * self.per_call)
+        began = time.perf_counter()
+        # The loop keeps freed memory for the next step (train/speed.py heap reuse): left there, the
+        # last step's kept activations and the encode's would be resident together (measured: +0.25 GB
+        # step peak on SD1.5 at 512²). Handed back before and after, each peak is its own.
+        trim_heap()
+        values, std = encode_chunk(self.records[lo:hi], self.encode, **self.options)
+        trim_heap()
+        if self.values is None:  # the first chunk tells the latent shape
+            self.check(self.records, values.shape[-2:])
+            self.values = torch.empty((len(self.records), *values.shape[1:]))
+            self.std = None if std is None else torch.empty_like(self.values)
+        self.values[lo:hi] = values
+        if std is not None:
+            self.std[lo:hi] = std
+        self.pending.discard(k)
+        self.bar.update((hi - lo) * self.views, time.perf_counter() - began)
+        if not self.pending:
+            self.bar.close()
+            self.encode = None

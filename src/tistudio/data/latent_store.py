@@ -172,7 +172,7 @@ class _Build:
                 if s is not None:
                     for out, src in zip(outs, old_arrays):
                         out[i] = src[s]
-            bar.update(self.reused * self.views, encoded=False)
+            bar.update(self.reused * self.views)  # reused, not encoded
             for chunk, values, std in itertools.chain([first] if first is not None else [], chunks):
                 for j, i in enumerate(chunk):
                     self.entries[i]["sha256"] = file_sha256(self.records[i].path)

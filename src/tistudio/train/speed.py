@@ -5,7 +5,8 @@ frozen parts. Each default is the fastest setting measured correct here (docs/sp
 Why the rules look the way they do (measured on 2-core Sapphire Rapids and Zen CPUs, docs/speed.md):
 - The CPU's kind is read from its ISA flags (cpu_kind): bf16 is native with AMX (Sapphire Rapids and
   later) and with AVX-512 BF16 (Zen 4/5, Cooper Lake); elsewhere (AVX2, plain AVX-512) torch
-  emulates it and it is slower than fp32, so `balanced` keeps fp32 there.
+  emulates it and it is slower than fp32, so `balanced` keeps fp32 there. ATEN_CPU_CAPABILITY and
+  ONEDNN_MAX_CPU_ISA lower the kind as they lower what torch may use (isa_cap).
 - bf16 frozen weights run on AMX: ~2x faster than fp32 on the SD1.5 UNet with the same loss to
   ~1e-3; on a tiny model (< 100 M UNet parameters) the casts cost more than they save.
 - Latent caching (data/latent_encode.py) encodes in bf16 where bf16 is native and the frozen
@@ -22,12 +23,11 @@ Why the rules look the way they do (measured on 2-core Sapphire Rapids and Zen C
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 from dataclasses import asdict, dataclass
 
 from ..errors import TIStudioError
+from ..memory import glibc
 
 CPU_KINDS = ("amx", "avx512-bf16", "avx512", "avx2", "other")
 NATIVE_BF16_CPUS = ("amx", "avx512-bf16")
@@ -55,13 +55,15 @@ class SpeedSettings:
     vae_channels_last: bool = True  # NHWC layout for the VAE encoder while caching
     encode_batch: int = 1     # images per VAE call while caching latents
     cpu: str = ""             # cpu_kind() on a CPU, "" on a GPU
+    cpu_cap: str = ""         # what lowered this CPU's kind (cap_note), "" when nothing did
 
     def describe(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
         """One log line: what the profile chose and, on a CPU, for which kind of CPU."""
-        where = f"on a CPU with {self.cpu}" if self.cpu else "on the GPU"
+        cap = f" ({self.cpu_cap})" if self.cpu_cap else ""
+        where = f"on a CPU with {self.cpu}{cap}" if self.cpu else "on the GPU"
         extras = [name for name, on in (("gradient checkpointing", self.checkpointing),
                                         ("channels-last", self.channels_last), ("torch.compile", self.compile)) if on]
         threads = f", {self.threads} threads" if self.threads else ""
@@ -70,9 +72,15 @@ class SpeedSettings:
                 + "".join(f", {e}" for e in extras))
 
 
-def cpu_features(cpuinfo: str | None = None) -> frozenset[str]:
+def cpu_features(cpuinfo: str | None = None, aten: str | None = None, env=None) -> frozenset[str]:
     """The CPU's ISA flags: the `flags` line of /proc/cpuinfo (or of `cpuinfo`, for tests), else,
-    off Linux, what torch's own CPU checks report, spelled as Linux spells them."""
+    off Linux, what torch's own CPU checks report, spelled as Linux spells them. This machine's
+    (no `cpuinfo`) are those this process may use: without the flags above the cap that
+    ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA set (isa_cap; `aten`, `env`: injected for tests)."""
+    return _capped(_flags(cpuinfo), isa_cap(aten, env)) if cpuinfo is None else _flags(cpuinfo)
+
+
+def _flags(cpuinfo: str | None) -> frozenset[str]:
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
@@ -89,6 +97,61 @@ def cpu_features(cpuinfo: str | None = None) -> frozenset[str]:
               "avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported"}
     found = {flag for flag, name in checks.items() if getattr(torch.cpu, name, lambda: False)()}
     return frozenset(found | ({"amx_bf16"} if "amx_tile" in found else set()))
+
+
+# ONEDNN_MAX_CPU_ISA's values (oneDNN's cpu_isa names) -> the best CPU kind they leave oneDNN, whose
+# kernels run the convolutions and matmuls: bf16 is native from AVX512_CORE_BF16 on, AMX from *_AMX.
+_ONEDNN_CAPS = {"sse41": "other", "avx": "other", "avx2": "avx2", "avx2_vnni": "avx2", "avx2_vnni_2": "avx2",
+                "avx512_core": "avx512", "avx512_core_vnni": "avx512", "avx512_core_bf16": "avx512-bf16",
+                "avx512_core_fp16": "avx512-bf16", "avx10_1_512": "avx512-bf16", "avx512_core_amx": "amx",
+                "avx512_core_amx_fp16": "amx", "avx10_1_512_amx": "amx", "avx10_1_512_amx_fp16": "amx"}
+# ATen's vector capability (ATEN_CPU_CAPABILITY, as torch.backends.cpu.get_cpu_capability reports it):
+# AVX2 or DEFAULT keep every element-wise kernel below AVX-512; AVX512 caps nothing.
+_ATEN_CAPS = {"avx2": "avx2", "default": "other"}
+
+
+def isa_cap(aten: str | None = None, env=None) -> tuple[str, str] | None:
+    """(the best CPU kind this process may use, the setting that says so), or None when nothing caps
+    it: the lower of ONEDNN_MAX_CPU_ISA (or its old name DNNL_MAX_CPU_ISA) and ATen's capability
+    (`aten`: default torch's, which honours ATEN_CPU_CAPABILITY). A cap above what the CPU has
+    changes nothing (cpu_kind takes the lower)."""
+    env = os.environ if env is None else env
+    caps = []
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = env.get(name, "")
+        if value.lower() in _ONEDNN_CAPS:
+            caps.append((_ONEDNN_CAPS[value.lower()], f"{name}={value}"))
+            break
+    if aten is None:
+        import torch
+
+        aten = torch.backends.cpu.get_cpu_capability()
+    if aten.lower() in _ATEN_CAPS:
+        setting = f"ATEN_CPU_CAPABILITY={env['ATEN_CPU_CAPABILITY']}" if env.get("ATEN_CPU_CAPABILITY") \
+            else f"torch's CPU capability {aten}"
+        caps.append((_ATEN_CAPS[aten.lower()], setting))
+    return max(caps, key=lambda cap: CPU_KINDS.index(cap[0]), default=None)
+
+
+# The flags each kind lacks that the kinds above it add: what a cap to that kind takes away.
+_ABOVE = {"amx": (), "avx512-bf16": ("amx",), "avx512": ("amx", "avx512_bf16"), "avx2": ("amx", "avx512"),
+          "other": ("amx", "avx512", "avx2")}
+
+
+def _capped(features: frozenset[str], cap: tuple[str, str] | None) -> frozenset[str]:
+    if cap is None:
+        return features
+    return frozenset(f for f in features if not f.startswith(_ABOVE[cap[0]]))
+
+
+def cap_note(aten: str | None = None, env=None) -> str:
+    """What capped this machine's CPU kind, e.g. "avx512-bf16 capped by ONEDNN_MAX_CPU_ISA=AVX2",
+    or "" when the cap (if any) takes nothing away."""
+    cap = isa_cap(aten, env)
+    raw = cpu_kind(_flags(None))
+    if cap is None or cpu_kind(_capped(_flags(None), cap)) == raw:
+        return ""
+    return f"{raw} capped by {cap[1]}"
 
 
 def cpu_kind(features: frozenset[str]) -> str:
@@ -128,8 +191,9 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1,
     profile = cfg.profile
     large = unet_parameters >= LARGE_UNET
     gpu = device.type == "cuda"
+    cap = ""
     if not gpu and features is None:
-        features = cpu_features()
+        features, cap = cpu_features(), cap_note()
     half = native_half(device, features)
     if gpu or large:
         precision = half or ("bf16" if profile == "low-memory" else "fp32")
@@ -167,22 +231,13 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1,
         vae_channels_last=vae_channels_last,
         encode_batch=encode_batch,
         cpu="" if gpu else cpu_kind(features),
+        cpu_cap=cap,
     )
 
 
 # glibc's mallopt parameters (malloc.h) and their defaults.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
-
-
-def _glibc():
-    """The C library when it is glibc (mallopt and malloc_trim exist), else None."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 @contextlib.contextmanager
@@ -192,7 +247,7 @@ def reuse_freed_memory(enabled: bool):
     peak is unchanged (the same tensors live at once); afterwards glibc's defaults come back and
     malloc_trim hands the pool back to the system (all of it in a fresh process; in a long-lived one,
     such as the web UI, what the heap's layout lets it release). A no-op off glibc."""
-    libc = _glibc() if enabled else None
+    libc = glibc() if enabled else None
     if libc is None:
         yield
         return
