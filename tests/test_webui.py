@@ -507,3 +507,44 @@ def test_a_failed_run_names_the_forms_labels():
                    saved=(), messages=(), finished=None, error="--steps 5: the embedding is already at step 9",
                    run_dir="runs/tok")
     assert status_text(view) == "**tok** (run 3): failed: Max steps 5: the embedding is already at step 9"
+
+
+def test_the_poll_redraws_the_chart_at_most_every_few_seconds_while_training(tmp_path):
+    """The status line follows every step; the chart (the browser's costliest redraw) only every
+    CHART_SECONDS while the run trains, and at once when it ends."""
+    gr = pytest.importorskip("gradio")
+    from tistudio.webui import tab_train_output
+    from tistudio.webui.jobs import TrainingJob
+
+    job = TrainingJob(1, TrainConfig(), None, str(tmp_path), "tok")
+
+    class Jobs:
+        def latest(self):
+            return job
+
+    t = [100.0]
+
+    def tick(seen):
+        return tab_train_output.poll(Jobs(), seen, clock=lambda: t[0])
+
+    def step(n):
+        job.record([Progress(n, 50, 1.0 / n, 0.01, 0, n - 1, 0.01, 1.0)])
+
+    step(1)
+    *out, seen = tick(None)
+    assert "step **1/50**" in out[0] and list(out[1]["step"]) == [1, 1]  # loss and its moving average
+    step(2)
+    t[0] += 1
+    *out, seen = tick(seen)
+    assert "step **2/50**" in out[0] and isinstance(out[1], type(gr.skip()))  # the chart waits
+    *out, seen = tick(seen)
+    assert all(isinstance(o, type(gr.skip())) for o in out)  # nothing new: nothing sent
+    t[0] += tab_train_output.CHART_SECONDS
+    step(3)
+    *out, seen = tick(seen)
+    assert list(out[1]["step"]) == [1, 2, 3, 1, 2, 3]
+    step(4)
+    job.status = "finished"
+    t[0] += 1
+    *out, seen = tick(seen)
+    assert list(out[1]["step"]) == [1, 2, 3, 4, 1, 2, 3, 4]  # the run ended: its last points at once
