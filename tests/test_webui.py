@@ -509,42 +509,49 @@ def test_a_failed_run_names_the_forms_labels():
     assert status_text(view) == "**tok** (run 3): failed: Max steps 5: the embedding is already at step 9"
 
 
-def test_the_poll_redraws_the_chart_at_most_every_few_seconds_while_training(tmp_path):
-    """The status line follows every step; the chart (the browser's costliest redraw) only every
-    CHART_SECONDS while the run trains, and at once when it ends."""
+def test_the_poll_redraws_a_long_chart_only_every_few_seconds_while_training(tmp_path):
+    """The status line follows every step; the chart (the browser's costliest redraw) every tick
+    while it is short, every CHART_SECONDS x points / MAX_POINTS seconds when long, and at once when
+    the run ends."""
     gr = pytest.importorskip("gradio")
     from tistudio.webui import tab_train_output
     from tistudio.webui.jobs import TrainingJob
 
+    skip = type(gr.skip())
     job = TrainingJob(1, TrainConfig(), None, str(tmp_path), "tok")
-
-    class Jobs:
-        def latest(self):
-            return job
-
+    jobs = type("Jobs", (), {"latest": lambda self: job})()
     t = [100.0]
 
     def tick(seen):
-        return tab_train_output.poll(Jobs(), seen, clock=lambda: t[0])
+        *out, seen = tab_train_output.poll(jobs, seen, clock=lambda: t[0])
+        return out, seen
 
-    def step(n):
-        job.record([Progress(n, 50, 1.0 / n, 0.01, 0, n - 1, 0.01, 1.0)])
+    def steps(first, last):
+        job.record([Progress(n, 900, 1.0 / n, 0.01, 0, n - 1, 0.01, 1.0) for n in range(first, last + 1)])
 
-    step(1)
-    *out, seen = tick(None)
-    assert "step **1/50**" in out[0] and list(out[1]["step"]) == [1, 1]  # loss and its moving average
-    step(2)
+    steps(1, 2)
+    out, seen = tick(None)
+    assert "step **2/900**" in out[0] and list(out[1]["step"]) == [1, 2, 1, 2]  # loss and its moving average
+    steps(3, 3)
     t[0] += 1
-    *out, seen = tick(seen)
-    assert "step **2/50**" in out[0] and isinstance(out[1], type(gr.skip()))  # the chart waits
-    *out, seen = tick(seen)
-    assert all(isinstance(o, type(gr.skip())) for o in out)  # nothing new: nothing sent
-    t[0] += tab_train_output.CHART_SECONDS
-    step(3)
-    *out, seen = tick(seen)
-    assert list(out[1]["step"]) == [1, 2, 3, 1, 2, 3]
-    step(4)
+    out, seen = tick(seen)
+    assert len(out[1]) == 6  # a short chart follows every tick
+    out, seen = tick(seen)
+    assert all(isinstance(o, skip) for o in out)  # nothing new: nothing sent
+    steps(4, 600)
+    t[0] += 1
+    out, seen = tick(seen)
+    assert len(out[1]) == 1200  # drawn 1 s after a 3-point chart
+    steps(601, 700)
+    t[0] += 2
+    out, seen = tick(seen)
+    assert "step **700/900**" in out[0] and isinstance(out[1], skip)  # 600 points: redrawn after 3 s
+    steps(701, 710)
+    t[0] += 1
+    out, seen = tick(seen)
+    assert len(out[1]) == 1420
+    steps(711, 720)
     job.status = "finished"
-    t[0] += 1
-    *out, seen = tick(seen)
-    assert list(out[1]["step"]) == [1, 2, 3, 4, 1, 2, 3, 4]  # the run ended: its last points at once
+    t[0] += 0.1
+    out, seen = tick(seen)
+    assert len(out[1]) == 1440  # the run ended: its last points at once

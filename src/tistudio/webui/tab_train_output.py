@@ -5,9 +5,9 @@ second, so a reopened page picks up a run that kept going.
 Training runs in a process of its own (jobs.py), so the poll never holds up a step's Python; it
 still shares the machine's cores with the run, and so does the browser drawing what it sends: each
 tick does work only for what changed since the last one, reads loss.csv only when the file changed
-(it is flushed at saves and evaluations, not every step), judges each saved file once, redraws the
-chart at most every CHART_SECONDS while the run trains (the status line says the step every tick),
-and sends at most MAX_POINTS points per series."""
+(it is flushed at saves and evaluations, not every step), judges each saved file once, redraws a long
+chart only every few seconds while the run trains (the status line says the step every tick), and
+sends at most MAX_POINTS points per series."""
 from __future__ import annotations
 
 import functools
@@ -24,7 +24,10 @@ from . import runs as run_files
 from .jobs import JobView
 
 POLL_SECONDS = 1.0
-CHART_SECONDS = 5.0  # a chart of 3 x 1000 points costs the browser far more to draw than a status line
+# Drawing the chart is the browser's costliest work per tick, growing with its points (up to
+# MAX_POINTS per series): a chart is redrawn at most every CHART_SECONDS x points / MAX_POINTS, so a
+# short one still follows every tick and a long one (a toy run makes ~90 points a second) every 5 s.
+CHART_SECONDS = 5.0
 MAX_POINTS = 1000   # per series: a 3000-step run still draws its shape, at a third of the bytes per tick
 SERIES = {"training": "#fdba74", "moving average": "#ea580c", "validation": "#2563eb"}
 # Tiny previews (the toy model draws 32 px) are scaled up with hard pixels instead of shown as a dot;
@@ -148,13 +151,13 @@ def _gallery(v: JobView) -> list[tuple[str, str]]:
 
 def _redraw(now: dict, seen: dict, clock) -> bool:
     """Whether the chart is drawn again this tick: there are new points and it shows another run,
-    another status (the last points of a finished run come at once), or is CHART_SECONDS old."""
+    another status (the last points of a finished run come at once), or is old enough for its size."""
     drawn = seen.get("drawn")  # (run, points, status) the chart shows
     key = (now["id"], now["points"], now["status"])
     if key == drawn:
         return False
     return drawn is None or drawn[0] != key[0] or drawn[2] != key[2] or \
-        clock() - seen.get("drawn_at", 0.0) >= CHART_SECONDS
+        clock() - seen.get("drawn_at", 0.0) >= CHART_SECONDS * min(1.0, drawn[1] / MAX_POINTS)
 
 
 def poll(jobs, seen: dict | None, clock=time.monotonic):
