@@ -555,3 +555,33 @@ def test_the_poll_redraws_a_long_chart_only_every_few_seconds_while_training(tmp
     t[0] += 0.1
     out, seen = tick(seen)
     assert len(out[1]) == 1440  # the run ended: its last points at once
+
+
+def test_the_training_process_sends_steps_in_batches_and_outlives_a_gone_server():
+    import multiprocessing
+
+    from tistudio.events import Message
+    from tistudio.webui.worker import FLUSH_SECONDS, Sender
+
+    ours, theirs = multiprocessing.Pipe(duplex=False)
+    t = [0.0]
+    send = Sender(theirs, clock=lambda: t[0])
+
+    def step(n):
+        return Progress(n, 9, 0.5, 0.01, 0, n - 1, 0.01, 0.0)
+
+    send(step(1))
+    assert ours.recv() == ("events", [step(1)])  # the first step at once: the page shows training began
+    t[0] += FLUSH_SECONDS / 2
+    send(step(2))
+    assert not ours.poll()
+    send(Message("info", "saved"))  # anything else at once, after the steps before it
+    assert ours.recv() == ("events", [step(2), Message("info", "saved")])
+    t[0] += FLUSH_SECONDS / 2
+    send(step(3))
+    t[0] += FLUSH_SECONDS
+    send(step(4))
+    assert ours.recv() == ("events", [step(3), step(4)]) and not ours.poll()
+    ours.close()  # the server is gone (killed): the run goes on to its save without a word
+    send(Finished(4, "interrupted", ()))
+    send.send(("finished", ""))

@@ -42,9 +42,19 @@ class Sender:
 
     def flush(self) -> None:
         if self._pending:
-            self._conn.send(("events", self._pending))
+            self.send(("events", self._pending))
             self._pending = []
         self._sent = self._clock()
+
+    def send(self, message) -> None:
+        """A server that is gone hears nothing more; the run goes on to its save (the watcher has
+        asked it to stop)."""
+        if self._conn is None:
+            return
+        try:
+            self._conn.send(message)
+        except OSError:  # BrokenPipeError: the server's end closed
+            self._conn = None
 
 
 def _watch(stop: Connection, token: StopToken) -> None:
@@ -78,5 +88,5 @@ def run(job_id: int, cfg, resume: str | None, events: Connection, stop: Connecti
         traceback.print_exc()
         outcome = ("failed", f"{type(exc).__name__}: {exc}")
     send.flush()
-    events.send(outcome)
+    send.send(outcome)
     events.close()
