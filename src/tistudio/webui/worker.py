@@ -1,9 +1,9 @@
 """What runs in a web UI training's child process (jobs.py starts it with multiprocessing's "spawn").
 
 The child is a fresh interpreter, as `tistudio train` is: its own GIL, torch's thread count and
-OpenMP's idle policy set as the CLI sets them, the model loaded and owned by the run. Measured on
-the toy model (docs/webui.md), a run trained in a thread of the server was slower than the CLI's
-because the server's threads (gradio's, the page's polling) took turns with it for the one GIL.
+OpenMP's idle policy as the CLI has them, the model loaded and owned by the run. Measured on
+the toy model (docs/webui.md), a run trained in a thread of the server was slower than the CLI's;
+there it shared the one GIL with gradio's threads and the page's polling.
 
 It talks to the server over two pipes: events go back in batches ("events", [...]), then one last
 ("finished", run_dir) or ("failed", one line); the server sends "stop" to interrupt, and the run
@@ -72,7 +72,7 @@ def run(job_id: int, cfg, resume: str | None, events: Connection, stop: Connecti
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from ..train.speed import quiet_openmp
 
-    quiet_openmp()  # before torch loads, as `tistudio train` does (the server's setting is inherited too)
+    quiet_openmp()  # before torch loads, as cli/main.set_environment does (the server's is inherited too)
     from .. import api
 
     token = StopToken()
