@@ -222,16 +222,17 @@ def test_a_failing_run_reports_its_error(tmp_path, capfd, fake, error):
 
 @pytest.mark.slow
 def test_real_training_in_the_registry_then_resume(tiny_model_dirs, dataset, tmp_path):
-    """The real api.train in the child process on the tiny model: interrupt after the first step the
-    page sees (the stop reaches the child within a step or two), resume to the end."""
+    """The real api.train in the child process on the tiny model (paced: 0.2 s a step): interrupt
+    after the first step the page sees, resume to the end."""
+    import webui_fakes
     from tistudio import api
     from tistudio.config import ModelConfig
     from tistudio.embedding.formats import load_embedding
 
     model = str(tiny_model_dirs["sd1"])
     emb = api.create_embedding(model, "tok", "cat", 1, tmp_path / "emb")
-    jobs = JobRegistry()
-    cfg = TrainConfig(model=ModelConfig(model=model), embedding=str(emb), data=str(dataset), steps=30, width=64,
+    jobs = JobRegistry(train=webui_fakes.paced)
+    cfg = TrainConfig(model=ModelConfig(model=model), embedding=str(emb), data=str(dataset), steps=12, width=64,
                       height=64, save_every=0, preview_every=0, log_dir=str(tmp_path / "runs"),
                       template="subject_filewords")
     job = jobs.start(cfg)
@@ -240,12 +241,12 @@ def test_real_training_in_the_registry_then_resume(tiny_model_dirs, dataset, tmp
     wait_for(lambda: job.view().status != "running", 60)
     first = job.view()
     assert first.status == "finished" and first.finished.reason == "interrupted", first.error
-    assert first.last.step < 30 and first.finished.step == first.last.step
+    assert first.last.step < 12 and first.finished.step == first.last.step
     again = jobs.start(cfg, resume=first.run_dir)
     wait_for(lambda: again.view().status != "running", 120)
     assert again.view().finished.reason == "completed", again.view().error
-    assert load_embedding(emb).step == 30
-    assert [p[0] for p in again.view().points] == list(range(first.last.step + 1, 31))
+    assert load_embedding(emb).step == 12
+    assert [p[0] for p in again.view().points] == list(range(first.last.step + 1, 13))
 
 
 def test_runs_are_listed_with_best_step_and_exported(tmp_path, tiny_models):

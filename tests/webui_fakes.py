@@ -50,3 +50,15 @@ def caches(cfg, callback=None, stop=None, **kw):
     callback(Caching(3, 8, 2.0, 10.0))
     _wait_for_stop(stop)
     return TrainResult(0, "completed", [], 0.0, "")
+
+
+def paced(cfg, callback=None, **kwargs):
+    """The real api.train with a pause after every step (through the public callback), so an
+    interrupt lands mid-run however fast the machine trains the tiny model."""
+    from tistudio import api
+
+    def on_event(event):
+        callback(event)
+        if isinstance(event, Progress):
+            time.sleep(0.2)
+    return api.train(cfg, callback=on_event, **kwargs)
