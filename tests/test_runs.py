@@ -70,22 +70,20 @@ def test_dreamartist_best_files_follow_the_output_name(tiny_models, dataset, tmp
                           "mystyle-neg-init.safetensors"]
 
 
-def test_the_web_ui_shows_the_folder_training_writes(tiny_models, dataset, tmp_path):
+def test_the_web_ui_shows_the_folder_training_writes(tiny_model_dirs, dataset, tmp_path):
     """A PNG embedding's trigger is its stored name, not its file name: the web UI named the run
     folder after the file (runs/card) while training wrote runs/cat."""
-    from tistudio.webui.jobs import JobRegistry, ModelHolder
+    from tistudio.webui.jobs import JobRegistry
 
-    c = tiny_models["sd1"]
-    made = api.create_embedding(c, "cat", "cat", 1, tmp_path / "emb", fmt="a1111-png")
+    model = str(tiny_model_dirs["sd1"])
+    made = api.create_embedding(model, "cat", "cat", 1, tmp_path / "emb", fmt="a1111-png")
     card = made.rename(made.with_name("card.png"))
-    cfg = quick_config(card, dataset, tmp_path, steps=2, formats=("a1111-pt",))
-    finished = []
-    jobs = JobRegistry(ModelHolder(loader=lambda *a, **kw: c),
-                       train=lambda cfg, **kw: finished.append(api.train(cfg, **kw)) or finished[-1])
-    job = jobs.start(cfg)
+    cfg = quick_config(card, dataset, tmp_path, steps=2, formats=("a1111-pt",), model=ModelConfig(model=model))
+    job = JobRegistry().start(cfg)  # trains in a child process (webui/jobs.py)
     assert job.view().run_dir == str(tmp_path / "runs" / "cat") and job.view().name == "cat"
-    job.thread.join(60)
-    assert finished and finished[0].run_dir == job.view().run_dir
+    job.thread.join(120)
+    assert job.view().status == "finished", job.view().error
+    assert job.view().run_dir == str(tmp_path / "runs" / "cat")  # the folder the run reported
     assert (tmp_path / "runs" / "cat" / "loss.csv").is_file() and not (tmp_path / "runs" / "card").exists()
 
 

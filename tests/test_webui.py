@@ -2,7 +2,6 @@
 built from TrainConfig, the job registry (background runs, interrupt, a second run), runs reading."""
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -10,10 +9,11 @@ from PIL import Image
 
 from tistudio.config import TrainConfig
 from tistudio.errors import TIStudioError
-from tistudio.events import Finished, Previewed, Progress
+from tistudio.events import Finished, Progress
 from tistudio.webui.forms import build_train_config, train_fields
 from tistudio.webui.jobs import JobRegistry, ModelHolder
 from tistudio.webui.safety import PathGuard, check_bind, check_image, parse_auth, store_uploads
+from tistudio.webui.tab_train_output import status_text
 
 
 @pytest.fixture
@@ -146,98 +146,107 @@ def test_form_errors_name_the_field(guard, overrides, message):
 
 
 class FakeModel:
-    """Just enough of Components for ModelHolder (it checks the UNet's dtype)."""
-
-    class unet:
-        import torch
-        dtype = torch.float32
+    """Stands in for Components where the server's ModelHolder is asked for a model."""
 
 
-class FakeTrain:
-    """Stands in for api.train: emits events step by step until stopped or done."""
-
-    def __init__(self):
-        self.release = threading.Event()
-        self.calls = []
-
-    def __call__(self, cfg, components=None, callback=None, stop=None, progress=True, resume=None):
-        from tistudio.train.loop import TrainResult
-
-        self.calls.append((cfg.steps, resume, components))
-        step = 0
-        while step < cfg.steps and not stop.stopped:
-            step += 1
-            callback(Progress(step, cfg.steps, 1.0 / step, 0.01, 0, step - 1, 0.01, 0.01 * (cfg.steps - step)))
-            if step == 2:
-                callback(Previewed(step, f"p{step}.png"))
-                self.release.wait(5)
-        reason = stop.reason if stop.stopped else "completed"
-        callback(Finished(step, reason, ("out.pt",)))
-        return TrainResult(step, reason, ["out.pt"], 1.0 / step, "")
-
-
-def wait_for(predicate, seconds=10):
+def wait_for(predicate, seconds=30):
     end = time.monotonic() + seconds
     while not predicate():
         assert time.monotonic() < end, "timed out"
         time.sleep(0.01)
 
 
-def test_registry_runs_in_background_interrupts_and_runs_again(tmp_path):
+def test_registry_trains_in_a_child_process_interrupts_and_runs_again(tmp_path):
+    """Each run is a process of its own (its own GIL, as `tistudio train`), with the torch thread
+    count a fresh process gets; Interrupt reaches it; the next run starts after the first ended."""
+    import os
+
+    import torch
+
+    import webui_fakes
+
     loads = []
     models = ModelHolder(loader=lambda path, **kw: loads.append(path) or FakeModel())
-    fake = FakeTrain()
-    jobs = JobRegistry(models, train=fake)
+    models.get("/m")
+    jobs = JobRegistry(models, train=webui_fakes.steps)
     cfg = TrainConfig(embedding=str(tmp_path / "tok.pt"), data="d", steps=5, log_dir=str(tmp_path / "runs"))
     job = jobs.start(cfg)
+    assert job.process.pid != os.getpid() and models.loaded is None  # the run loads its own model
     wait_for(lambda: job.view().previews)
     with pytest.raises(TIStudioError, match="already going"):
         jobs.start(cfg)
+    assert job.view().messages[0].text == f"pid {job.process.pid} threads {torch.get_num_threads()} resume None " \
+                                          "components None"
     jobs.interrupt()
-    assert job.view().stopping
-    fake.release.set()
+    assert job.view().stopping and "stopping after this step" in status_text(job.view())
     wait_for(lambda: job.view().status == "finished")
     v = job.view()
     assert v.finished.reason == "interrupted" and [p[0] for p in v.points] == [1, 2]
     assert v.run_dir == str(tmp_path / "runs" / "tok") and v.name == "tok"
+    assert not job.process.is_alive() and job.process.exitcode == 0
     second = jobs.start(cfg, resume=v.run_dir)
     wait_for(lambda: second.view().status == "finished")
     assert second.view().finished.reason == "completed" and second.view().last.step == 5
-    assert [c[:2] for c in fake.calls] == [(5, None), (5, str(tmp_path / "runs" / "tok"))]
-    assert fake.calls[0][2] is fake.calls[1][2] and len(loads) == 1   # one model, loaded once
-    assert jobs.latest() is second and jobs.running() is None
+    assert second.view().messages[0].text.endswith(f"resume {tmp_path / 'runs' / 'tok'} components None")
+    assert second.process.pid != job.process.pid
+    assert jobs.latest() is second and jobs.running() is None and loads == ["/m"]
 
 
-def test_a_failing_run_reports_its_error(tmp_path):
-    def broken(cfg, **kw):
-        raise TIStudioError("--data x: does not exist")
-    jobs = JobRegistry(ModelHolder(loader=lambda path, **kw: FakeModel()), train=broken)
+def test_the_page_reads_points_without_copying_them(tmp_path):
+    from tistudio.webui.jobs import TrainingJob
+
+    job = TrainingJob(1, TrainConfig(), None, str(tmp_path), "tok")
+    job.record([Progress(s, 9, 0.5, 0.01, 0, s - 1, 0.01, 0.0) for s in (1, 2)])
+    v = job.view()
+    job.record([Progress(3, 9, 0.4, 0.01, 0, 2, 0.01, 0.0)])
+    assert len(v.points) == 2 and list(v.points) == [(1, 0.5, 0.01), (2, 0.5, 0.01)] and v.points[-1][0] == 2
+    assert v.points[:1] == [(1, 0.5, 0.01)] and len(job.view().points) == 3
+    with pytest.raises(IndexError):
+        v.points[2]
+
+
+@pytest.mark.parametrize("fake, error", [
+    ("fails", "--data x: does not exist"),
+    ("crashes", "the training process ended unexpectedly (exit code 3)"),
+])
+def test_a_failing_run_reports_its_error(tmp_path, capfd, fake, error):
+    import webui_fakes
+
+    jobs = JobRegistry(ModelHolder(loader=lambda path, **kw: FakeModel()), train=getattr(webui_fakes, fake))
     job = jobs.start(TrainConfig(embedding="e.pt", steps=1))
     wait_for(lambda: job.view().status == "failed")
-    assert job.view().error == "--data x: does not exist"
+    assert job.view().error == error and jobs.running() is None
+    if fake == "fails":  # one line in the server log (the child's stderr is the server's), no traceback
+        assert capfd.readouterr().err == "webui: run 1 failed: --data x: does not exist\n"
 
 
-def test_real_training_in_the_registry_then_resume(tiny_models, dataset, tmp_path):
-    """The real api.train in a thread on the tiny model: interrupt at step 2, resume to 4."""
+@pytest.mark.slow
+def test_real_training_in_the_registry_then_resume(tiny_model_dirs, dataset, tmp_path):
+    """The real api.train in the child process on the tiny model (paced: 0.2 s a step): interrupt
+    after the first step the page sees, resume to the end."""
+    import webui_fakes
     from tistudio import api
+    from tistudio.config import ModelConfig
     from tistudio.embedding.formats import load_embedding
 
-    c = tiny_models["sd1"]
-    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
-    jobs = JobRegistry(ModelHolder(loader=lambda path, **kw: c))
-    cfg = TrainConfig(embedding=str(emb), data=str(dataset), steps=4, width=64, height=64, save_every=0,
-                      preview_every=0, log_dir=str(tmp_path / "runs"), template="subject_filewords")
+    model = str(tiny_model_dirs["sd1"])
+    emb = api.create_embedding(model, "tok", "cat", 1, tmp_path / "emb")
+    jobs = JobRegistry(train=webui_fakes.paced)
+    cfg = TrainConfig(model=ModelConfig(model=model), embedding=str(emb), data=str(dataset), steps=12, width=64,
+                      height=64, save_every=0, preview_every=0, log_dir=str(tmp_path / "runs"),
+                      template="subject_filewords")
     job = jobs.start(cfg)
-    wait_for(lambda: job.view().last is not None or job.view().status != "running", 60)
+    wait_for(lambda: job.view().last is not None or job.view().status != "running", 120)
     jobs.interrupt()
     wait_for(lambda: job.view().status != "running", 60)
     first = job.view()
     assert first.status == "finished" and first.finished.reason == "interrupted", first.error
+    assert first.last.step < 12 and first.finished.step == first.last.step
     again = jobs.start(cfg, resume=first.run_dir)
-    wait_for(lambda: again.view().status != "running", 60)
+    wait_for(lambda: again.view().status != "running", 120)
     assert again.view().finished.reason == "completed", again.view().error
-    assert load_embedding(emb).step == 4
-    assert [p[0] for p in again.view().points] == list(range(first.last.step + 1, 5))
+    assert load_embedding(emb).step == 12
+    assert [p[0] for p in again.view().points] == list(range(first.last.step + 1, 13))
 
 
 def test_runs_are_listed_with_best_step_and_exported(tmp_path, tiny_models):
@@ -357,23 +366,13 @@ def test_train_status_lists_the_compat_summary_of_each_output(tmp_path):
 
 
 def test_the_train_status_shows_latent_caching_with_its_eta(tmp_path):
-    from tistudio.events import Caching
-    from tistudio.webui.tab_train_output import status_text
+    import webui_fakes
 
-    release = threading.Event()
-
-    def caching(cfg, callback=None, **kw):
-        from tistudio.train.loop import TrainResult
-
-        callback(Caching(3, 8, 2.0, 10.0))
-        release.wait(10)
-        return TrainResult(0, "completed", [], 0.0, "")
-
-    jobs = JobRegistry(ModelHolder(loader=lambda path, **kw: FakeModel()), train=caching)
+    jobs = JobRegistry(ModelHolder(loader=lambda path, **kw: FakeModel()), train=webui_fakes.caches)
     job = jobs.start(TrainConfig(embedding=str(tmp_path / "tok.pt"), steps=1))
     wait_for(lambda: job.view().caching is not None)
     assert "caching latents: **3/8** images | ETA 0:00:10" in status_text(job.view())
-    release.set()
+    jobs.interrupt()
     wait_for(lambda: job.view().status == "finished")
 
 
@@ -509,3 +508,81 @@ def test_a_failed_run_names_the_forms_labels():
                    saved=(), messages=(), finished=None, error="--steps 5: the embedding is already at step 9",
                    run_dir="runs/tok")
     assert status_text(view) == "**tok** (run 3): failed: Max steps 5: the embedding is already at step 9"
+
+
+def test_the_poll_redraws_a_long_chart_only_every_few_seconds_while_training(tmp_path):
+    """The status line follows every step; the chart (the browser's costliest redraw) every tick
+    while it is short, every CHART_SECONDS x points / MAX_POINTS seconds when long, and at once when
+    the run ends."""
+    gr = pytest.importorskip("gradio")
+    from tistudio.webui import tab_train_output
+    from tistudio.webui.jobs import TrainingJob
+
+    skip = type(gr.skip())
+    job = TrainingJob(1, TrainConfig(), None, str(tmp_path), "tok")
+    jobs = type("Jobs", (), {"latest": lambda self: job})()
+    t = [100.0]
+
+    def tick(seen):
+        *out, seen = tab_train_output.poll(jobs, seen, clock=lambda: t[0])
+        return out, seen
+
+    def steps(first, last):
+        job.record([Progress(n, 900, 1.0 / n, 0.01, 0, n - 1, 0.01, 1.0) for n in range(first, last + 1)])
+
+    steps(1, 2)
+    out, seen = tick(None)
+    assert "step **2/900**" in out[0] and list(out[1]["step"]) == [1, 2, 1, 2]  # loss and its moving average
+    steps(3, 3)
+    t[0] += 1
+    out, seen = tick(seen)
+    assert len(out[1]) == 6  # a short chart follows every tick
+    out, seen = tick(seen)
+    assert all(isinstance(o, skip) for o in out)  # nothing new: nothing sent
+    steps(4, 600)
+    t[0] += 1
+    out, seen = tick(seen)
+    assert len(out[1]) == 1200  # drawn 1 s after a 3-point chart
+    steps(601, 700)
+    t[0] += 2
+    out, seen = tick(seen)
+    assert "step **700/900**" in out[0] and isinstance(out[1], skip)  # 600 points: redrawn after 3 s
+    steps(701, 710)
+    t[0] += 1
+    out, seen = tick(seen)
+    assert len(out[1]) == 1420
+    steps(711, 720)
+    job.status = "finished"
+    t[0] += 0.1
+    out, seen = tick(seen)
+    assert len(out[1]) == 1440  # the run ended: its last points at once
+
+
+def test_the_training_process_sends_steps_in_batches_and_outlives_a_gone_server():
+    import multiprocessing
+
+    from tistudio.events import Message
+    from tistudio.webui.worker import FLUSH_SECONDS, Sender
+
+    ours, theirs = multiprocessing.Pipe(duplex=False)
+    t = [0.0]
+    send = Sender(theirs, clock=lambda: t[0])
+
+    def step(n):
+        return Progress(n, 9, 0.5, 0.01, 0, n - 1, 0.01, 0.0)
+
+    send(step(1))
+    assert ours.recv() == ("events", [step(1)])  # the first step at once: the page shows training began
+    t[0] += FLUSH_SECONDS / 2
+    send(step(2))
+    assert not ours.poll()
+    send(Message("info", "saved"))  # anything else at once, after the steps before it
+    assert ours.recv() == ("events", [step(2), Message("info", "saved")])
+    t[0] += FLUSH_SECONDS / 2
+    send(step(3))
+    t[0] += FLUSH_SECONDS
+    send(step(4))
+    assert ours.recv() == ("events", [step(3), step(4)]) and not ours.poll()
+    ours.close()  # the server is gone (killed): the run goes on to its save without a word
+    send(Finished(4, "interrupted", ()))
+    send.send(("finished", ""))

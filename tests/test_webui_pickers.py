@@ -288,3 +288,19 @@ def test_generate_reads_no_embedding_through_a_link_out_of_the_root(root, tmp_pa
     assert sorted(found) == ["other", "pic", "tok"]
     assert sum("outside" in n and "not read" in n for n in notes) == 2, notes
     assert {"secret", "hidden"} <= set(scan_for_model(root / "embeddings", (768,), lambda _: None))
+
+
+def test_picking_an_entry_shows_its_summary_without_walking_the_root_again(root, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    from tistudio.webui.app import make_context
+
+    ctx = make_context(root)
+    walks = []
+    real = pickers.scan
+    monkeypatch.setattr(pickers, "scan", lambda guard, under=None: walks.append(guard) or real(guard, under))
+    with gr.Blocks() as page:
+        box = pickers.dropdown(ctx, "embedding", "Embedding file", info="the file to train")
+    assert len(walks) == 1
+    [picked] = [f.fn for f in page.fns.values() if (box._id, "change") in f.targets]
+    assert picked("embeddings/tok.pt")["info"].startswith("loads in: A1111 ✓ tok") and len(walks) == 1
+    assert picked("typed/elsewhere.pt")["info"] == "the file to train" and len(walks) == 1

@@ -11,6 +11,7 @@ import os
 import sys
 
 from ..errors import TIStudioError
+from ..train.speed import quiet_openmp
 
 COMMANDS = ["create", "create_hypernetwork", "train", "generate", "convert", "inspect", "preprocess", "check", "runs",
             "toy", "bench", "webui"]
@@ -35,6 +36,10 @@ def set_environment() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    # Idle OpenMP threads sleep (train/speed.py says why). Here, not in a command: building the
+    # parser already loads torch (the runs command reads embedding formats), and libgomp reads the
+    # setting once, when it loads. Set later, it was ignored: a toy step under load took 16x longer.
+    quiet_openmp()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,9 +115,7 @@ def build_config(args) -> TrainConfig:
 
 def run(args) -> int:
     from ..train.distributed import launch, launched
-    from ..train.speed import quiet_openmp
 
-    quiet_openmp()  # before torch loads
     cfg = build_config(args)
     if cfg.num_processes > 1 and not launched():
         return launch(_own_argv(), cfg.num_processes)

@@ -31,9 +31,6 @@ def run(args) -> int:
 
         if not Path(args.model).expanduser().exists():
             raise TIStudioError(f"--model {args.model}: no such file or folder")
-    from ..train.speed import quiet_openmp
-
-    quiet_openmp()  # before torch loads (webui.app imports it), as `tistudio train` does: see train/speed.py
     from ..webui.app import make_context, serve
 
     ctx = make_context(args.root, args.model)

@@ -24,13 +24,9 @@ class Context:
         return str(self.guard.resolve(value, "Model", "any"))
 
     def components(self, model: str, family: str | None = None):
-        """The loaded model for `model`, loading it if needed. While a run trains, only the model it
-        uses may be asked for: replacing it would pull the weights from under the run."""
-        path = self.model_path(model)
-        if self.jobs.running() is not None and self.jobs.models.loaded not in (None, path):
-            raise TIStudioError(f"Model {model}: a run is training on {self.jobs.models.loaded}; wait for it or "
-                                "interrupt it before switching models")
-        return self.jobs.models.get(path, family or None)
+        """The server's loaded model for `model`, loading it if needed (a training run has its own,
+        in its process: jobs.py)."""
+        return self.jobs.models.get(self.model_path(model), family or None)
 
 
 # The Create tabs' checkbox, and the CLI's advice reworded for it (embedding/create.py, hypernetwork/create.py).

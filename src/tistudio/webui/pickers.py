@@ -308,21 +308,24 @@ def dropdown(ctx, kind: str, label: str, value: str = "", info: str | None = Non
     page load too; picking an entry shows its one-line summary as the help line."""
     import gradio as gr
 
-    listing = listed(ctx, kind)
+    # The latest listing, the one the dropdown's choices came from: picking looks its entry up
+    # there instead of walking the root again (the root is every page's, so one is kept, not one
+    # per page).
+    last = [listed(ctx, kind)]
     with gr.Column(scale=scale or 1, min_width=200):
         with gr.Row():
-            box = gr.Dropdown(choices(list(listing.entries), (value,)), value=value, label=label,
-                              info=help_line(listing, value, info), allow_custom_value=True, filterable=True,
+            box = gr.Dropdown(choices(list(last[0].entries), (value,)), value=value, label=label,
+                              info=help_line(last[0], value, info), allow_custom_value=True, filterable=True,
                               elem_id=elem_id, scale=8)
             button = refresh_button(f"{elem_id}-refresh" if elem_id else None)
 
     def refresh(current="", fresh=True):
-        found = listed(ctx, kind, fresh)
+        last[0] = found = listed(ctx, kind, fresh)
         return gr.update(choices=choices(list(found.entries), (current or "", value)),
                          info=help_line(found, current, info))
 
     def picked(current):
-        return gr.update(info=help_line(listed(ctx, kind), current, info))
+        return gr.update(info=help_line(last[0], current, info))
 
     button.click(refresh, box, box, show_progress="hidden")
     box.change(picked, box, box, show_progress="hidden")

@@ -16,7 +16,8 @@ def generate(ctx: Context, model, family, prompt, negative, emb_dir, sampler, st
     from ..generate.sample import GenerateOptions
 
     if ctx.jobs.running() is not None:
-        # Sampling would share the modules a run is moving between devices and casting.
+        # The run has the cores (and a copy of the model in memory): sampling beside it would slow
+        # both and load a second copy.
         raise TIStudioError("Generate: a run is training on the model; wait for it or interrupt it first")
     if not (prompt or "").strip():
         raise TIStudioError("Prompt: empty; describe the image, using an embedding's name as a word")

@@ -2,14 +2,17 @@
 points), the latest preview and the previews by step, messages. A timer polls the job registry every
 second, so a reopened page picks up a run that kept going.
 
-The poll runs in the server's threads beside the training thread, and both need the GIL: each tick
-does work only for what changed since the last one, reads loss.csv only when the file changed (it is
-flushed at saves and evaluations, not every step), judges each saved file once, and sends at most
-MAX_POINTS points per series."""
+Training runs in a process of its own (jobs.py), so the poll never holds up a step's Python; it
+still shares the machine's cores with the run, and so does the browser drawing what it sends: each
+tick does work only for what changed since the last one, reads loss.csv only when the file changed
+(it is flushed at saves and evaluations, not every step), judges each saved file once, redraws a long
+chart only every few seconds while the run trains (the status line says the step every tick), and
+sends at most MAX_POINTS points per series."""
 from __future__ import annotations
 
 import functools
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,10 @@ from . import runs as run_files
 from .jobs import JobView
 
 POLL_SECONDS = 1.0
+# Drawing the chart is the browser's costliest work per tick, growing with its points (up to
+# MAX_POINTS per series): a chart is redrawn at most every CHART_SECONDS x points / MAX_POINTS, so a
+# short one still follows every tick and a long one (a toy run makes ~90 points a second) every 5 s.
+CHART_SECONDS = 5.0
 MAX_POINTS = 1000   # per series: a 3000-step run still draws its shape, at a third of the bytes per tick
 SERIES = {"training": "#fdba74", "moving average": "#ea580c", "validation": "#2563eb"}
 # Tiny previews (the toy model draws 32 px) are scaled up with hard pixels instead of shown as a dot;
@@ -142,7 +149,18 @@ def _gallery(v: JobView) -> list[tuple[str, str]]:
     return [(path, f"step {s}") for s, path in sorted(shown.items(), reverse=True)]
 
 
-def poll(jobs, seen: dict | None):
+def _redraw(now: dict, seen: dict, clock) -> bool:
+    """Whether the chart is drawn again this tick: there are new points and it shows another run,
+    another status (the last points of a finished run come at once), or is old enough for its size."""
+    drawn = seen.get("drawn")  # (run, points, status) the chart shows
+    key = (now["id"], now["points"], now["status"])
+    if key == drawn:
+        return False
+    return drawn is None or drawn[0] != key[0] or drawn[2] != key[2] or \
+        clock() - seen.get("drawn_at", 0.0) >= CHART_SECONDS * min(1.0, drawn[1] / MAX_POINTS)
+
+
+def poll(jobs, seen: dict | None, clock=time.monotonic):
     """Outputs for one timer tick; pieces that did not change are skipped so images do not flicker."""
     import gradio as gr
 
@@ -152,7 +170,7 @@ def poll(jobs, seen: dict | None):
     now = {"id": v.id if v else None, "status": v.status if v else None, "points": len(v.points) if v else 0,
            "previews": len(v.previews) if v else 0, "messages": len(v.messages) if v else 0,
            "stopping": v.stopping if v else False, "caching": v.caching.done if v and v.caching else 0}
-    if now == seen:
+    if all(seen.get(k) == value for k, value in now.items()) and seen:
         return (gr.skip(),) * 6 + (seen,)
     images_changed = (now["id"], now["previews"]) != (seen.get("id"), seen.get("previews"))
     latest = v.previews[-1].path if v and v.previews else None
@@ -160,11 +178,12 @@ def poll(jobs, seen: dict | None):
     # when one is added (or another run is shown).
     messages = ("\n".join(f"{m.level}: {m.text}" for m in v.messages) if v else "") \
         if (now["id"], now["messages"]) != (seen.get("id"), seen.get("messages")) else gr.skip()
-    frame = chart(v) if (now["id"], now["points"], now["status"]) != (seen.get("id"), seen.get("points"),
-                                                                      seen.get("status")) else None
+    frame = chart(v) if _redraw(now, seen, clock) else None
+    drawn = {"drawn": (now["id"], now["points"], now["status"]), "drawn_at": clock()} if frame is not None else \
+        {k: seen[k] for k in ("drawn", "drawn_at") if k in seen}
     return (status_text(v), gr.skip() if frame is None else frame,
             latest if images_changed else gr.skip(), (_gallery(v) if v else []) if images_changed else gr.skip(),
-            messages, saved_text(v), now)
+            messages, saved_text(v), {**now, **drawn})
 
 
 @dataclass(frozen=True)
