@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from report import machine, save
 
-from tistudio.config import RecipeConfig
+from tistudio.config import DreamArtistConfig, RecipeConfig
 from tistudio.toy.concepts import held_out_concepts, parse_concept
 from tistudio.toy.fidelity import FidelitySettings, run_fidelity
 
@@ -41,6 +42,22 @@ OPTIONS = {
     "init-reg-1e-4": ({"init_reg": 1e-4}, {}),  # learned vectors move far: 0.01 holds them at the init
     "cross-init": ({}, {"init": "cross"}),
     "zero-terminal-snr": ({"zero_terminal_snr": True}, {}),
+    # the two candidates of the partial sweep together, and each with schedule-free
+    "cosine+min-snr": ({"lr_scheduler": "cosine", "warmup_steps": 50, "loss_weighting": "min-snr", "snr_gamma": 5.0},
+                       {"lr": "0.1"}),
+    "schedule-free+min-snr": ({"optimizer": "schedule-free", "lr_scheduler": "constant", "warmup_steps": 50,
+                               "loss_weighting": "min-snr", "snr_gamma": 5.0}, {"lr": "0.1"}),
+    # DreamArtist (--method dreamartist; docs/dreamartist.md "On the toy model"): one change at a time
+    # from the bench's DreamArtist defaults (training cfg 2, the negative at the positive's rate, no EMA)
+    "da-cfg-1": ({}, {"dreamartist": DreamArtistConfig(cfg="1")}),  # no guidance: TI's loss, the negative idle
+    "da-cfg-1.5": ({}, {"dreamartist": DreamArtistConfig(cfg="1.5")}),
+    "da-cfg-3": ({}, {"dreamartist": DreamArtistConfig(cfg="3")}),
+    "da-neg-lr-0.2": ({}, {"dreamartist": DreamArtistConfig(cfg="2", neg_lr_weight=0.2)}),
+    "da-neg-lr-0": ({}, {"dreamartist": DreamArtistConfig(cfg="2", neg_lr_weight=0.0)}),
+    "da-ema-0.97": ({}, {"ema": 0.97}),
+    "da-clip-norm": ({}, {"clip_grad_mode": "norm"}),
+    "da-reconstruction": ({}, {"dreamartist": DreamArtistConfig(cfg="2", reconstruction=True)}),
+    "da-lr-0.03": ({}, {"lr": "0.03"}),
 }
 TARGET = 0.9
 
@@ -57,18 +74,13 @@ def steps_to(run_dir: Path, target: float = TARGET) -> int | None:
     return None
 
 
-def run_option(name: str, concepts, seeds, base: FidelitySettings, out: Path, log) -> list[dict]:
+def run_one(name: str, concept, seed: int, base: FidelitySettings, out: Path) -> dict:
     recipe_kw, settings_kw = OPTIONS[name]
-    settings = replace(base, recipe=RecipeConfig(**recipe_kw), **settings_kw)
-    rows = []
-    for concept in concepts:
-        for seed in seeds:
-            log(f"{name}: {concept.spec}, seed {seed}")
-            r = run_fidelity(concept, replace(settings, seed=seed), out / name / f"{concept.spec}-{seed}".replace(" ", "-"))
-            rows.append({"option": name, "concept": r.concept, "seed": seed, "fidelity": r.fidelity,
-                         "baseline": r.baseline, "steps_to_90": steps_to(Path(r.files["run"])),
-                         "wall_s": r.wall_s, "train_s": r.train_s, "steps": r.steps})
-    return rows
+    settings = replace(base, recipe=RecipeConfig(**recipe_kw), seed=seed, **settings_kw)
+    r = run_fidelity(concept, settings, out / name / f"{concept.spec}-{seed}".replace(" ", "-"))
+    return {"option": name, "concept": r.concept, "seed": seed, "fidelity": r.fidelity,
+            "baseline": r.baseline, "steps_to_90": steps_to(Path(r.files["run"])),
+            "wall_s": r.wall_s, "train_s": r.train_s, "steps": r.steps}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -105,7 +117,13 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1000, help="training steps per run (default 1000)")
     parser.add_argument("--eval-every", type=int, default=100, help="in-training fidelity every N steps")
     parser.add_argument("--method", default="ti", help="ti | dreamartist")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--order", choices=("option", "seed"), default="option",
+                        help="option: each option over all concepts and seeds in turn; seed: every option at "
+                             "seed 0 first, then seed 1, ... (a sweep cut short still compares all options)")
     parser.add_argument("--out", default=None, help="run folders (default: a temporary folder)")
+    parser.add_argument("--continue", dest="resume", default=None, metavar="JSON",
+                        help="an earlier sweep's bench/results file: skip the runs it holds, add the rest to it")
     args = parser.parse_args()
     names = [n.strip() for n in args.options.split(",") if n.strip()]
     unknown = [n for n in names if n not in OPTIONS]
@@ -115,16 +133,25 @@ def main() -> int:
     held = {c.spec: c for c in held_out_concepts()}
     concepts = [held.get(s.strip()) or parse_concept(s.strip()) for s in args.concepts.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    base = FidelitySettings(method=args.method, steps=args.steps, eval_every=args.eval_every)
-    rows = []
+    base = FidelitySettings(method=args.method, steps=args.steps, eval_every=args.eval_every, threads=args.threads)
+    runs = [(n, c, s) for n in names for c in concepts for s in seeds]
+    if args.order == "seed":
+        runs.sort(key=lambda r: (seeds.index(r[2]), names.index(r[0])))
+    rows, path, info = [], None, {"machine": machine(), "settings": {**vars(args), "base_lr": base.lr}}
+    if args.resume:
+        path = Path(args.resume)
+        rows = json.loads(path.read_text())["runs"]
+        done = {(r["option"], r["concept"], r["seed"]) for r in rows}
+        runs = [r for r in runs if (r[0], r[1].spec, r[2]) not in done]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
-        for name in names:
-            rows += run_option(name, concepts, seeds, base, out, lambda m: print(m, flush=True))
-    summary = summarise(rows)
-    print(table(summary))
-    payload = {"machine": machine(), "settings": {**vars(args), "base_lr": base.lr}, "summary": summary, "runs": rows}
-    print(f"saved {save('recipe_sweep', payload)}")
+        for name, concept, seed in runs:
+            print(f"{name}: {concept.spec}, seed {seed}", flush=True)
+            rows.append(run_one(name, concept, seed, base, out))
+            # saved after every run, so a sweep cut short keeps what it measured (--continue resumes it)
+            path = save("recipe_sweep", {**info, "summary": summarise(rows), "runs": rows}, path)
+    print(table(summarise(rows)))
+    print(f"saved {path}")
     return 0
 
 

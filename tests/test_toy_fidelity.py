@@ -65,6 +65,32 @@ def test_dreamartist_trains_the_pair_and_prompts_the_negative(bench, tmp_path):
     assert f"{NAME}-neg.safetensors" in names and f"{NAME}.safetensors" in names
 
 
+def test_dreamartist_options_reach_the_run_and_the_twin_negative_is_drawn(tmp_path, toy_model_dir, monkeypatch):
+    """FidelitySettings carries DreamArtist's options, the EMA and clipping into the run's config, and
+    negative="twin" draws each prompt against its NAME-neg twin (the DreamArtist investigation's knobs)."""
+    import tomllib
+
+    from tistudio.config import DreamArtistConfig
+    from tistudio.toy import fidelity
+
+    calls = []
+    real_draw = fidelity.draw
+    monkeypatch.setattr(fidelity, "draw", lambda c, prompts, negatives, *a, **k:
+                        calls.append((list(prompts), list(negatives))) or real_draw(c, prompts, negatives, *a, **k))
+    settings = FidelitySettings(method="dreamartist", steps=2, samples=3, images=2, negative="twin", ema=0.9,
+                                clip_grad_mode="norm", dreamartist=DreamArtistConfig(cfg="1.5", neg_lr_weight=0.25))
+    report = run_fidelity(parse_concept("teal star"), settings, tmp_path, model=str(toy_model_dir))
+    cfg = tomllib.loads((Path(report.files["run"]) / "config.toml").read_text())
+    assert (cfg["ema"], cfg["clip_grad_mode"]) == (0.9, "norm")
+    assert (cfg["dreamartist"]["cfg"], cfg["dreamartist"]["neg_lr_weight"]) == ("1.5", 0.25)
+    (learned, negatives), (base, base_negatives) = calls
+    assert learned == sample_prompts(NAME, 3) and base == sample_prompts("star", 3)
+    assert negatives == [p.replace(NAME, f"{NAME}-neg") for p in learned] and base_negatives == [""] * 3
+    assert negatives != [f"{NAME}-neg"] * 3  # not the bare name of negative="name"
+    with pytest.raises(TIStudioError, match="negative 'both': use name or twin"):
+        FidelitySettings(negative="both")
+
+
 def test_bad_concept_and_options_are_one_line_errors(tmp_path, capsys):
     from tistudio.cli.main import main
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_text, write_with
-from ..config import METHODS, RecipeConfig
+from ..config import METHODS, DreamArtistConfig, RecipeConfig
 from ..embedding.create import create_file, create_pair_files
 from ..errors import TIStudioError
 from ..models.load import load_model
@@ -49,7 +49,13 @@ class FidelitySettings:
     lr: str = "0.1:1000, 0.02"
     vectors: int = 1
     neg_vectors: int = 2             # DreamArtist's negative
-    dreamartist_cfg: str = "2"       # measured: 2 beats the guide's 3 and 5 here (docs/toy.md)
+    # DreamArtist's options; training cfg 2 measured to beat the guide's 3 and 5 here (docs/toy.md)
+    dreamartist: DreamArtistConfig = DreamArtistConfig(cfg="2")
+    ema: float = 0.0                 # EMA decay of the vectors (--ema), 0 = off
+    # DreamArtist's negative prompt when sampling: "name" = NAME-neg alone (the guide's use);
+    # "twin" = each prompt with NAME-neg in NAME's place (as training pairs them, and the extension's previews)
+    negative: str = "name"
+    clip_grad_mode: str = "none"     # --clip-grad-mode (norm: the DreamArtist extension's clip at 1)
     batch_size: int = 1
     template: str = "subject"
     images: int = 10                 # rendered training images
@@ -67,6 +73,8 @@ class FidelitySettings:
     def __post_init__(self):
         if self.method not in METHODS:
             raise TIStudioError(f"--method {self.method}: use {'|'.join(METHODS)}")
+        if self.negative not in ("name", "twin"):
+            raise TIStudioError(f"negative {self.negative!r}: use name or twin")
         if self.steps < 1 or self.samples < 1 or self.images < 1 or self.vectors < 1:
             raise TIStudioError("--steps, --samples, --images and --vectors must be at least 1")
 
@@ -169,7 +177,7 @@ def run_fidelity(concept: Concept, settings: FidelitySettings, out: str | Path, 
 
 def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, progress: bool,
          log: Callable[[str], None], grid_columns: int) -> FidelityResult:
-    from ..config import DreamArtistConfig, ModelConfig, TrainConfig
+    from ..config import ModelConfig, TrainConfig
     from ..embedding.formats import load_embedding
     from . import default_model_path
     from .dataset import render_concept
@@ -195,7 +203,8 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
                       batch_size=s.batch_size, steps=s.steps, width=32, height=32, seed=s.seed,
                       save_every=0, preview_every=s.preview_every, preview_steps=s.sampler_steps,
                       preview_cfg=s.guidance, preview_sampler="ddim", preview_prompt=f"a photo of a {NAME}",
-                      threads=s.threads, dreamartist=DreamArtistConfig(cfg=s.dreamartist_cfg), recipe=s.recipe,
+                      threads=s.threads, dreamartist=s.dreamartist, recipe=s.recipe, ema=s.ema,
+                      clip_grad_mode=s.clip_grad_mode,
                       val_every=s.eval_every, eval_toy=concept.spec if s.eval_every else None,
                       eval_samples=s.eval_samples)
     log(f"training {s.steps} steps (lr {s.lr}, {s.vectors} vector(s), template {s.template})")
@@ -206,10 +215,16 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
     vectors = {NAME: load_embedding(embedding).vectors}
     if negative is not None:
         vectors[f"{NAME}-neg"] = load_embedding(negative).vectors
-    neg_prompt = f"{NAME}-neg" if negative is not None else ""
+    prompts = sample_prompts(NAME, s.samples)
+    if negative is None:
+        negatives = [""] * s.samples
+    elif s.negative == "twin":
+        negatives = [p.replace(NAME, f"{NAME}-neg") for p in prompts]
+    else:
+        negatives = [f"{NAME}-neg"] * s.samples
     log(f"drawing {s.samples} images with the embedding and {s.samples} with {concept.init_word!r} alone")
     opts = dict(steps=s.sampler_steps, guidance=s.guidance, progress=progress, seed=SAMPLE_SEED + s.seed)
-    learned = draw(c, sample_prompts(NAME, s.samples), [neg_prompt] * s.samples, vectors, **opts)
+    learned = draw(c, prompts, negatives, vectors, **opts)
     # The baseline: the same prompts and starting noise with the bare init word, no negative.
     base = draw(c, sample_prompts(concept.init_word, s.samples), [""] * s.samples, {}, **opts)
     return _report(concept, s, out, result, train_s, started, learned, base, NAME, grid_columns)
