@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from tistudio.memory import module_bytes, peak_rss_gib, rss_gib
+from tistudio.train.speed import OPENMP_ENV
 
 HERE = Path(__file__).resolve().parent
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -261,11 +262,11 @@ def _dataset(folder: Path, size: int, n: int) -> Path:
     return folder
 
 
-def run_child(argv: list[str], omp_wait_policy: str = "PASSIVE", timeout: float = 3600) -> dict:
+def run_child(argv: list[str], omp_wait_policy: str | None = None, timeout: float = 3600) -> dict:
     """Run a measuring script in a fresh Python process (offline, as the CLI sets OpenMP up) and
     return the last JSON line it printed, or {"error": ...} with its last line of stderr."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
-           "OMP_WAIT_POLICY": omp_wait_policy}
+           **({"OMP_WAIT_POLICY": omp_wait_policy} if omp_wait_policy else OPENMP_ENV)}
     try:
         proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -279,8 +280,8 @@ def run_child(argv: list[str], omp_wait_policy: str = "PASSIVE", timeout: float 
 
 def run_case(case: dict, timeout: float = 3600) -> dict:
     """Measure `case` in a child process; the parent never imports the model. As the CLI does
-    (train/speed.py quiet_openmp), idle OpenMP threads sleep; a case may ask for spinning instead."""
-    return run_child([str(HERE / "harness.py"), json.dumps(case)], case.get("omp_wait_policy", "PASSIVE"),
+    (train/speed.py quiet_openmp), idle OpenMP threads spin briefly; a case may set OMP_WAIT_POLICY."""
+    return run_child([str(HERE / "harness.py"), json.dumps(case)], case.get("omp_wait_policy"),
                      timeout)
 
 
