@@ -2,7 +2,9 @@
 and the JSON file under bench/results/ (git-ignored)."""
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -100,5 +102,14 @@ def save(kind: str, payload: dict, path: Path | None = None) -> Path:
     """`payload` as JSON in a new file under bench/results/, or over `path` (a run that saves as it goes)."""
     from tistudio.atomic import write_text
 
-    path = path or RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    if path is None:  # claimed with O_EXCL: two benches saving in the same second must not share a file
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime('%Y%m%d-%H%M%S')
+        for n in itertools.count():
+            path = RESULTS / f"{kind}-{stamp}{f'-{n}' if n else ''}.json"
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                continue
     return write_text(path, json.dumps(payload, indent=2))
