@@ -161,14 +161,23 @@ def check_embedding(e) -> None:
     check(e.stop_step >= 0, f"{where}: stop_step = {e.stop_step}: use 0 (train to --steps) or a step")
 
 
+def first_repeat(items):
+    """The first item seen a second time, or None (a file given twice, two outputs on one path)."""
+    seen = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
+
+
 def _check_embeddings(cfg) -> None:
     """Several embeddings (docs/multi-embedding.md): Textual Inversion only, each file once."""
     if not cfg.embeddings:
         return
     check(cfg.method == "ti", f"[[embeddings]] {cfg.embeddings[0].path}: several embeddings train with --method ti "
           f"only (this run has --method {cfg.method}); train them in separate runs")
-    paths = [e.path for e in cfg.embedding_tables]
-    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    twice = first_repeat(e.path for e in cfg.embedding_tables)
     check(twice is None, f"[[embeddings]] {twice}: the file is given twice; name each embedding once")
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from ..config import TrainConfig, changes, color_jitter, dump_toml, from_dict, load_toml, merge, not_resumable
+from ..config.validation import first_repeat
 from ..atomic import as_user_error, check_writable, remove_stale, write_text
 from ..data.bucket_cache import BucketedCache
 from ..data.buckets import plan_buckets
@@ -108,7 +109,7 @@ def _finals(cfg: TrainConfig, names: list[str]) -> list[Path]:
     if cfg.method == "hypernetwork":
         return [final_hypernetwork(cfg.output, cfg.hypernetwork)]
     paths = [path for finals in embedding_finals(cfg, names) for path, _ in finals]
-    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    twice = first_repeat(paths)
     if twice is not None:  # e.g. --output out/dog.pt while another embedding is named dog
         raise TIStudioError(f"--output {cfg.output}: two embeddings of this run would both be saved as {twice}; "
                             "choose an --output whose name is no other embedding's")
