@@ -106,10 +106,7 @@ class TrainState:
         back now, and this step, computed on them, is void (admit skips it)."""
         step, vectors = self.unread or (0, None)
         total, (grads_ok, vectors_ok) = read_step(losses, [all_finite(p.grad for p in self.params()), vectors])
-        self.unread = None
-        if not vectors_ok:
-            self.roll_back(step, "the vectors became non-finite", say)
-            self.void = True
+        self.void = not self._vectors_read(step, vectors_ok, say)
         return total, grads_ok
 
     def admit(self, step: int, loss: float, grads_finite: bool, say: Callback) -> bool:
@@ -136,10 +133,14 @@ class TrainState:
         """Before anything judges, previews or saves the vectors (and at the end): read the last
         step's flag now, and undo a step that made a vector non-finite."""
         if self.unread is not None:
-            step, flag = self.unread
-            self.unread = None
-            if not bool(flag):
-                self.roll_back(step, "the vectors became non-finite", say)
+            self._vectors_read(self.unread[0], bool(self.unread[1]), say)
+
+    def _vectors_read(self, step: int, ok: bool, say: Callback) -> bool:
+        """The unread flag of step `step` is read (`ok`): undo that step if it made a vector non-finite."""
+        self.unread = None
+        if not ok:
+            self.roll_back(step, "the vectors became non-finite", say)
+        return ok
 
     def roll_back(self, step: int, why: str, say: Callback) -> None:
         good = self.guard.target()
