@@ -400,3 +400,35 @@ def test_two_concepts_in_different_buckets_train_and_resume_exactly(tiny_models,
     assert torch.equal(a, b), (a - b).abs().max()
     summary = json.loads((tmp_path / "b" / "runs" / "tok" / "summary.json").read_text())
     assert summary["buckets"] == {"96x160": 2, "160x96": 2}
+
+
+def test_fidelity_samples_are_drawn_at_the_previews_size(tiny_models, mixed, tmp_path, monkeypatch):
+    """--eval-clip's images take the previews' size (the most common bucket: 4 wide images of 6 give
+    160x96, not the 128x128 training size); --eval-toy's draw at the model's own size, as `tistudio
+    bench fidelity` does, so its scores compare with the benchmark's."""
+    from tistudio.toy import sample as toy_sample
+    from tistudio.train import fidelity
+
+    from test_monitor import tiny_clip
+
+    for k in range(2):
+        Image.new("RGB", SHAPES["wide"], (20 * k, 90, 200)).save(mixed / f"extra{k}-wide.png")
+    (mixed / "0-square.png").unlink()
+    (mixed / "1-tall.png").unlink()  # now 4 wide, 1 tall, 1 square
+    drawn = {"clip": [], "toy": []}
+
+    def recording(key, real):
+        def sample(c, options, *a, **kw):
+            images = real(c, options, *a, **kw)
+            drawn[key] += [image.size for image in images]
+            return images
+        return sample
+
+    monkeypatch.setattr(fidelity, "sample", recording("clip", fidelity.sample))
+    monkeypatch.setattr(toy_sample, "sample", recording("toy", toy_sample.sample))
+    c = tiny_models["sd1"]
+    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    api.train(config(emb, mixed, tmp_path, steps=1, val_every=1, eval_clip=str(tiny_clip(tmp_path / "clip")),
+                     eval_toy="red square", eval_samples=2, preview_steps=1), components=c, progress=False)
+    assert drawn["clip"] == [(160, 96)] * 4  # "a photo of tok" x 2, then two edited prompts
+    assert drawn["toy"] == [(c.resolution, c.resolution)] * 2

@@ -11,8 +11,11 @@
   world is known); on any other model it measures nothing useful. It lives in toy/scorer.py and
   registers itself (`register`), so training never imports the toy world.
 
-Images use the preview settings (--preview-steps, --preview-cfg, --preview-sampler, --preview-seed
-+ i), so scores at different steps compare.
+CLIP's images use the preview settings (--preview-steps, --preview-cfg, --preview-sampler,
+--preview-seed + i) and the previews' size (with buckets the most common bucket, the shape the
+embedding mostly learns: BucketedCache.preview_size), so scores at different steps compare and
+score what the previews show. The toy scorer draws as the benchmark does, at the toy model's own
+size (toy/scorer.py), so its numbers and `tistudio bench fidelity`'s compare.
 """
 from __future__ import annotations
 
@@ -29,11 +32,13 @@ EDIT_PROMPTS = ("a painting of {}", "a photo of {} on the beach", "{} in the sno
 
 
 def generate_for_eval(s, prompts: list[str]) -> list:
-    """One image per prompt, seed --preview-seed + its position, batched through the one sampler."""
+    """One image per prompt, seed --preview-seed + its position, batched through the one sampler,
+    at the previews' size."""
     cfg = s.cfg
     vectors = {name: tuple(v.detach() for v in vs) for name, vs in s.objective.vectors().items()}
+    width, height = s.cache.preview_size(s.width, s.height)
     options = GenerateOptions(prompt="", sampler=cfg.preview_sampler, steps=cfg.preview_steps, cfg=cfg.preview_cfg,
-                              width=s.width, height=s.height)
+                              width=width, height=height)
     with vae_on(s.c, s.device):
         return sample(s.c, options, prompts, [cfg.preview_negative] * len(prompts),
                       [cfg.preview_seed + j for j in range(len(prompts))], vectors, clip_skip=cfg.model.clip_skip)
