@@ -212,6 +212,68 @@ def test_the_guard_reads_the_device_once_per_step_with_the_loss(tiny_models, dat
     assert logged == pytest.approx(sums, rel=1e-6)
 
 
+def counted_reads(monkeypatch) -> dict:
+    """Counts every read of a tensor's value into Python (bool, float, int, item, tolist) from now on."""
+    reads = {"n": 0}
+    for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *a, _real=real, **kw):
+            reads["n"] += 1
+            return _real(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, read)
+    return reads
+
+
+def test_the_health_watch_adds_no_host_read(tiny_models, dataset, emb, tmp_path, monkeypatch):
+    """Without --val-every the vector-health watch judges every step, and reads its norms with the
+    loss's copy: a run reads the device as often as one whose watch is switched off (before, one
+    float() more per step)."""
+    from tistudio.train.health import VectorWatch
+
+    def reads_of(root):
+        with monkeypatch.context() as m:
+            reads = counted_reads(m)
+            train(config(emb, dataset, root, steps=4, save_every=0), components=tiny_models["sd1"],
+                  progress=False)
+        return reads["n"]
+
+    watched = reads_of(tmp_path / "a")
+    monkeypatch.setattr(VectorWatch, "watch", lambda self, step: None)
+    assert watched == reads_of(tmp_path / "b")
+
+
+def test_deferred_health_warnings_are_the_same_warnings_before_the_next_step(tiny_models, dataset, emb, tmp_path,
+                                                                              monkeypatch):
+    """The ratios the watch judges, in step order (patched to rise past 4x, fall and rise again):
+    one warning per onset naming its own step, as when it read at once. A step's warning comes
+    before the next step's progress; on a save step (3, 6) and the last step before the save; the
+    summary's ratio is the last step's."""
+    import json
+
+    from tistudio.events import Progress, Saved
+    from tistudio.train import health
+
+    ratios = iter([5.0, 1.0, 6.0, 1.0, 1.0, 7.0, 8.0, 9.0])
+    monkeypatch.setattr(health, "max_ratio", lambda objective, norms, medians: next(ratios))
+    events = []
+    train(config(emb, dataset, tmp_path, steps=8, save_every=3), components=tiny_models["sd1"], progress=False,
+          callback=events.append)
+    warned = [e.text for e in events if isinstance(e, Message) and "vocabulary's median" in e.text]
+    assert [w.split(":")[0] for w in warned] == ["step 1", "step 3", "step 6"]
+    assert warned[1].startswith("step 3: a vector's norm is 6.0x the vocabulary's median token norm")
+
+    def at(kind, step):
+        return next(i for i, e in enumerate(events) if isinstance(e, kind) and e.step == step)
+    for step in (1, 3, 6):
+        i = next(i for i, e in enumerate(events) if isinstance(e, Message) and e.text.startswith(f"step {step}: a"))
+        assert at(Progress, step) < i < at(Progress, step + 1)
+        if step % 3 == 0:
+            assert i < at(Saved, step)
+    summary = json.loads((tmp_path / "runs" / "tok" / "summary.json").read_text())
+    assert summary["max_norm_ratio"] == 9.0
+
+
 def poison_step(monkeypatch, steps: set[int]):
     """Make the optimizer's step leave the vectors NaN on the given 1-based steps (a step with finite
     gradients that still overflows): only check_vectors can see it."""

@@ -18,7 +18,8 @@ device-side flag read together with the step's losses, in the one device-to-host
 makes anyway to log the loss (`read_step`). The vectors' verdict after an optimizer step is read
 with the next step's copy, or before anything judges or saves the vectors (a preview, save or
 evaluation step, and the end of the run: TrainState.settle). Found there, it rolls back as before;
-a step already computed on the non-finite vectors is skipped with it.
+a step already computed on the non-finite vectors is skipped with it. Other per-step checks that
+need a device value (the vector-health watch, health.py) hand it to the same copy (TrainState.defer).
 
 The guard's counters, learning-rate factor and rollback target are part of the training state, so
 a resumed run continues exactly as an uninterrupted one would.
@@ -46,19 +47,29 @@ def all_finite(tensors) -> torch.Tensor | None:
     return torch.stack(flags).all() if flags else None
 
 
-def read_step(losses, flags) -> tuple[float, list[bool]]:
-    """The step's loss and the device flags (all_finite's) in one device-to-host copy. The loss is
-    its micro-batches' losses (0-dim tensors) added in order on the host, exactly as adding each
-    float(loss) would be (float32 holds fp16, bf16 and fp32 values exactly); a None flag reads True."""
-    dev = losses[0].device
+def read_step(losses, flags, later=()) -> tuple[float, list[bool], list[list[float]]]:
+    """The step's loss, the device flags (all_finite's) and the `later` 1-D tensors (values deferred
+    to this copy: TrainState.defer) in one device-to-host copy. The loss is its micro-batches'
+    losses (0-dim tensors) added in order on the host, exactly as adding each float(loss) would be
+    (float32 holds fp16, bf16 and fp32 values exactly); a None flag reads True; each later tensor
+    comes back as its float32 values, as float() of each would read them. No losses: 0.0."""
     given = [f for f in flags if f is not None]
-    values = torch.stack([x.float().reshape(()) for x in losses]
-                         + [f.to(device=dev, dtype=torch.float32) for f in given]).tolist()
+    parts = [*losses, *given, *later]
+    if not parts:
+        return 0.0, [True] * len(flags), []
+    dev = parts[0].device
+    values = torch.cat([x.float().reshape(1) for x in losses]
+                       + [f.to(device=dev, dtype=torch.float32).reshape(1) for f in given]
+                       + [t.to(device=dev, dtype=torch.float32).reshape(-1) for t in later]).tolist()
     total = 0.0
     for value in values[:len(losses)]:
         total += value
-    read = iter(values[len(losses):])
-    return total, [True if f is None else bool(next(read)) for f in flags]
+    read = iter(values[len(losses):len(losses) + len(given)])
+    rest, out = values[len(losses) + len(given):], []
+    for t in later:
+        out.append(rest[:t.numel()])
+        rest = rest[t.numel():]
+    return total, [True if f is None else bool(next(read)) for f in flags], out
 
 
 class NumericGuard:

@@ -55,12 +55,20 @@ def measure(objective, start: dict[str, tuple[torch.Tensor, ...]], medians: tupl
     return rows
 
 
-def max_ratio(objective, medians: tuple[float, ...]) -> float:
-    """The largest norm / vocabulary-median ratio over every trained vector: the cheap number the
-    always-on warning watches after every step (measure() adds drift, for evaluations)."""
+def max_norms(objective) -> torch.Tensor:
+    """The largest vector norm of every trained tensor (each embedding's, per encoder, in that
+    order), as one 1-D tensor left on the device: the always-on warning reads it with the loop's
+    next device-to-host copy (TrainState.defer), so watching costs no wait of its own."""
     with torch.no_grad():
-        return max(float(param.detach().float().norm(dim=1).max()) / medians[enc]
-                   for e in objective.embeddings for enc, param in enumerate(e.params))
+        return torch.stack([param.detach().float().norm(dim=1).max()
+                            for e in objective.embeddings for param in e.params])
+
+
+def max_ratio(objective, norms: list[float], medians: tuple[float, ...]) -> float:
+    """The largest norm / vocabulary-median ratio over every trained vector, from max_norms' values
+    read to the host (measure() adds drift, for evaluations)."""
+    encoders = [enc for e in objective.embeddings for enc in range(len(e.params))]
+    return max(norm / medians[enc] for norm, enc in zip(norms, encoders))
 
 
 def summary(rows: list[VectorHealth]) -> dict[str, float]:
@@ -86,14 +94,16 @@ def cap_norms(objective, medians: tuple[float, ...], max_ratio: float) -> None:
 class VectorWatch:
     """The health of a run's trained vectors: their drift from where the run began (`start`), and
     a warning when a norm passes WARN_RATIO x the vocabulary median (once per onset). `last_ratio`
-    is the latest max ratio seen (summary.json)."""
+    is the latest max ratio seen (summary.json). `defer(values, then)`: reads a device tensor with
+    the loop's next copy and calls `then` with its values (TrainState.defer)."""
 
     def __init__(self, objective, start: dict[str, tuple[torch.Tensor, ...]], medians: tuple[float, ...],
-                 say, last_ratio: float | None = None):
+                 say, defer, last_ratio: float | None = None):
         self.objective = objective
         self.start = start
         self.medians = medians
         self.say = say
+        self.defer = defer
         self.last_ratio = last_ratio
         self.warned = False
 
@@ -101,8 +111,11 @@ class VectorWatch:
         return measure(self.objective, self.start, self.medians)
 
     def watch(self, step: int) -> None:
-        """The cheap check after every step (when no evaluation measures the vectors)."""
-        self.check(step, max_ratio(self.objective, self.medians))
+        """The cheap check after every step (when no evaluation measures the vectors): the norms of
+        this step's vectors are taken now and judged when read, with the next step's loss, or before
+        a preview, a save or the end (TrainState.settle); the warning still names this step."""
+        self.defer(max_norms(self.objective),
+                   lambda norms: self.check(step, max_ratio(self.objective, norms, self.medians)))
 
     def check(self, step: int, ratio: float) -> None:
         self.last_ratio = ratio

@@ -191,6 +191,8 @@ def _steps(s: Setup, st: TrainState, progress: bool) -> TrainResult:
         # Hooks before snapshots: the validation's early stop and best files see this step first.
         for hook in s.hooks:
             hook.after_step(step, total, lr)
+        if judged:  # what a hook deferred (the health watch) is read before this step's preview or save
+            st.settle(s.callback)
         # Previews before the save point: state.pt commits the step, so a kill right after it
         # must not leave the step without its preview (a resume never redoes that step).
         if previews:

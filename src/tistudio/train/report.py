@@ -191,16 +191,17 @@ def validation_names(s: Setup, val_cache=None) -> Callable[[int], str]:
     return lambda i: folders.get(Path(val_cache.records[i].path).resolve().parent, first)
 
 
-def hooks_for(s: Setup, start_step: int, val_cache=None, resumed: bool = False) -> list[Hook]:
+def hooks_for(s: Setup, start_step: int, defer, val_cache=None, resumed: bool = False) -> list[Hook]:
     """The hooks every run gets (summary.json and the plot are always written): the validator
-    (with --val-every) first, so the report shows its evaluation of a step; then the report."""
+    (with --val-every) first, so the report shows its evaluation of a step; then the report.
+    `defer`: TrainState.defer, through which the health watch reads its values."""
     cfg, run, objective = s.cfg, s.run, s.objective
     writes = s.dist.is_main
     previous = read_summary(run) if resumed else {}
     watch = None
     if not isinstance(objective.embeddings[0], TrainableHypernetwork):
         watch = VectorWatch(objective, start_vectors(s, start_step, resumed, writes), s.medians,
-                            s.callback)
+                            s.callback, defer)
     validator = None
     if cfg.val_every:
         validation = ValidationSet.build(cfg, s.c, s.cache if val_cache is None else val_cache,

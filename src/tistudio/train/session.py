@@ -316,7 +316,7 @@ def _build(cfg, components, callback, stop, progress, resume, trained, saved, ru
                   schedule=schedule, recipe=recipe, run=run, device=device, width=width, height=height,
                   callback=callback, stop=stop, speed=speed, dist=dist, lock=lock, concepts=concepts,
                   preview_prompts=previews, medians=medians)
-    setup.hooks.extend(hooks_for(setup, state.step, val_cache, resumed=bool(resume)))
+    setup.hooks.extend(hooks_for(setup, state.step, state.defer, val_cache, resumed=bool(resume)))
     return setup, state
 
 

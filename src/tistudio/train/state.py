@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -44,6 +44,8 @@ class TrainState:
     # sets it, read_step or settle reads it (guards.py). Always None at a save point.
     unread: tuple[int, torch.Tensor] | None = None
     void: bool = False   # this step ran on vectors found non-finite (and rolled back): skip it
+    # Device values others asked to read with the next copy, each with who hears them (defer).
+    later: list[tuple[torch.Tensor, Callable[[list[float]], None]]] = field(default_factory=list)
 
     def params(self) -> list[torch.Tensor]:
         return [p for e in self.trained for p in e.params]
@@ -100,12 +102,26 @@ class TrainState:
             "scaler": copy.deepcopy(self.scaler.state_dict()) if self.scaler is not None else None,
         })
 
+    def defer(self, values: torch.Tensor, then: Callable[[list[float]], None]) -> None:
+        """Read `values` (a 1-D device tensor) with the next copy (read_step or settle) and hand them
+        to `then` before anything else that copy decides: the vector-health watch reads nothing
+        on its own (health.VectorWatch.watch)."""
+        self.later.append((values, then))
+
+    def _read(self, losses: list[torch.Tensor], flags: list) -> tuple[float, list[bool]]:
+        """guards.read_step's one copy, with the deferred values, whose listeners hear them first."""
+        later, self.later = self.later, []
+        total, read, values = read_step(losses, flags, [t for t, _ in later])
+        for (_, then), got in zip(later, values):
+            then(got)
+        return total, read
+
     def read_step(self, losses: list[torch.Tensor], say: Callback) -> tuple[float, bool]:
         """(the step's loss, whether every gradient is finite), read with the previous step's vectors
-        flag in one device-to-host copy (guards.read_step). Vectors that step left non-finite roll
-        back now, and this step, computed on them, is void (admit skips it)."""
+        flag and any deferred values in one device-to-host copy (guards.read_step). Vectors that
+        step left non-finite roll back now, and this step, computed on them, is void (admit skips it)."""
         step, vectors = self.unread or (0, None)
-        total, (grads_ok, vectors_ok) = read_step(losses, [all_finite(p.grad for p in self.params()), vectors])
+        total, (grads_ok, vectors_ok) = self._read(losses, [all_finite(p.grad for p in self.params()), vectors])
         self.void = not self._vectors_read(step, vectors_ok, say)
         return total, grads_ok
 
@@ -131,9 +147,14 @@ class TrainState:
 
     def settle(self, say: Callback) -> None:
         """Before anything judges, previews or saves the vectors (and at the end): read the last
-        step's flag now, and undo a step that made a vector non-finite."""
-        if self.unread is not None:
-            self._vectors_read(self.unread[0], bool(self.unread[1]), say)
+        step's flag and any deferred values now (one copy), and undo a step that made a vector
+        non-finite."""
+        if self.unread is None and not self.later:
+            return
+        unread = self.unread
+        _, (ok,) = self._read([], [None if unread is None else unread[1]])
+        if unread is not None:
+            self._vectors_read(unread[0], ok, say)
 
     def _vectors_read(self, step: int, ok: bool, say: Callback) -> bool:
         """The unread flag of step `step` is read (`ok`): undo that step if it made a vector non-finite."""
