@@ -45,6 +45,14 @@ def train(cfg, components: Components | None = None, callback=None, stop=None, p
     return _train(cfg, components, callback, stop, progress, resume)
 
 
+def check_run(cfg, where: str = "command line", near_distance: int = 6, subject: str = "character"):
+    """What the training run `cfg` would refuse or regret, per embedding and per concept, without
+    loading the model's weights (train/preflight.py): a RunCheck (.usable, .table(), .to_json())."""
+    from .train.preflight import check_run as _check
+
+    return _check(cfg, where, near_distance, subject)
+
+
 def create_hypernetwork(model: str | Components, name: str, modules=None, structure=None,
                         out_dir: str | Path = "hypernetworks", overwrite: bool = False, seed: int = 0) -> Path:
     """Write OUT_DIR/NAME.pt: a new hypernetwork in A1111's format (hypernetwork/create.py)."""

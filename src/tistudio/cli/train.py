@@ -83,10 +83,7 @@ def overrides_from(args) -> dict:
     given = nested({k: tuple(dict.fromkeys(v)) if isinstance(v, list) else v for k, v in values.items()})
     if folders:
         given["data"] = folders[0]
-    if files:  # more files become [[embeddings]] tables, replacing the --config file's
-        given["embedding"] = files[0]
-        if files[1:]:
-            given["embeddings"] = [{"path": f} for f in files[1:]]
+    given.update(embedding_overrides(files))
     # More folders become [[concept]] tables, replacing the --config file's (flags override the file).
     extra = [{"path": d} for d in folders[1:]] + [{"path": d, "is_reg": True} for d in args.reg_data or []]
     if extra:
@@ -94,6 +91,21 @@ def overrides_from(args) -> dict:
     if given.get("hypernetwork"):
         given.setdefault("method", "hypernetwork")
     return given
+
+
+def embedding_overrides(files: list[str]) -> dict:
+    """Repeated --embedding FILE: the first is `embedding`; more files become [[embeddings]] tables,
+    replacing the --config file's."""
+    given = {"embedding": files[0]} if files else {}
+    if files[1:]:
+        given["embeddings"] = [{"path": f} for f in files[1:]]
+    return given
+
+
+def fresh_config(config: str | None, given: dict) -> TrainConfig:
+    """The --config file (if any) with the command line's options on top, as a new run has it."""
+    base = load_toml(config) if config else {}
+    return from_dict(TrainConfig, method_defaults(merge(base, given)), config or "command line")
 
 
 def build_config(args) -> TrainConfig:
@@ -109,8 +121,7 @@ def build_config(args) -> TrainConfig:
         for name, old, new in changed:
             print(f"info: --resume: {option_name(name)} {show(new)} (was {show(old)})", flush=True)
         return cfg
-    base = load_toml(args.config) if args.config else {}
-    return from_dict(TrainConfig, method_defaults(merge(base, given)), args.config or "command line")
+    return fresh_config(args.config, given)
 
 
 def run(args) -> int:

@@ -72,13 +72,6 @@ class Concepts:
         `embedding`, else `default` (the run's first embedding; docs/multi-embedding.md)."""
         return [self._concept(i).config.embedding or default for i in indices]
 
-    def check_embeddings(self, names: Sequence[str]) -> None:
-        """Each concept's `embedding` is one of the run's (`names`, their triggers)."""
-        for c in self.concepts:
-            if c.config.embedding and c.config.embedding not in names:
-                raise TIStudioError(f"[[concept]] {c.config.path}: embedding = {c.config.embedding!r} is not one of "
-                                    f"this run's embeddings ({', '.join(names)}); use one of their names")
-
     def training_indices(self) -> list[int]:
         """The records of the training concepts, not the reg ones (validation, fidelity references)."""
         return [i for c in self.concepts if not c.config.is_reg for i in range(c.start, c.stop)]
@@ -103,6 +96,12 @@ class Concepts:
         return [{"path": c.config.path, "images": c.stop - c.start, "repeats": c.config.repeats,
                  "draws_per_epoch": sum(c.start <= i < c.stop for i in self.draws),
                  "loss_weight": self.weights[c.start], "is_reg": c.config.is_reg} for c in self.concepts]
+
+
+def unknown_embeddings(configs: Sequence[ConceptConfig], names: Sequence[str]) -> list[str]:
+    """One line for each concept whose `embedding` is none of the run's (`names`, their triggers)."""
+    return [f"[[concept]] {c.path}: embedding = {c.embedding!r} is not one of this run's embeddings "
+            f"({', '.join(names)}); use one of their names" for c in configs if c.embedding and c.embedding not in names]
 
 
 def build_draws(concepts: Sequence[Concept]) -> tuple[tuple[int, ...], int]:

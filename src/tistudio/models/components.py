@@ -8,6 +8,19 @@ import torch
 from .family import FamilySpec
 
 
+def latent_factor(block_out_channels) -> int:
+    """How many pixels one latent cell spans per side: 2 per VAE down block after the first."""
+    return 2 ** (len(block_out_channels) - 1)
+
+
+def native_resolution(sample_size, factor: int, family_resolution: int) -> int:
+    """The side a model was made for, from its UNet config's `sample_size` (Components.resolution;
+    ModelSource.resolution reads the same from the config files, before any weight)."""
+    if isinstance(sample_size, (list, tuple)):  # diffusers also allows (height, width); take the longer
+        sample_size = max(sample_size)
+    return int(sample_size) * factor if isinstance(sample_size, int) and sample_size > 0 else family_resolution
+
+
 @dataclass
 class Components:
     """Everything training and generation need. Text encoders are in the family's encoder order
@@ -36,17 +49,15 @@ class Components:
 
     @property
     def vae_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return latent_factor(self.vae.config.block_out_channels)
 
     @property
     def resolution(self) -> int:
         """The side the model was made for: its UNet's latent `sample_size` times the VAE factor
         (64 x 8 = 512 for SD1.5, 96 x 8 = 768 for SD2 768-v, 4 x 4 = 32 for the toy model); the
         family's resolution only when the config has none."""
-        size = getattr(self.unet.config, "sample_size", None)
-        if isinstance(size, (list, tuple)):  # diffusers also allows (height, width); take the longer
-            size = max(size)
-        return int(size) * self.vae_factor if isinstance(size, int) and size > 0 else self.family.resolution
+        return native_resolution(getattr(self.unet.config, "sample_size", None), self.vae_factor,
+                                 self.family.resolution)
 
     def freeze(self) -> "Components":
         """No weight gradients anywhere: only embedding vectors ever train."""

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import TIStudioError, first_line
 from ..hashing import file_sha256
-from .components import Components
+from .components import Components, latent_factor, native_resolution
 from .family import PREDICTIONS, get_family
 from .single_file import (MODEL_HINT, Checkpoint, SafetensorsTensors, as_dtype, build_modules, detect_family,
                           detect_prediction, in_channels, read_checkpoint, shipped_config)
@@ -63,6 +63,31 @@ class ModelSource:
             unet = UNet2DConditionModel.from_config(config)
         return sum(p.numel() for p in unet.parameters())
 
+    def _config(self, part: str) -> dict:
+        file = self.config / part / "config.json"
+        try:
+            return json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TIStudioError(f"--model {self.path}: no readable {part} config in {self.config} "
+                                f"({first_line(exc)}); {MODEL_HINT}") from None
+
+    def tokenizer(self):
+        """The model's CLIP tokenizer (its folder's vocabulary, else the shipped one)."""
+        return load_clip_tokenizer(_tokenizer_folder(self.config / "tokenizer"),
+                                   get_family(self.family).encoders[0].pad_token)
+
+    def widths(self) -> tuple[int, ...]:
+        """The text encoders' token-embedding widths, from their configs (no weight is read): what
+        Components.widths will be, so an embedding can be checked against it before the load."""
+        parts = ("text_encoder", "text_encoder_2")[:len(get_family(self.family).encoders)]
+        return tuple(int(self._config(part)["hidden_size"]) for part in parts)
+
+    def resolution(self) -> int:
+        """Components.resolution, from the UNet and VAE configs."""
+        factor = latent_factor(self._config("vae").get("block_out_channels", (0,) * 4))
+        return native_resolution(self._config("unet").get("sample_size"), factor,
+                                 get_family(self.family).resolution)
+
     def load(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
              vae_dtype: torch.dtype | None = None) -> Components:
         vae_dtype = dtype if vae_dtype is None else vae_dtype
@@ -74,7 +99,7 @@ class ModelSource:
                                                 self.path, vae_dtype)
             hash_file = self.path
         spec = get_family(self.family)
-        tokenizer = load_clip_tokenizer(_tokenizer_folder(self.config / "tokenizer"), spec.encoders[0].pad_token)
+        tokenizer = self.tokenizer()
         return Components(
             family=spec, prediction=self.prediction, tokenizer=tokenizer,
             text_encoders=[te.to(device) for te in encoders],

@@ -14,7 +14,7 @@ from ..config.validation import first_repeat
 from ..atomic import as_user_error, check_writable, remove_stale, write_text
 from ..data.bucket_cache import BucketedCache
 from ..data.buckets import plan_buckets
-from ..data.concepts import load_concepts
+from ..data.concepts import concept_configs, load_concepts, unknown_embeddings
 from ..data.latent_encode import vae_encoder
 from ..data.latent_store import store_for
 from ..data.prompts import CaptionExtras, PromptSampler
@@ -83,7 +83,7 @@ def load_components(cfg: TrainConfig, device: torch.device | None = None, proces
     return source.load(DTYPES[speed.precision], vae_dtype=torch.float32)
 
 
-def _trained(cfg: TrainConfig) -> list[Embedding] | list[Hypernetwork]:
+def load_trained(cfg: TrainConfig) -> list[Embedding] | list[Hypernetwork]:
     """What the run trains, the first naming the run folder by its stored name: the --hypernetwork
     file of a hypernetwork run, else each embedding (--embedding, then the [[embeddings]] tables;
     DreamArtist's partner is found later, select.py)."""
@@ -92,20 +92,30 @@ def _trained(cfg: TrainConfig) -> list[Embedding] | list[Hypernetwork]:
     if not cfg.embedding_tables:
         raise TIStudioError("--embedding is required: a file made by `tistudio create NAME`")
     embs = [load_embedding(t.path) for t in cfg.embedding_tables]
-    paths = [t.path for t in cfg.embedding_tables]
-    for k, emb in enumerate(embs[1:], 1):  # a prompt names an embedding by its trigger, so each needs its own
-        same = next((i for i in range(k) if embs[i].name == emb.name), None)
-        if same is not None:
-            raise TIStudioError(f"[[embeddings]] {paths[k]}: its trigger {emb.name!r} is also {paths[same]}'s; "
-                                "each embedding of a run needs its own name (`tistudio create OTHER_NAME`)")
-        if emb.step != embs[0].step:  # --steps counts from the stored step, one count for the run
-            raise TIStudioError(f"[[embeddings]] {paths[k]}: stored at step {emb.step}, {paths[0]} at step "
-                                f"{embs[0].step}; embeddings trained together start from the same step: train "
-                                "them in separate runs")
+    problems = not_together(embs, [t.path for t in cfg.embedding_tables])
+    if problems:
+        raise TIStudioError(problems[0])
     return embs
 
 
-def _finals(cfg: TrainConfig, names: list[str]) -> list[Path]:
+def not_together(embs: list[Embedding], paths: list[str]) -> list[str]:
+    """Why these embeddings (loaded from `paths`) cannot train in one run, one line each: a trigger
+    two of them have, or a stored step other than the first's. `tistudio check` lists them all."""
+    out = []
+    for k, emb in enumerate(embs[1:], 1):  # a prompt names an embedding by its trigger, so each needs its own
+        same = next((i for i in range(k) if embs[i].name == emb.name), None)
+        if same is not None:
+            out.append(f"[[embeddings]] {paths[k]}: its trigger {emb.name!r} is also {paths[same]}'s; "
+                       "each embedding of a run needs its own name (`tistudio create OTHER_NAME`)")
+        if emb.step != embs[0].step:  # --steps counts from the stored step, one count for the run
+            out.append(f"[[embeddings]] {paths[k]}: stored at step {emb.step}, {paths[0]} at step "
+                       f"{embs[0].step}; embeddings trained together start from the same step: train "
+                       "them in separate runs")
+    return out
+
+
+def finals(cfg: TrainConfig, names: list[str]) -> list[Path]:
+    """The run's finished files (`names`: what it trains), refused when two would share a path."""
     if cfg.method == "hypernetwork":
         return [final_hypernetwork(cfg.output, cfg.hypernetwork)]
     paths = [path for finals in embedding_finals(cfg, names) for path, _ in finals]
@@ -191,12 +201,16 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         resume = None
     # Cheap checks first (the embedding, a resume's state, the steps left, the output's folder), so a
     # run that cannot start says so before the model loads, and one with nothing to do writes nothing.
-    trained = _trained(cfg)
+    trained = load_trained(cfg)
     emb = trained[0]
     saved = train_state.load(Path(resume)) if resume else None
     check_steps_left(cfg, emb.name, int(saved["step"]) if saved else emb.step, resume)
-    for path in _finals(cfg, [e.name for e in trained]):
+    for path in finals(cfg, [e.name for e in trained]):
         check_writable(path)
+    unknown = [] if cfg.method == "hypernetwork" else unknown_embeddings(concept_configs(cfg),
+                                                                          [e.name for e in trained])
+    if unknown:
+        raise TIStudioError(unknown[0])
     device = pick_device(cfg.device)
     dist = Distributed.from_env(cfg.batch_size, device.type)
     device = dist.device(device)
@@ -234,8 +248,6 @@ def _build(cfg, components, callback, stop, progress, resume, trained, saved, ru
     concepts, records, held_out, _ = load_concepts(
         cfg, width=width, height=height, factor=c.vae_factor, needs_name=not hyper,
         split=lambda images: split_images(cfg, images), warn=lambda text: callback(Message("warning", text)))
-    if not hyper:
-        concepts.check_embeddings([e.name for e in trained])
     if line := concepts.describe():
         callback(Message("info", line))
     previews = per_embedding(load_preview_prompts(cfg.preview_prompts, c.vae_factor),

@@ -44,7 +44,7 @@ def negative_path(cfg: TrainConfig) -> Path:
 
 def build_objective(cfg: TrainConfig, c: Components, trained: list[Embedding], device: torch.device,
                     lines: list[str], pixels=None):
-    """`trained`: session._trained's list, one per TrainConfig.embedding_tables (a hypernetwork run's
+    """`trained`: session.load_trained's list, one per TrainConfig.embedding_tables (a hypernetwork run's
     one file; several only for --method ti, config/validation.py)."""
     encoder = PromptEncoder(c, cfg.model.clip_skip)
     positive = trained[0]
