@@ -140,3 +140,15 @@ def test_a_run_without_a_model_and_the_dataset_mode_unchanged(cli, run):
     plain = cli("check", run["a"], "--width", 64, "--height", 64)
     assert plain.returncode == 0 and plain.stdout.startswith(f"dataset {run['a']}: 2 images")
     assert "--model" in cli("check", run["a"], "--model", "m").stderr
+
+
+def test_the_models_widths_and_size_from_its_configs_are_what_loading_gives(tiny_models, tiny_model_dirs):
+    """check compares embeddings with ModelSource.widths before any weight is read: the same
+    numbers the loaded model has (Components.widths, .resolution), for each family."""
+    from tistudio.models.load import open_model
+
+    for family, folder in tiny_model_dirs.items():
+        source = open_model(folder)
+        assert source.widths() == tiny_models[family].widths
+        assert source.resolution() == tiny_models[family].resolution
+    assert open_model(tiny_model_dirs["sdxl"]).widths() == (32, 64)

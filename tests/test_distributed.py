@@ -86,6 +86,63 @@ def test_accelerate_launch_matches_one_process(tiny_models, tiny_model_dirs, dat
     _check_same(one, load_embedding(tmp_path / "two.pt"), load_embedding(emb))
 
 
+def _reduce_in(rank: int, store: str, out: str) -> None:
+    """One of two gloo processes: `a` has a gradient in both, `b` in rank 1 only, `c` in neither."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    a, b, c = (torch.zeros(2, 3, requires_grad=True) for _ in range(3))
+    a.grad = torch.full((2, 3), float(rank + 1))
+    if rank == 1:
+        b.grad = torch.ones(2, 3)
+    total, ok = Distributed(rank=rank, world=2).reduce([a, b, c], 0.25 * (rank + 1), True)
+    torch.save({"a": a.grad, "b": b.grad, "c": c.grad, "total": total, "ok": ok}, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_a_parameter_no_process_has_a_gradient_for_keeps_none(tmp_path):
+    """As in one process, where an embedding no prompt of the step names has no gradient (so AdamW
+    leaves it and its moments alone): summed over processes it stays None, not zeros; one that any
+    process has is the sum, zeros counted for the others."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_reduce_in, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"{rank}.pt")
+        assert torch.equal(got["a"], torch.full((2, 3), 3.0)) and torch.equal(got["b"], torch.ones(2, 3))
+        assert got["c"] is None and got["total"] == 0.75 and got["ok"] is True
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_two_processes_train_two_embeddings_as_one_does(tiny_models, tiny_model_dirs, tmp_path):
+    """cat's concept has four images, dog's two: batches of two often hold no dog, so no process's
+    share names it. One process leaves dog (and its moments) alone then; two must too, so both
+    embeddings end where one process puts them (before, the summed zeros let AdamW's momentum
+    move dog on every such step)."""
+    from shapes_dataset import write_shapes_dataset
+
+    c = tiny_models["sd1"]
+    a, b = write_shapes_dataset(tmp_path / "a", n=4, seed=1), write_shapes_dataset(tmp_path / "b", n=2, seed=2)
+    cat = api.create_embedding(c, "cat", "cat", 1, tmp_path / "emb")
+    dog = api.create_embedding(c, "dog", "dog", 1, tmp_path / "emb")
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'embedding = "{cat}"\ndata = "{a}"\n[[embeddings]]\npath = "{dog}"\n'
+                    f'[[concept]]\npath = "{b}"\nembedding = "dog"\n')
+    flags = ["--config", str(toml), "--model", str(tiny_model_dirs["sd1"]), "--steps", "6", "--width", "64",
+             "--height", "64", "--batch-size", "2", "--lr", "0.05", "--save-every", "0", "--preview-every", "0",
+             "--template", "subject", "--format", "a1111-pt", "--seed", "7", "--quiet"]
+    for n in (1, 2):
+        argv = ["train", *flags, "--log-dir", str(tmp_path / f"runs{n}"), "--output", str(tmp_path / f"out{n}" / "cat.pt"),
+                "--num-processes", str(n)]
+        proc = subprocess.run([sys.executable, "-m", "tistudio", *argv], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("cat", "dog"):
+        one, two = (load_embedding(tmp_path / f"out{n}" / f"{name}.pt").vectors[0] for n in (1, 2))
+        assert not torch.equal(one, load_embedding(tmp_path / "emb" / f"{name}.pt").vectors[0])  # it trained
+        torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-6)
+
+
 def test_batch_must_split_evenly(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(TIStudioError, match="--batch-size 3: must be a multiple of the 2 processes"):

@@ -81,21 +81,31 @@ class Distributed:
 
     def reduce(self, params, loss: float, grads_finite: bool) -> tuple[float, bool]:
         """Sum the vector gradients and the step's loss over processes; returns the total loss and
-        whether the summed gradients are all finite (`grads_finite`: this process's, when alone)."""
+        whether the summed gradients are all finite (`grads_finite`: this process's, when alone).
+        A parameter no process has a gradient for (an embedding no prompt of the step names: its
+        share of every process) keeps none, as in one process, so the optimizer leaves it and its
+        moments alone; a zero sum would let AdamW's momentum move it. Each process counts itself
+        in for each parameter it has a gradient of, in the same one call."""
         if self.world == 1:
             return loss, grads_finite
         import torch
         import torch.distributed as dist
 
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([loss], dtype=grads[0].dtype,
-                                                                        device=grads[0].device)])
-        dist.all_reduce(flat)  # one call for every vector and the loss
+        dtype, device = grads[0].dtype, grads[0].device
+        have = torch.tensor([float(p.grad is not None) for p in params] + [loss], dtype=dtype, device=device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [have])
+        dist.all_reduce(flat)  # one call for every vector, who has a gradient, and the loss
         offset = 0
         for p, g in zip(params, grads):
             p.grad = flat[offset:offset + g.numel()].view_as(g)
             offset += g.numel()
-        total, ok = torch.stack([flat[-1], torch.isfinite(flat[:-1]).all().to(flat.dtype)]).tolist()
+        summed = flat[:offset]
+        total, ok, *counts = torch.cat([torch.stack([flat[-1], torch.isfinite(summed).all().to(dtype)]),
+                                        flat[offset:-1]]).tolist()
+        for p, count in zip(params, counts):
+            if not count:  # no process had one
+                p.grad = None
         return total, bool(ok)
 
     def any_stopped(self, stopped: bool) -> bool:
