@@ -152,3 +152,24 @@ def test_the_models_widths_and_size_from_its_configs_are_what_loading_gives(tiny
         assert source.widths() == tiny_models[family].widths
         assert source.resolution() == tiny_models[family].resolution
     assert open_model(tiny_model_dirs["sdxl"]).widths() == (32, 64)
+
+
+def test_nothing_left_to_train_and_a_missing_template_or_folder_are_trains_refusals(cli, run, tiny_models, tmp_path):
+    done = tmp_path / "done.pt"
+    dog = tmp_path / "at5" / "dog.pt"
+    dog.parent.mkdir()
+    save_embedding(replace(load_embedding(run["cat"]), name="done", step=5), done, "a1111-pt")
+    save_embedding(replace(load_embedding(run["dog"]), step=5), dog, "a1111-pt")
+    run["toml"].write_text(run["toml"].read_text().replace(f'embedding = "{run["cat"]}"', f'embedding = "{done}"')
+                           .replace(f'path = "{run["dog"]}"', f'path = "{dog}"')
+                           .replace(f'data = "{run["a"]}"', f'data = "{tmp_path / "nope"}"\ntemplate = "nofile.txt"')
+                           .replace('embedding = "dog"\n', 'embedding = "dog"\ntemplate = "subject"\n'))
+    r = cli("check", "--config", run["toml"], "--json")
+    assert r.returncode == 1
+    errors = {f["code"]: f["message"] for f in json.loads(r.stdout)["findings"] if f["level"] == "error"}
+    assert set(errors) == {"steps-left", "template", "concept-folder"}
+    assert errors["steps-left"].startswith("done is already at step 5 (≥ --steps 5); pass --steps M")
+    assert errors["template"].startswith("--template 'nofile.txt' is neither a shipped template")
+    assert errors["concept-folder"] == f"dataset folder {tmp_path / 'nope'} does not exist; pass --data with a " \
+                                       "folder of training images"
+    assert [d["path"] for d in json.loads(r.stdout)["datasets"]] == [str(run["b"])]  # the other is still checked

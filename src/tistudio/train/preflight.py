@@ -18,6 +18,7 @@ from typing import Callable
 from ..atomic import check_writable
 from ..config import TrainConfig
 from ..data.concepts import concept_configs, unknown_embeddings
+from ..data.dataset import scan_images
 from ..data.templates import load_template
 from ..embedding.compat import check as compat
 from ..embedding.compat_facts import facts, family_of
@@ -52,6 +53,7 @@ class RunCheck:
     method: str
     model: str | None
     model_family: str | None
+    hypernetwork: str | None          # what a --hypernetwork run trains (it has no embeddings)
     embeddings: tuple[EmbeddingFacts, ...]
     findings: tuple[Finding, ...]
     datasets: tuple[DatasetReport, ...]
@@ -69,7 +71,8 @@ class RunCheck:
 
     def table(self) -> str:
         model = f"{self.model} ({self.model_family})" if self.model_family else self.model or "(none)"
-        lines = [f"run {self.source}: method {self.method}, model {model}, {len(self.embeddings)} embedding(s)"]
+        trains = f"hypernetwork {self.hypernetwork}" if self.hypernetwork else f"{len(self.embeddings)} embedding(s)"
+        lines = [f"run {self.source}: method {self.method}, model {model}, {trains}"]
         rows = [("EMBEDDING", "TRIGGER", "VECTORS", "FAMILY", "STEP", "LR_SCALE", "STOP", "CONCEPTS")]
         for e in self.embeddings:
             unread = "?" if e.name is None else None
@@ -77,7 +80,7 @@ class RunCheck:
                          unread or str(e.step), f"{e.lr_scale:g}", str(e.stop_step or "-"),
                          ", ".join(e.concepts) or "-"))
         wide = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, wide)) + "  " + r[-1] for r in rows]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, wide)) + "  " + r[-1] for r in rows if self.embeddings]
         for e in self.embeddings:
             if e.loads_in:
                 lines.append(f"  {e.name or e.path} loads in: " + ", ".join(
@@ -136,12 +139,13 @@ def check_run(cfg: TrainConfig, where: str = "command line", near_distance: int 
         for path in found.verdict("outputs", finals, cfg, names) or []:
             found.verdict("outputs", check_writable, path)
         found.verdict("run-folder", check_writable, Path(cfg.log_dir) / names[0])
-    found.verdict("template", load_template, cfg.template, not hyper)
+    for template in dict.fromkeys([cfg.template, *(c.template for c in concepts if c.template)]):
+        found.verdict("template", load_template, template, not hyper)
     embeddings = tuple(_facts(cfg, t, e, source, concepts) for t, e in zip(tables, loaded))
     side = found.verdict("model", source.resolution) if widths else None
     datasets = _datasets(cfg, concepts, side, names, near_distance, subject, found)
-    return RunCheck(where, cfg.method, cfg.model.model, source.family if source else None, embeddings,
-                    tuple(found), datasets)
+    return RunCheck(where, cfg.method, cfg.model.model, source.family if source else None,
+                    cfg.hypernetwork if hyper else None, embeddings, tuple(found), datasets)
 
 
 def _model(cfg: TrainConfig, found: _Findings) -> ModelSource | None:
@@ -176,7 +180,7 @@ def _datasets(cfg: TrainConfig, concepts, side: int | None, names: list[str], ne
     for c in concepts:
         doctor = partial(check_dataset, width=width, height=height, name=None if c.is_reg else name,
                          near_distance=near, subject=subject, buckets=cfg.buckets, bucket_step=cfg.bucket_step)
-        report = found.verdict("concept-folder", doctor, c.path, files=(c.path,))
-        if report is not None:
-            reports.append(report)
+        # Training's own refusal of the folder first (none, or no image in it), then the doctor.
+        if found.verdict("concept-folder", scan_images, c.path, files=(c.path,)) is not None:
+            reports.append(doctor(c.path))
     return tuple(reports)
