@@ -29,7 +29,7 @@ from ..models.load import ModelSource, open_model
 from ..models.tokenizer import load_clip_tokenizer
 from ..preprocess import DatasetReport, check_dataset
 from ..preprocess.doctor import Finding
-from .session import check_steps_left, finals, load_trained, not_together
+from .session import MODEL_REQUIRED, check_steps_left, finals, load_trained, not_together
 
 
 @dataclass(frozen=True)
@@ -149,13 +149,12 @@ def check_run(cfg: TrainConfig, where: str = "command line", near_distance: int 
 
 
 def _model(cfg: TrainConfig, found: _Findings) -> ModelSource | None:
+    """The run's model, identified from its keys and configs (no weight is read)."""
     m = cfg.model
     if not m.model:
-        found.append(Finding("error", "model", "--model is required: a diffusers folder or a .safetensors/.ckpt "
-                                               "file (without it the embeddings' widths are not checked either)"))
+        found.append(Finding("error", "model", MODEL_REQUIRED))
         return None
-    return found.verdict("model", lambda: open_model(m.model, family=m.family, prediction=m.prediction,
-                                                     config=m.config))
+    return found.verdict("model", open_model, m.model, m.family, m.prediction, m.config)
 
 
 def _facts(cfg: TrainConfig, table, emb, source: ModelSource | None, concepts) -> EmbeddingFacts:

@@ -51,6 +51,9 @@ from .distributed import Distributed
 from .speed import apply as apply_speed, resolve as resolve_speed
 
 
+MODEL_REQUIRED = "--model is required: a diffusers folder or a .safetensors/.ckpt file"
+
+
 def pick_device(name: str) -> torch.device:
     """The --device (its spelling is checked in config.py), refused when this machine lacks it."""
     if name == "auto":
@@ -77,7 +80,7 @@ def load_components(cfg: TrainConfig, device: torch.device | None = None, proces
 
     m = cfg.model
     if not m.model:
-        raise TIStudioError("--model is required: a diffusers folder or a .safetensors/.ckpt file")
+        raise TIStudioError(MODEL_REQUIRED)
     source = open_model(m.model, family=m.family, prediction=m.prediction, config=m.config)
     speed = resolve_speed(cfg, device or pick_device(cfg.device), source.unet_parameters(), processes)
     return source.load(DTYPES[speed.precision], vae_dtype=torch.float32)
