@@ -202,8 +202,9 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         callback(Message("info", f"--resume {resume}: no state.pt yet; starting from the beginning (step 0) "
                                  "in that folder"))
         resume = None
-    # Cheap checks first (the embedding, a resume's state, the steps left, the output's folder), so a
-    # run that cannot start says so before the model loads, and one with nothing to do writes nothing.
+    # Cheap checks first (the embedding, a resume's state, the steps left, the output's folder, the
+    # concepts' embedding names), so a run that cannot start says so before the model loads, and one
+    # with nothing to do writes nothing. `tistudio check` runs the same checks (preflight.py).
     trained = load_trained(cfg)
     emb = trained[0]
     saved = train_state.load(Path(resume)) if resume else None
