@@ -183,3 +183,37 @@ def test_a_run_that_loads_its_model_gives_the_vae_encoder_to_the_cache(tiny_mode
     train(owned_run)
     assert torch.equal(load_embedding(tmp_path / "owned-run" / "out" / "final.pt").vectors[0],
                        load_embedding(tmp_path / "borrowed" / "out" / "final.pt").vectors[0])
+
+
+def test_a_run_that_never_decodes_keeps_no_vae_decoder(tiny_models, tiny_model_dirs, dataset, tmp_path):
+    """Owned, with previews off and no scores: the decoder half goes too (nothing decodes), and the
+    run trains the same vectors as with the caller's model, which keeps its whole VAE."""
+    c = tiny_models["sd1"]
+    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    kw = dict(steps=3, augment_variants=1, random_crop=False, buckets=False)
+    check = config(emb, dataset, tmp_path / "check", "memory", model=ModelConfig(str(tiny_model_dirs["sd1"])), **kw)
+    s, _ = prepare(check, progress=False)
+    s.lock.release()
+    assert s.c.vae.decoder is None and s.c.vae.post_quant_conv is None
+    train(config(emb, dataset, tmp_path / "owned", "memory", model=ModelConfig(str(tiny_model_dirs["sd1"])), **kw),
+          progress=False)
+    train(config(emb, dataset, tmp_path / "borrowed", "memory", **kw), components=c, progress=False)
+    assert c.vae.decoder is not None and c.vae.post_quant_conv is not None
+    assert torch.equal(load_embedding(tmp_path / "owned" / "out" / "final.pt").vectors[0],
+                       load_embedding(tmp_path / "borrowed" / "out" / "final.pt").vectors[0])
+
+
+@pytest.mark.parametrize("options, decodes", [
+    ({"preview_every": 0}, False),
+    ({"preview_every": 500}, True),                                          # previews
+    ({"preview_every": 0, "val_every": 5}, False),                           # a validation loss only
+    ({"preview_every": 0, "val_every": 5, "eval_toy": "teal star"}, True),   # scores generate images
+    ({"preview_every": 0, "method": "dreamartist"}, False),
+    ({"preview_every": 0, "method": "dreamartist", "dreamartist": {"reconstruction": True}}, True),
+])
+def test_what_keeps_the_vae_decoder(options, decodes):
+    from tistudio.config import from_dict
+    from tistudio.train.session import decodes as run_decodes
+
+    cfg = from_dict(TrainConfig, {"embedding": "e.pt", "data": "d", **options})
+    assert run_decodes(cfg) is decodes
