@@ -7,6 +7,7 @@ figures share the machine's load.
 
     .venv/bin/python bench/first_step.py                 # 30 images at 512², ~10 minutes on 2 cores
     .venv/bin/python bench/first_step.py --images 8 --size 256
+    .venv/bin/python bench/first_step.py --images 4 --steps 2 --only owns --profile low-memory
 
 Also reported: peak RSS of the whole process and during the steps, and RSS after building the model
 and after set-up (what holds memory before any step). JSON in bench/results/."""
@@ -24,6 +25,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=1, help="steps after the first (its warm-up)")
+    parser.add_argument("--profile", default="balanced", help="--profile of our runs (default balanced)")
     parser.add_argument("--only", action="append", default=[], help="rows whose name contains this (repeatable)")
     args = parser.parse_args()
     rows = []
@@ -31,7 +33,8 @@ def main() -> int:
              ("as needed, run owns the model", False, True))
     for name, up_front, owned in [p for p in pairs if not args.only or any(o in p[0] for o in args.only)]:
         case = {"model": "sd1", "size": args.size, "steps": args.steps, "warmup": 1, "images": args.images,
-                "vectors": 1, "flops": False, "tensor_peak": False, "up_front": up_front, "owned": owned}
+                "vectors": 1, "flops": False, "tensor_peak": False, "up_front": up_front, "owned": owned,
+                "options": {"profile": args.profile}}
         print(f"running {name} ...", flush=True)
         rows.append({"name": name, "case": case, **run_case(case)})
     head = f"{'case':30} {'build s':>7} {'set-up s':>8} {'step 1 s':>8} {'1st step s':>10} {'s/step':>6} " \
@@ -42,7 +45,7 @@ def main() -> int:
                 f"{r['first_step_seconds']:10.0f} {r['seconds_per_step']:6.1f} {r['cpu_seconds_per_step']:6.1f} "
                 f"{r['rss_built_gb']:9.2f} {r['rss_ready_gb']:9.2f} {r['train_peak_gb']:7.2f} {r['peak_rss_gb']:7.2f}")
     print(rows_table(rows, head, 30, line))
-    print(f"saved {save('first-step', {'machine': machine(), 'images': args.images, 'size': args.size, 'results': rows})}")
+    print(f"saved {save('first-step', {'machine': machine(), 'images': args.images, 'size': args.size, 'profile': args.profile, 'results': rows})}")
     return 0
 
 

@@ -42,3 +42,23 @@ def test_the_example_is_compared_in_its_best_mode_for_the_cpu_kind(flags, mode):
     from diffusers_baseline import best_example_mode
 
     assert best_example_mode(frozenset(flags)) == mode
+
+
+@pytest.mark.parametrize("env, mode", [
+    ({}, "example bf16"),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "example fp32"),          # oneDNN capped: bf16 emulated
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, "example fp32"),   # AVX-512 without its bf16 dot products
+])
+def test_the_best_mode_follows_the_isa_caps_of_this_process(monkeypatch, env, mode):
+    """On this machine's flags (no argument) the mode comes from train/speed.py's cpu_features, the
+    one owner of the caps: an AVX-512 BF16 CPU capped to AVX2 is compared as an AVX2 CPU."""
+    from diffusers_baseline import best_example_mode
+    from tistudio.train import speed
+
+    monkeypatch.setattr(speed, "_flags", lambda cpuinfo: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert best_example_mode() == mode

@@ -2,6 +2,7 @@
 caching every image up front, whatever order the steps ask in; step 1 waits for its own batch only;
 Caching events count up with the steps; training and a resume mid-first-epoch end on the same
 vectors as a run whose latents were all encoded before its first step."""
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 
 from tistudio import api
 from tistudio.config import ModelConfig, TrainConfig
+from tistudio.data import latent_store
 from tistudio.data.bucket_cache import BucketedCache
 from tistudio.data.buckets import plan_buckets
 from tistudio.data.dataset import ImageRecord
@@ -114,19 +116,34 @@ def mixed_dataset(tmp_path):
     return folder
 
 
-def test_training_and_a_resume_mid_first_epoch_equal_caching_up_front(tiny_models, mixed_dataset, tmp_path):
-    """`disk` encodes every latent before step 1 (the store is written whole); `memory` as the steps
-    need them. Four steps at batch 1 cover 4 of the epoch's 6 images; the resume starts at step 2."""
+def test_training_and_a_resume_mid_first_epoch_equal_caching_up_front(tiny_models, mixed_dataset, tmp_path,
+                                                                      monkeypatch):
+    """Every latent encoded before step 1 (forced here) against encoded as the steps need them, in RAM
+    and in the disk store. Four steps at batch 1 cover 4 of the epoch's 12 items (6 images, 2 variants);
+    the resumes start at step 2, the disk one reusing the slots its store's index marks filled."""
     c = tiny_models["sdxl"]
     emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
-    train(config(emb, mixed_dataset, tmp_path / "up-front", "disk"), components=c, progress=False)
-    train(config(emb, mixed_dataset, tmp_path / "lazy", "memory"), components=c, progress=False)
-    half = tmp_path / "resumed"
-    train(config(emb, mixed_dataset, half, "memory", steps=2), components=c, progress=False)
-    train(config(emb, mixed_dataset, half, "memory"), components=c, progress=False, resume=str(half / "runs" / "tok"))
+    build = BucketedCache.build.__func__
+    with monkeypatch.context() as m:
+        m.setattr(BucketedCache, "build", classmethod(lambda cls, *a, **k: build(cls, *a, **{**k, "lazy": False})))
+        train(config(emb, mixed_dataset, tmp_path / "up-front", "memory"), components=c, progress=False)
+    monkeypatch.setattr(latent_store, "SAVE_SECONDS", 0.0)  # the store's index after every encode
     up_front = load_embedding(tmp_path / "up-front" / "out" / "final.pt").vectors[0]
-    assert torch.equal(load_embedding(tmp_path / "lazy" / "out" / "final.pt").vectors[0], up_front)
-    assert torch.equal(load_embedding(half / "out" / "final.pt").vectors[0], up_front)
+    for cache in ("memory", "disk"):
+        train(config(emb, mixed_dataset, tmp_path / f"lazy-{cache}", cache), components=c, progress=False)
+        assert torch.equal(load_embedding(tmp_path / f"lazy-{cache}" / "out" / "final.pt").vectors[0], up_front)
+        half = tmp_path / f"resumed-{cache}"
+        train(config(emb, mixed_dataset, half, cache, steps=2), components=c, progress=False)
+        filled = stored_slots(half)
+        train(config(emb, mixed_dataset, half, cache), components=c, progress=False, resume=str(half / "runs" / "tok"))
+        assert torch.equal(load_embedding(half / "out" / "final.pt").vectors[0], up_front)
+    assert 0 < filled < stored_slots(half) < 12  # the resume kept the first run's and added its own
+
+
+def stored_slots(root: Path) -> int:
+    """Slots the run's disk store marks filled, over all its buckets' indexes."""
+    return sum(e["filled"] for index in (root / "runs" / "tok" / "latents").glob("latents-*.json")
+               for e in json.loads(index.read_text())["entries"])
 
 
 def test_the_first_step_waits_for_its_own_batch_only(tiny_models, dataset, tmp_path):
@@ -183,3 +200,37 @@ def test_a_run_that_loads_its_model_gives_the_vae_encoder_to_the_cache(tiny_mode
     train(owned_run)
     assert torch.equal(load_embedding(tmp_path / "owned-run" / "out" / "final.pt").vectors[0],
                        load_embedding(tmp_path / "borrowed" / "out" / "final.pt").vectors[0])
+
+
+def test_a_run_that_never_decodes_keeps_no_vae_decoder(tiny_models, tiny_model_dirs, dataset, tmp_path):
+    """Owned, with previews off and no scores: the decoder half goes too (nothing decodes), and the
+    run trains the same vectors as with the caller's model, which keeps its whole VAE."""
+    c = tiny_models["sd1"]
+    emb = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
+    kw = dict(steps=3, augment_variants=1, random_crop=False, buckets=False)
+    check = config(emb, dataset, tmp_path / "check", "memory", model=ModelConfig(str(tiny_model_dirs["sd1"])), **kw)
+    s, _ = prepare(check, progress=False)
+    s.lock.release()
+    assert s.c.vae.decoder is None and s.c.vae.post_quant_conv is None
+    train(config(emb, dataset, tmp_path / "owned", "memory", model=ModelConfig(str(tiny_model_dirs["sd1"])), **kw),
+          progress=False)
+    train(config(emb, dataset, tmp_path / "borrowed", "memory", **kw), components=c, progress=False)
+    assert c.vae.decoder is not None and c.vae.post_quant_conv is not None
+    assert torch.equal(load_embedding(tmp_path / "owned" / "out" / "final.pt").vectors[0],
+                       load_embedding(tmp_path / "borrowed" / "out" / "final.pt").vectors[0])
+
+
+@pytest.mark.parametrize("options, decodes", [
+    ({"preview_every": 0}, False),
+    ({"preview_every": 500}, True),                                          # previews
+    ({"preview_every": 0, "val_every": 5}, False),                           # a validation loss only
+    ({"preview_every": 0, "val_every": 5, "eval_toy": "teal star"}, True),   # scores generate images
+    ({"preview_every": 0, "method": "dreamartist"}, False),
+    ({"preview_every": 0, "method": "dreamartist", "dreamartist": {"reconstruction": True}}, True),
+])
+def test_what_keeps_the_vae_decoder(options, decodes):
+    from tistudio.config import from_dict
+    from tistudio.train.session import decodes as run_decodes
+
+    cfg = from_dict(TrainConfig, {"embedding": "e.pt", "data": "d", **options})
+    assert run_decodes(cfg) is decodes

@@ -3,6 +3,7 @@ unchanged image is never re-encoded; a changed image (content, not just mtime) o
 it equals training on the in-RAM cache; 5,000 images stay out of anonymous memory (slow tier)."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from tistudio.config import TrainConfig
 from tistudio.data.dataset import ImageRecord
 from tistudio.data.latent_cache import LatentCache
 from tistudio.data.bucket_cache import BucketedCache
+from tistudio.data import latent_store
 from tistudio.data.latent_store import AUTO_DISK_BYTES, LatentStore, store_for, vae_fingerprint
 from tistudio.embedding.formats import load_embedding
 from tistudio.memory import status_field
@@ -96,6 +98,49 @@ def test_store_reuses_unchanged_images_and_reencodes_changed_ones(tmp_path):
     assert (store.reused, store.encoded) == (3, 2)
     left = sorted(p.name for p in folder.iterdir())
     assert len([n for n in left if n.endswith(".json")]) == 2 and not [n for n in left if n.endswith(".tmp")]
+
+
+def test_the_store_fills_lazily_to_the_bits_of_an_up_front_build(tmp_path):
+    """Encoded as asked for, chunk by chunk (the chunks an up-front build makes); the index marks what
+    is filled after the first encode and is complete with the last; a second build reuses it all."""
+    records = make_images(tmp_path / "data", 7)
+    kw = dict(width=16, height=16, mode="random", flip=True, batch_size=3, seed=0, progress=False)
+    up_front = LatentCache.build(records, CountingVAE(), store=LatentStore(tmp_path / "a", "v"), **kw)
+    vae, folder = CountingVAE(), tmp_path / "b"
+    lazy = LatentCache.build(records, vae, store=LatentStore(folder, "v"), lazy=True, **kw)
+    assert vae.images == 0 and not list(folder.glob("*.json"))
+    lazy.get([4], [True], torch.Generator().manual_seed(0))
+    assert vae.images == 6  # images 3-5 (the chunk holding 4) and their mirrors
+    index = json.loads(next(folder.glob("latents-*.json")).read_text())
+    assert [e["filled"] for e in index["entries"]] == [False] * 3 + [True] * 3 + [False]
+    lazy.fill.ensure_all()
+    assert torch.equal(lazy.fill.values, up_front.fill.values) and torch.equal(lazy.fill.std, up_front.fill.std)
+    index = json.loads(next(folder.glob("latents-*.json")).read_text())
+    assert all(e["filled"] and e["sha256"] for e in index["entries"])
+
+    store = LatentStore(folder, "v")
+    again = LatentCache.build(records, vae, store=store, lazy=True, **kw)
+    assert (store.reused, store.encoded, again.fill.left, vae.images) == (7, 0, 0, 14)
+    assert torch.equal(again.mean, up_front.mean) and torch.equal(again.std, up_front.std)
+    assert len(list(folder.glob("latents-*.f32"))) == 2  # values and std, nothing else
+
+
+def test_a_fill_stopped_part_way_keeps_what_it_encoded(tmp_path, monkeypatch):
+    """A run stopped (or killed) in its first epoch: its index names the slots it filled, which the
+    next build (a resume) reuses; the rest are encoded to the same bits as an up-front build."""
+    monkeypatch.setattr(latent_store, "SAVE_SECONDS", 0.0)  # the index after every encode
+    records = make_images(tmp_path / "data", 7)
+    kw = dict(width=16, height=16, mode="once", flip=False, batch_size=3, seed=5, progress=False)
+    up_front = LatentCache.build(records, CountingVAE(), store=LatentStore(tmp_path / "a", "v"), **kw)
+    folder = tmp_path / "b"
+    stopped = LatentCache.build(records, CountingVAE(), store=LatentStore(folder, "v"), lazy=True, **kw)
+    stopped.get([0], [False])
+    stopped.get([6], [False])  # chunks 0 (images 0-2) and 2 (image 6); then the run stops
+    store, vae = LatentStore(folder, "v"), CountingVAE()
+    resumed = LatentCache.build(records, vae, store=store, lazy=True, **kw)
+    assert (store.reused, store.encoded, resumed.fill.left) == (4, 3, 3)
+    assert torch.equal(resumed.mean, up_front.mean) and vae.images == 3
+    assert len(list(folder.glob("latents-*.f32"))) == 1  # the stopped build's arrays are gone
 
 
 def test_vae_fingerprint_follows_the_weights(tiny_models):

@@ -44,7 +44,7 @@ class LatentCache:
               store: LatentStore | None = None, lazy: bool = False) -> "LatentCache":
         """`batch_size`: images per encoder call (speed only); `seed`: the run's, for `once` draws.
         `lazy`: encode each image when `get` first asks for it (the same numbers, LatentFill) instead
-        of all of them now; a `store` is always filled now, since its file is written whole."""
+        of all of them now; a `store`'s new arrays and index are written when the last is in."""
         if mode not in MODES:
             raise TIStudioError(f"--latent-sampling {mode!r} is unknown; use one of {', '.join(MODES)}")
         if not records:
@@ -52,13 +52,13 @@ class LatentCache:
         check_size(width, height)
         records = tuple(records)
         if store is not None:
-            mean, std = store.load_or_encode(records, encode, width=width, height=height, mode=mode,
-                                             flip=flip, batch_size=batch_size, seed=seed, progress=progress,
-                                             callback=callback, check=cls._check_weight_maps)
-            return cls(records, width, height, mode, flip, LatentFill.filled(records, mean, std))
-        bar = CachingProgress(len(records) * (2 if flip else 1), progress, callback)
-        fill = LatentFill(records, encode, width=width, height=height, mode=mode, flip=flip, seed=seed,
-                          batch_size=batch_size, bar=bar, check=cls._check_weight_maps)
+            fill = store.open(records, encode, width=width, height=height, mode=mode, flip=flip,
+                              batch_size=batch_size, seed=seed, progress=progress, callback=callback,
+                              check=cls._check_weight_maps)
+        else:
+            bar = CachingProgress(len(records) * (2 if flip else 1), progress, callback)
+            fill = LatentFill(records, encode, width=width, height=height, mode=mode, flip=flip, seed=seed,
+                              batch_size=batch_size, bar=bar, check=cls._check_weight_maps)
         if not lazy:
             fill.ensure_all()
         return cls(records, width, height, mode, flip, fill)

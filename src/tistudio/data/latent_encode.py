@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm import tqdm
@@ -122,35 +122,37 @@ class CachingProgress:
         self.close()
 
 
-def encode_all(records: Sequence[ImageRecord], which: Sequence[int], encode: EncodeFn, *, width: int,
-               height: int, mode: str, flip: bool, seed: int, batch_size: int,
-               bar: CachingProgress) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
-    """(indices, values, std) for the records at `which`, `batch_size` images per encoder call."""
-    views, per_call = (2 if flip else 1), max(1, batch_size)
-    for start in range(0, len(which), per_call):
-        chunk = list(which[start:start + per_call])
-        began = time.perf_counter()
-        values, std = encode_chunk([records[i] for i in chunk], encode, width=width, height=height,
-                                   mode=mode, flip=flip, seed=seed)
-        bar.update(len(chunk) * views, time.perf_counter() - began)
-        yield chunk, values, std
+# arrays(shape, with_std) -> (values, std or None): where a fill keeps its latents, made when the
+# first chunk tells their shape (in RAM here; a disk store's are memory-mapped files).
+Arrays = Callable[[tuple[int, ...], bool], tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+def in_memory(shape: tuple[int, ...], with_std: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return torch.empty(shape), (torch.empty(shape) if with_std else None)
 
 
 class LatentFill:
     """The [N, views, C, h, w] latents of every record, encoded chunk by chunk the first time one of
     a chunk's images is asked for (`ensure`), so training starts after its first batch's encode, not
-    the whole dataset's. Chunks are fixed: records [k*batch_size, (k+1)*batch_size), the chunks
-    encode_all makes of the whole list, so the numbers are the same bits as encoding everything up
-    front, whatever order the steps ask in. When the last chunk is in, the progress bar closes and the
+    the whole dataset's. Chunks are fixed: records [k*batch_size, (k+1)*batch_size), whether they are
+    asked for one by one or all at once (ensure_all: what caching up front is), so the numbers are the
+    same bits whatever order the steps ask in. When the last chunk is in, the progress bar closes and the
     encoder is let go (with it the VAE encoder copy, vae_encoder). `check(records, latent_hw)` runs
-    on the first chunk encoded (LatentCache's weight-map check)."""
+    on the first chunk encoded (LatentCache's weight-map check). A disk store (latent_store.py) passes
+    its `arrays`, the records `have` already holds (only the rest of their chunk is encoded) and
+    `chunk(rows, last)`, called after each encode (it records them in its index)."""
 
     def __init__(self, records: Sequence[ImageRecord], encode: EncodeFn, *, width: int, height: int, mode: str,
-                 flip: bool, seed: int, batch_size: int, bar: CachingProgress, check: Callable):
+                 flip: bool, seed: int, batch_size: int, bar: CachingProgress, check: Callable,
+                 arrays: Arrays | None = None, have: Sequence[int] = (),
+                 chunk: Callable[[Sequence[int], bool], None] | None = None):
         self.records, self.encode, self.bar, self.check = records, encode, bar, check
         self.options = dict(width=width, height=height, mode=mode, flip=flip, seed=seed)
         self.per_call, self.views = max(1, batch_size), 2 if flip else 1
-        self.pending = set(range(-(-len(records) // self.per_call)))  # chunk numbers not encoded yet
+        self.arrays, self.chunk = arrays or in_memory, chunk
+        self.have = frozenset(have)  # records whose latents are in the arrays already (a disk store's)
+        chunks = range(-(-len(records) // self.per_call))
+        self.pending = {k for k in chunks if not set(self._chunk(k)) <= self.have}  # chunks not encoded yet
         self.values: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
 
@@ -175,24 +177,29 @@ class LatentFill:
     def ensure_all(self) -> None:
         self.ensure(range(len(self.records)))
 
+    def _chunk(self, k: int) -> range:
+        return range(k * self.per_call, min(len(self.records), (k + 1) * self.per_call))
+
     def _encode(self, k: int) -> None:
-        lo, hi = k * self.per_call, min(len(self.records), (k + 1) * self.per_call)
+        todo = [i for i in self._chunk(k) if i not in self.have]
         began = time.perf_counter()
         # The loop keeps freed memory for the next step (train/speed.py heap reuse): left there, the
         # last step's kept activations and the encode's would be resident together (measured: +0.25 GB
         # step peak on SD1.5 at 512²). Handed back before and after, each peak is its own.
         trim_heap()
-        values, std = encode_chunk(self.records[lo:hi], self.encode, **self.options)
+        values, std = encode_chunk([self.records[i] for i in todo], self.encode, **self.options)
         trim_heap()
         if self.values is None:  # the first chunk tells the latent shape
             self.check(self.records, values.shape[-2:])
-            self.values = torch.empty((len(self.records), *values.shape[1:]))
-            self.std = None if std is None else torch.empty_like(self.values)
-        self.values[lo:hi] = values
+            self.values, self.std = self.arrays((len(self.records), *values.shape[1:]), std is not None)
+        rows = torch.as_tensor(todo)
+        self.values[rows] = values
         if std is not None:
-            self.std[lo:hi] = std
+            self.std[rows] = std
         self.pending.discard(k)
-        self.bar.update((hi - lo) * self.views, time.perf_counter() - began)
+        self.bar.update(len(todo) * self.views, time.perf_counter() - began)
         if not self.pending:
             self.bar.close()
             self.encode = None
+        if self.chunk is not None:
+            self.chunk(todo, not self.pending)

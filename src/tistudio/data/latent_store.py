@@ -10,8 +10,13 @@ only when its image is unchanged: same size and mtime, or, when those moved, the
 or `touch` keeps its latents). Anything else is encoded again. A different VAE (weights fingerprint)
 gives a different KEY, so its latents are never mixed with another's.
 
-Writes are crash-safe: arrays first (atomically, under a fresh ID), then the index that names them,
-then the old arrays are deleted; a kill at any point leaves a valid index or none.
+A build fills new arrays (under a fresh ID; unchanged images' slots copied from the old ones) as the
+cache asks for latents: all at once, or each the first time a step needs it (data/latent_encode.py
+LatentFill). The index marks each slot filled or not and is rewritten after the first encode, at most
+every SAVE_SECONDS after that, and when the last slot is in: the filled slots are flushed to disk
+first, then the index is replaced atomically, then arrays no index names are deleted. Later encodes
+only write slots the index marks unfilled, so a kill at any point leaves a valid index (or none), and
+the next run or resume reuses every slot it marks filled.
 
 Encoding and the `once` draw are data/latent_encode.py's, shared with the in-memory cache: each
 image's sample has its own generator, so a re-encoded image gets the sample a full rebuild (or the
@@ -20,26 +25,28 @@ in-memory cache) would give it.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import secrets
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..atomic import atomic_path, write_text, write_with
+from ..atomic import remove_stale, write_text
 from ..errors import TIStudioError
 from ..events import Callback
 from ..hashing import file_sha256
 from .dataset import ImageRecord
-from .latent_encode import CachingProgress, EncodeFn, encode_all
+from .latent_encode import CachingProgress, EncodeFn, LatentFill
 
 # `auto`: latents of this many bytes or more go to disk (BucketedCache.latent_bytes counts them):
 # about 1,000 SD 1.x images at 512x512, 250 SDXL ones at 1024x1024 (mirrors and variants included).
 AUTO_DISK_BYTES = 64 * 2**20
 _VERSION = 2   # 2: `once` samples keyed per image by rng.py (1 drew them differently)
+# A fill being encoded as the steps need it rewrites its index at most this often (and when complete).
+SAVE_SECONDS = 30.0
 
 
 def vae_fingerprint(vae: torch.nn.Module) -> str:
@@ -71,6 +78,9 @@ class LatentStore:
     def __init__(self, folder: str | Path, vae_key: str):
         self.folder = Path(folder)
         self.vae_key = vae_key
+        # An index write a kill interrupted; once per store, since a run's bucket builds write theirs
+        # side by side.
+        remove_stale(self.folder)
         self.reused = 0      # slots taken from the previous build (for tests and messages)
         self.encoded = 0
 
@@ -89,35 +99,38 @@ class LatentStore:
         except (OSError, ValueError, KeyError, TypeError):
             return None  # no store yet, or one we cannot trust: encode afresh
 
-    def load_or_encode(self, records: Sequence[ImageRecord], encode: EncodeFn, *, width: int, height: int,
-                       mode: str, flip: bool, batch_size: int, seed: int, progress: bool,
-                       callback: Callback | None, check: Callable) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(values, std) as tensors over memory-mapped files; see LatentCache.build."""
+    def open(self, records: Sequence[ImageRecord], encode: EncodeFn, *, width: int, height: int, mode: str,
+             flip: bool, batch_size: int, seed: int, progress: bool, callback: Callback | None,
+             check: Callable) -> LatentFill:
+        """The latents of `records` (LatentCache.build): an unchanged store's arrays as they are, or a
+        fill whose reused slots are copied from the previous build and whose other images are encoded
+        when the fill asks (all now, or as the steps need them) into new arrays, which, with the index
+        that names them, replace the old ones once the last image is in."""
         # Only `once` values depend on the seed; the other modes' stores are shared across seeds.
         key = self._key(width, height, mode, flip, seed if mode == "once" else 0)
         self.folder.mkdir(parents=True, exist_ok=True)
+        old = self._index(key)
+        _remove_unnamed(self.folder, key, old["arrays"] if old else ())
         job = _Build(self, key, records, encode, width, height, mode, flip, batch_size, seed)
-        names, shape = job.run(self._index(key), progress, callback, check)
+        fill = job.open(old, progress, callback, check)
         self.reused, self.encoded = job.reused, job.encoded
-        index = {"version": _VERSION, "shape": list(shape), "arrays": names, "entries": job.entries}
-        write_text(self.folder / f"latents-{key}.json", json.dumps(index))
-        for path in self.folder.glob(f"latents-{key}-*.f32"):  # the previous build's arrays
-            if path.name not in names:
-                path.unlink(missing_ok=True)
-        arrays = [torch.from_numpy(_memmap(self.folder / n, tuple(shape), "c")) for n in names]
-        return arrays[0], (arrays[1] if mode == "random" else None)
+        return fill
 
 
 class _Build:
-    """One build of a store: which slots are reused, encoding the rest, writing the arrays."""
+    """One build of a store: which slots are reused, the new arrays the rest are encoded into, and
+    the index written when they are complete."""
 
     def __init__(self, store: LatentStore, key, records, encode, width, height, mode, flip, batch_size, seed):
         self.store, self.key, self.records, self.encode = store, key, records, encode
-        self.width, self.height, self.mode, self.flip, self.batch_size, self.seed = \
-            width, height, mode, flip, batch_size, seed
+        self.options = dict(width=width, height=height, mode=mode, flip=flip, seed=seed, batch_size=batch_size)
         self.views = 2 if flip else 1
+        self.with_std = mode == "random"
         self.entries: list[dict] = []
         self.reused = self.encoded = 0
+        self.maps: list[np.memmap] = []
+        self.have: list[int] = []
+        self.saved = 0.0  # when the index last recorded the filled slots (time.monotonic)
 
     def _match(self, old: dict | None) -> list[int | None]:
         """For each record, the old slot holding its unchanged latents, or None (and fill entries)."""
@@ -130,7 +143,7 @@ class _Build:
             if r.augment.key:  # a crop/colour variant (data/augment.py); plain entries are as before
                 entry["augment"] = r.augment.key
             i, e = slots.get((entry["path"], entry["grayscale"], r.augment.key), (None, None))
-            same = e is not None and ((e["size"], e["mtime_ns"]) == (size, mtime) or (
+            same = e is not None and e.get("filled", True) and ((e["size"], e["mtime_ns"]) == (size, mtime) or (
                 e["size"] == size and e["sha256"] and e["sha256"] == file_sha256(r.path)))  # touched, not changed
             if same:
                 entry["sha256"] = e["sha256"]
@@ -138,61 +151,74 @@ class _Build:
             sources.append(i if same else None)
         return sources
 
-    def run(self, old: dict | None, progress: bool, callback: Callback | None,
-            check: Callable) -> tuple[list[str], tuple[int, ...]]:
-        self.entries = []
+    def open(self, old: dict | None, progress: bool, callback: Callback | None, check: Callable) -> LatentFill:
+        folder = self.store.folder
         sources = self._match(old)
-        todo = [i for i, s in enumerate(sources) if s is None]
         if old is not None and sources == list(range(len(old["entries"]))):  # nothing changed at all
             check(self.records, tuple(old["shape"][-2:]))
             self.reused = len(sources)
-            return list(old["arrays"]), tuple(old["shape"])
-        bar = CachingProgress(len(self.records) * self.views, progress, callback)
-        chunks = encode_all(self.records, todo, self.encode, width=self.width, height=self.height,
-                            mode=self.mode, flip=self.flip, seed=self.seed, batch_size=self.batch_size, bar=bar)
-        first = next(chunks, None)
-        if first is not None:  # the first encoded chunk tells the latent shape (and checks weight maps early)
-            check(self.records, first[1].shape[-2:])
-            shape = (len(self.records), *first[1].shape[1:])
-            if old is not None and tuple(old["shape"][1:]) != shape[1:]:
-                bar.close()
-                return self.run(None, progress, callback, check)  # cannot happen with one VAE; be safe anyway
-        else:
-            shape = (len(self.records), *old["shape"][1:])
-            check(self.records, tuple(shape[-2:]))
-        self.reused, self.encoded = len(self.records) - len(todo), len(todo)
-        n_arrays = 2 if self.mode == "random" else 1
-        old_arrays = [_memmap(self.store.folder / n, tuple(old["shape"]), "r") for n in old["arrays"]] if old else []
+            arrays = [torch.from_numpy(_memmap(folder / n, tuple(old["shape"]), "c")) for n in old["arrays"]]
+            return LatentFill.filled(self.records, arrays[0], arrays[1] if self.with_std else None)
+        self.have = [i for i, s in enumerate(sources) if s is not None]
+        self.reused, self.encoded = len(self.have), len(self.records) - len(self.have)
         ident = secrets.token_hex(4)
-        names = [f"latents-{self.key}-{ident}.f32", f"latents-{self.key}-{ident}.std.f32"][:n_arrays]
-
-        def fill(tmp_paths: list[Path]) -> None:
-            outs = [_memmap(p, shape, "w+") for p in tmp_paths]
-            for i, s in enumerate(sources):  # unchanged images: copy their latents over
-                if s is not None:
-                    for out, src in zip(outs, old_arrays):
-                        out[i] = src[s]
+        self.names = [f"latents-{self.key}-{ident}.f32", f"latents-{self.key}-{ident}.std.f32"][:2 if self.with_std else 1]
+        bar = CachingProgress(len(self.records) * self.views, progress, callback)
+        fill = LatentFill(self.records, self.encode, bar=bar, check=check, arrays=self._arrays, have=self.have,
+                          chunk=self._filled, **self.options)
+        if self.have:  # the old build's shape: copy the unchanged images' latents over now
+            shape = (len(self.records), *old["shape"][1:])
+            check(self.records, shape[-2:])
+            fill.values, fill.std = self._arrays(shape, self.with_std)
+            olds = [_memmap(folder / n, tuple(old["shape"]), "r") for n in old["arrays"]]
+            for i in self.have:
+                for out, src in zip((fill.values, fill.std), olds):
+                    out[i] = torch.from_numpy(np.array(src[sources[i]]))
             bar.update(self.reused * self.views)  # reused, not encoded
-            for chunk, values, std in itertools.chain([first] if first is not None else [], chunks):
-                for j, i in enumerate(chunk):
-                    self.entries[i]["sha256"] = file_sha256(self.records[i].path)
-                    for out, v in zip(outs, (values, std)):
-                        out[i] = v[j].numpy()
-            for out in outs:
-                out.flush()
+        have = set(self.have)
+        for i, entry in enumerate(self.entries):  # until encoded (an interrupted fill's index names them)
+            entry["filled"] = i in have
+        if not fill.pending:  # every image reused (some were dropped): only the index changes
+            bar.close()
+            fill.encode = None
+            self._save()
+        return fill
 
-        with bar:
-            self._write_arrays(names, fill)
-        return names, shape
+    def _arrays(self, shape: tuple[int, ...], with_std: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The new arrays, memory-mapped under their own fresh names: no index names them until _save."""
+        self.shape = shape
+        self.maps = [_memmap(self.store.folder / n, shape, "w+") for n in self.names]
+        outs = [torch.from_numpy(m) for m in self.maps]
+        return outs[0], (outs[1] if with_std else None)
 
-    def _write_arrays(self, names: list[str], fill: Callable[[list[Path]], None]) -> None:
-        """Fill every array under a temporary name, then move each into place atomically."""
+    def _filled(self, rows: Sequence[int], last: bool) -> None:
+        """Rows were encoded: the index records them when the fill is complete, and on the way at most
+        every SAVE_SECONDS (a run stopped or killed in its first epoch then keeps most of its encodes)."""
+        for i in rows:
+            self.entries[i]["sha256"] = file_sha256(self.records[i].path)
+            self.entries[i]["filled"] = True
+        if last or time.monotonic() - self.saved >= SAVE_SECONDS:
+            self._save()
+
+    def _save(self) -> None:
+        """The filled slots to disk, then the index naming them, then the previous build's arrays go. A
+        kill at any point leaves a valid index (the old one or this) whose filled slots are on disk;
+        later encodes only write slots it marks unfilled."""
+        for m in self.maps:
+            m.flush()
         folder = self.store.folder
-        if len(names) == 1:
-            write_with(folder / names[0], lambda tmp: fill([tmp]))
-            return
-        with atomic_path(folder / names[0]) as a, atomic_path(folder / names[1]) as b:
-            fill([a, b])
+        index = {"version": _VERSION, "shape": list(self.shape), "arrays": self.names, "entries": self.entries}
+        write_text(folder / f"latents-{self.key}.json", json.dumps(index))
+        _remove_unnamed(folder, self.key, self.names)
+        self.saved = time.monotonic()
+
+
+def _remove_unnamed(folder: Path, key: str, names: Sequence[str]) -> None:
+    """This setting's arrays that its index does not name: a previous build's, or those of a build
+    killed before it first wrote its index."""
+    for path in folder.glob(f"latents-{key}-*.f32"):
+        if path.name not in names:
+            path.unlink(missing_ok=True)
 
 
 def store_for(setting: str, nbytes: int, folder: Path, vae: torch.nn.Module) -> LatentStore | None:

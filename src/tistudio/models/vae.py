@@ -66,6 +66,15 @@ def _check_fits(vae, like, path: Path) -> None:
                             f"model's are {facts[1][0]} at 1/{facts[1][1]}; use a VAE made for this model family")
 
 
+def drop_decoder(vae: torch.nn.Module) -> None:
+    """Take the decoder half out of a VAE that will never decode (a run without previews or scores:
+    the SD decoder is 0.2 GB in fp32), and hand its memory back to the system."""
+    from ..memory import trim_heap
+
+    vae.decoder = vae.post_quant_conv = None
+    trim_heap()
+
+
 @contextlib.contextmanager
 def vae_on(c, device: torch.device):
     """The model's VAE (`c`: Components) on `device` for the block, then back where it was: an

@@ -111,12 +111,21 @@ def register(field: str, factory: Callable) -> None:
     REGISTERED[field] = factory
 
 
+# The scorers that register themselves (toy/scorer.py), by their config field.
+_REGISTRABLE = ("eval_toy",)
+
+
+def asked_for(cfg) -> bool:
+    """Whether this run scores at its evaluations: every scorer generates images (so decodes)."""
+    return bool(cfg.val_every and (cfg.eval_clip or any(getattr(cfg, f) for f in _REGISTRABLE)))
+
+
 def scorers(s) -> list:
     """The fidelity scorers this run asked for (callables s -> {score name: value})."""
     out = []
     if s.cfg.eval_clip:
         out.append(ClipScorer(s, s.cfg.eval_clip))
-    for field in ("eval_toy",):
+    for field in _REGISTRABLE:
         value = getattr(s.cfg, field)
         if value and field not in REGISTERED:
             raise TIStudioError(f"--{field.replace('_', '-')}: its scorer is not loaded; train through "

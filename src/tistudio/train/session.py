@@ -28,11 +28,11 @@ from ..hypernetwork.apply import check_fits as hypernetwork_fits
 from ..hypernetwork.model import Hypernetwork
 from ..models.components import Components
 from ..models.footprint import check_fits
-from ..models.vae import load_vae
+from ..models.vae import drop_decoder, load_vae
 from ..runs import identity
 from ..runs.folder import CONFIG_FILE, RunFolder, embedding_finals, final_hypernetwork
 from ..runs.lock import RunLock
-from . import side_optim, state as train_state
+from . import fidelity, side_optim, state as train_state
 from .advice import start_warnings
 from .ema import EMA
 from .health import vocabulary_medians
@@ -230,6 +230,13 @@ def prepare(cfg: TrainConfig, components: Components | None = None, callback: Ca
         raise
 
 
+def decodes(cfg: TrainConfig) -> bool:
+    """Whether a run ever decodes latents: previews, the fidelity scores' images, DreamArtist's
+    reconstruction loss. Without any, a VAE the run owns keeps no decoder."""
+    return bool(cfg.preview_every or fidelity.asked_for(cfg)
+                or (cfg.method == "dreamartist" and cfg.dreamartist.reconstruction))
+
+
 def _build(cfg, components, callback, stop, progress, resume, trained, saved, run, lock, device,
            dist) -> tuple[Setup, train_state.TrainState]:
     emb = trained[0]
@@ -287,9 +294,12 @@ def _build(cfg, components, callback, stop, progress, resume, trained, saved, ru
                                         augment=augment, flip=cfg.flip, mode=cfg.latent_sampling)
     store = store_for(cfg.latent_cache, nbytes, run.latents, c.vae)  # fingerprints the whole VAE
     # A VAE this run loaded gives its encoder to the cache, which lets it go once every latent is in
-    # (the SD encoder: 0.14 GB in fp32); a caller's VAE is copied, and comes back as it was.
-    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last,
-                         take=components is None or bool(cfg.vae))
+    # (the SD encoder: 0.14 GB in fp32), and its decoder goes now when nothing will decode; a caller's
+    # VAE is copied, and comes back as it was.
+    owned = components is None or bool(cfg.vae)
+    encode = vae_encoder(c.vae, device, DTYPES[speed.vae_precision], speed.vae_channels_last, take=owned)
+    if owned and not decodes(cfg):
+        drop_decoder(c.vae)
     cache = BucketedCache.build(records, encode, width=width, height=height, placements=placements,
                                 augment=augment, factor=c.vae_factor, mode=cfg.latent_sampling, flip=cfg.flip,
                                 batch_size=speed.encode_batch, seed=cfg.seed, progress=progress, callback=callback,
