@@ -12,20 +12,20 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-# Palette v2 (toy model v2). Every pair is at least 127 apart in RGB (v1's closest pair,
-# orange/yellow, was 76 apart, and v1's model drew orange 50 units off, towards yellow on black and
-# red on white), so a slightly-off model colour still has one clear nearest name. The model is
-# trained on this palette and the classifier names colours by it: the shipped model's
-# toy_training.json records the palette it was trained with, and a test holds the two equal.
+# Colours are far apart in RGB (closest pair, orange/yellow, ~76 apart) so that a slightly-off
+# model colour still has one clear nearest name. The model is trained on this palette and the
+# classifier names colours by it: the shipped model's toy_training.json records the palette it was
+# trained with, and a test holds the two equal (a model trained on another palette must ship with
+# this constant changed). A wider palette was tried for a v2 model: docs/toy.md "Toy model v2".
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (190, 25, 30),
-    "orange": (255, 130, 0),
-    "yellow": (235, 235, 85),
-    "green": (40, 165, 40),
-    "teal": (0, 175, 165),
-    "blue": (30, 55, 230),
-    "purple": (150, 30, 165),
-    "pink": (245, 125, 205),
+    "red": (215, 40, 40),
+    "orange": (240, 140, 20),
+    "yellow": (235, 215, 30),
+    "green": (40, 170, 60),
+    "teal": (20, 165, 165),
+    "blue": (40, 80, 215),
+    "purple": (140, 60, 190),
+    "pink": (240, 120, 180),
 }
 SHAPES = ("circle", "square", "triangle", "star")
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {"black": (15, 15, 18), "white": (240, 240, 236)}
