@@ -30,6 +30,13 @@ def test_shipped_model_is_a_small_sd1_folder_that_load_model_reads():
     assert not torch.allclose(h[0], h[1], atol=1e-3)
 
 
+def test_shipped_model_was_trained_on_the_palette_the_classifier_names():
+    from tistudio.toy.scenes import COLOURS
+
+    saved = json.loads((default_model_path() / "toy_training.json").read_text())
+    assert {name: tuple(rgb) for name, rgb in saved["palette"].items()} == COLOURS
+
+
 @pytest.mark.slow
 def test_shipped_model_follows_its_captions(toy_model):
     from tistudio.toy.evaluate import caption_accuracy
@@ -50,6 +57,7 @@ def test_train_base_recipe_writes_a_loadable_folder_with_its_history(tmp_path):
     from tistudio.models.load import load_model
     from tistudio.toy.base import BaseRecipe, train_base
     from tistudio.toy.model import ToyArch
+    from tistudio.toy.scenes import COLOURS
 
     recipe = BaseRecipe(arch=ToyArch(text_width=16, unet_channels=(16, 32), vae_channels=(16, 16, 16)),
                         pool=16, vae_steps=2, vae_batch=4, steps=3, batch=4, warmup=1, eval_every=3,
@@ -60,6 +68,7 @@ def test_train_base_recipe_writes_a_loadable_folder_with_its_history(tmp_path):
     assert c.widths == (16,) and c.vae_factor == 4
     saved = json.loads((tmp_path / "m" / "toy_training.json").read_text())
     assert saved["history"][-1]["step"] == 3 and saved["recipe"]["steps"] == 3
+    assert saved["palette"]["orange"] == list(COLOURS["orange"])   # the palette it was trained on
     assert 0 <= report["final"]["colour"] <= 1
     assert any(line.startswith("eval step 3") for line in lines)
     # The scaling factor was measured so latents have unit variance.

@@ -26,7 +26,7 @@ from .concepts import base_training_caption, base_training_scene
 from .evaluate import caption_accuracy
 from .model import (ToyArch, build_scheduler, build_text_encoder, build_unet, build_vae,
                     save_toy_model, toy_components)
-from .scenes import Scene, render
+from .scenes import COLOURS, Scene, render
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def train_base(r: BaseRecipe, out: str | Path, log: Callable = print) -> dict:
     def save(ema: dict, history: list[dict]) -> None:
         # Saved at every evaluation, so a run cut short still leaves its latest model behind.
         folder = save_toy_model(parts["vae"], ema["unet"], ema["text_encoder"], parts["scheduler"], out)
-        report.update(recipe=asdict(r), history=history, minutes=(time.time() - started) / 60,
+        report.update(recipe=asdict(r), palette=COLOURS, history=history, minutes=(time.time() - started) / 60,
                       final=history[-1])
         write_text(folder / "toy_training.json", json.dumps(report, indent=2))
 

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-# Colours are far apart in RGB (closest pair, orange/yellow, ~75 apart) so that a slightly-off
-# model colour still has one clear nearest name.
+# Colours are far apart in RGB (closest pair, orange/yellow, ~76 apart) so that a slightly-off
+# model colour still has one clear nearest name. The model is trained on this palette and the
+# classifier names colours by it: the shipped model's toy_training.json records the palette it was
+# trained with, and a test holds the two equal (a model trained on another palette must ship with
+# this constant changed). A wider palette was tried for a v2 model: docs/toy.md "Toy model v2".
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 40),
     "orange": (240, 140, 20),
