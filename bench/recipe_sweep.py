@@ -47,6 +47,14 @@ OPTIONS = {
                        {"lr": "0.1"}),
     "schedule-free+min-snr": ({"optimizer": "schedule-free", "lr_scheduler": "constant", "warmup_steps": 50,
                                "loss_weighting": "min-snr", "snr_gamma": 5.0}, {"lr": "0.1"}),
+    # cosine+min-snr's decay written in A1111's step grammar (ends as fractions of --steps, so the
+    # schedule stretches with the run as cosine does), min-SNR-5 on top: a candidate default that
+    # keeps --lr-scheduler step-grammar
+    "min-snr+decay": ({"loss_weighting": "min-snr", "snr_gamma": 5.0},
+                      {"lr": "0.1:0.25, 0.07:0.5, 0.035:0.75, 0.01"}),
+    "min-snr+decay+warmup": ({"loss_weighting": "min-snr", "snr_gamma": 5.0, "warmup_steps": 50},
+                             {"lr": "0.1:0.25, 0.07:0.5, 0.035:0.75, 0.01"}),
+    "min-snr+decay3": ({"loss_weighting": "min-snr", "snr_gamma": 5.0}, {"lr": "0.1:0.3, 0.05:0.6, 0.02"}),
     # DreamArtist (--method dreamartist; docs/dreamartist.md "On the toy model"): one change at a time
     # from the bench's DreamArtist defaults (training cfg 2, the negative at the positive's rate, no EMA)
     "da-cfg-1": ({}, {"dreamartist": DreamArtistConfig(cfg="1")}),  # no guidance: TI's loss, the negative idle
@@ -55,6 +63,7 @@ OPTIONS = {
     "da-neg-lr-0.2": ({}, {"dreamartist": DreamArtistConfig(cfg="2", neg_lr_weight=0.2)}),
     "da-neg-lr-0": ({}, {"dreamartist": DreamArtistConfig(cfg="2", neg_lr_weight=0.0)}),
     "da-ema-0.97": ({}, {"ema": 0.97}),
+    "da-ema-0.97-replace-25": ({}, {"ema": 0.97, "ema_replace_every": 25}),  # the extension's EMA: copied back
     "da-clip-norm": ({}, {"clip_grad_mode": "norm"}),
     "da-reconstruction": ({}, {"dreamartist": DreamArtistConfig(cfg="2", reconstruction=True)}),
     "da-lr-0.03": ({}, {"lr": "0.03"}),

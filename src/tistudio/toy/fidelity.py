@@ -52,6 +52,7 @@ class FidelitySettings:
     # DreamArtist's options; training cfg 2 measured to beat the guide's 3 and 5 here (docs/toy.md)
     dreamartist: DreamArtistConfig = DreamArtistConfig(cfg="2")
     ema: float = 0.0                 # EMA decay of the vectors (--ema), 0 = off
+    ema_replace_every: int = 0       # --ema-replace-every (25: the DreamArtist extension's copy-back)
     # DreamArtist's negative prompt when sampling: "name" = NAME-neg alone (the guide's use);
     # "twin" = each prompt with NAME-neg in NAME's place (as training pairs them, and the extension's previews)
     negative: str = "name"
@@ -204,6 +205,7 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
                       save_every=0, preview_every=s.preview_every, preview_steps=s.sampler_steps,
                       preview_cfg=s.guidance, preview_sampler="ddim", preview_prompt=f"a photo of a {NAME}",
                       threads=s.threads, dreamartist=s.dreamartist, recipe=s.recipe, ema=s.ema,
+                      ema_replace_every=s.ema_replace_every,
                       clip_grad_mode=s.clip_grad_mode,
                       val_every=s.eval_every, eval_toy=concept.spec if s.eval_every else None,
                       eval_samples=s.eval_samples)
