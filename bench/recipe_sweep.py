@@ -3,7 +3,7 @@ concepts x seeds, scored as `tistudio bench fidelity` scores (64 samples, the to
 the fidelity also measured every --eval-every steps for "steps to 90%". Table on screen, JSON in
 bench/results/recipe_sweep-*.json.
 
-    PYTHONPATH=src .venv/bin/python bench/recipe_sweep.py --options default,min-snr --concepts "teal star" \\
+    PYTHONPATH=src .venv/bin/python bench/recipe_sweep.py --options a1111,min-snr+decay --concepts "teal star" \\
         --seeds 0 --steps 1000"""
 from __future__ import annotations
 
@@ -22,10 +22,15 @@ from tistudio.config import DreamArtistConfig, RecipeConfig
 from tistudio.toy.concepts import held_out_concepts, parse_concept
 from tistudio.toy.fidelity import FidelitySettings, run_fidelity
 
-# name -> (RecipeConfig fields, FidelitySettings fields). The bench's own lr is the step grammar
-# "0.1:1000, 0.02"; options that shape the rate themselves get one rate instead.
+# Every option is a change from A1111's recipe (no loss weighting, the bench's old rate
+# "0.1:1000, 0.02", constant 0.1 within 1000 steps), the base the sweep measured them against, so
+# its rows stay reproducible now that the defaults are "min-snr+decay" (docs/toy.md "Recipe sweep").
+A1111_RECIPE = {"loss_weighting": "none"}
+A1111_LR = "0.1:1000, 0.02"
+# name -> (RecipeConfig fields, FidelitySettings fields); options that shape the rate themselves get
+# one rate instead.
 OPTIONS = {
-    "default": ({}, {}),
+    "a1111": ({}, {}),
     "min-snr": ({"loss_weighting": "min-snr", "snr_gamma": 5.0}, {}),
     "debiased": ({"loss_weighting": "debiased"}, {}),
     "huber": ({"loss": "huber"}, {}),
@@ -48,8 +53,8 @@ OPTIONS = {
     "schedule-free+min-snr": ({"optimizer": "schedule-free", "lr_scheduler": "constant", "warmup_steps": 50,
                                "loss_weighting": "min-snr", "snr_gamma": 5.0}, {"lr": "0.1"}),
     # cosine+min-snr's decay written in A1111's step grammar (ends as fractions of --steps, so the
-    # schedule stretches with the run as cosine does), min-SNR-5 on top: a candidate default that
-    # keeps --lr-scheduler step-grammar
+    # schedule stretches with the run as cosine does), min-SNR-5 on top: candidate defaults that
+    # keep --lr-scheduler step-grammar. "min-snr+decay" won and is now the default recipe.
     "min-snr+decay": ({"loss_weighting": "min-snr", "snr_gamma": 5.0},
                       {"lr": "0.1:0.25, 0.07:0.5, 0.035:0.75, 0.01"}),
     "min-snr+decay+warmup": ({"loss_weighting": "min-snr", "snr_gamma": 5.0, "warmup_steps": 50},
@@ -85,7 +90,8 @@ def steps_to(run_dir: Path, target: float = TARGET) -> int | None:
 
 def run_one(name: str, concept, seed: int, base: FidelitySettings, out: Path) -> dict:
     recipe_kw, settings_kw = OPTIONS[name]
-    settings = replace(base, recipe=RecipeConfig(**recipe_kw), seed=seed, **settings_kw)
+    settings = replace(base, recipe=RecipeConfig(**{**A1111_RECIPE, **recipe_kw}), seed=seed,
+                       **{"lr": A1111_LR, **settings_kw})
     r = run_fidelity(concept, settings, out / name / f"{concept.spec}-{seed}".replace(" ", "-"))
     return {"option": name, "concept": r.concept, "seed": seed, "fidelity": r.fidelity,
             "baseline": r.baseline, "steps_to_90": steps_to(Path(r.files["run"])),
@@ -118,7 +124,7 @@ def table(summary: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--options", default="default,min-snr,logit-normal,cosine,cross-init",
+    parser.add_argument("--options", default="a1111,min-snr,cosine+min-snr,min-snr+decay",
                         help=f"comma-separated, from: {','.join(OPTIONS)}")
     parser.add_argument("--concepts", default="teal star,pink triangle,purple square,orange circle",
                         help="comma-separated held-out concepts (default: all four)")
@@ -146,7 +152,7 @@ def main() -> int:
     runs = [(n, c, s) for n in names for c in concepts for s in seeds]
     if args.order == "seed":
         runs.sort(key=lambda r: (seeds.index(r[2]), names.index(r[0])))
-    rows, path, info = [], None, {"machine": machine(), "settings": {**vars(args), "base_lr": base.lr}}
+    rows, path, info = [], None, {"machine": machine(), "settings": {**vars(args), "base_lr": A1111_LR}}
     if args.resume:
         path = Path(args.resume)
         rows = json.loads(path.read_text())["runs"]
