@@ -45,10 +45,11 @@ class FidelitySettings:
     CFG 5) so the baseline matches `tistudio toy score --baselines`."""
 
     method: str = "ti"               # ti | dreamartist | hypernetwork (defaults: for_method)
-    # The recipe sweep's winner (docs/toy.md "Recipe sweep"), with RecipeConfig's min-SNR-5: a decay
-    # in A1111's grammar whose ends are fractions of --steps, so it stretches with the run.
+    # The recipe sweep's winner (docs/toy.md "Recipe sweep"), with RecipeConfig's min-SNR-5: cosine's
+    # decay in A1111's grammar. Step numbers, not fractions of --steps: fractions collapse into
+    # equal (refused) ends on a run of a few steps.
     steps: int = 1000
-    lr: str = "0.1:0.25, 0.07:0.5, 0.035:0.75, 0.01"
+    lr: str = "0.1:250, 0.07:500, 0.035:750, 0.01"
     vectors: int = 1
     neg_vectors: int = 2             # DreamArtist's negative
     # DreamArtist's options; training cfg 2 measured to beat the guide's 3 and 5 here (docs/toy.md)
