@@ -3,7 +3,7 @@ concepts x seeds, scored as `tistudio bench fidelity` scores (64 samples, the to
 the fidelity also measured every --eval-every steps for "steps to 90%". Table on screen, JSON in
 bench/results/recipe_sweep-*.json.
 
-    PYTHONPATH=src .venv/bin/python bench/recipe_sweep.py --options default,min-snr --concepts "teal star" \\
+    PYTHONPATH=src .venv/bin/python bench/recipe_sweep.py --options a1111,min-snr+decay --concepts "teal star" \\
         --seeds 0 --steps 1000"""
 from __future__ import annotations
 
@@ -22,10 +22,15 @@ from tistudio.config import DreamArtistConfig, RecipeConfig
 from tistudio.toy.concepts import held_out_concepts, parse_concept
 from tistudio.toy.fidelity import FidelitySettings, run_fidelity
 
-# name -> (RecipeConfig fields, FidelitySettings fields). The bench's own lr is the step grammar
-# "0.1:1000, 0.02"; options that shape the rate themselves get one rate instead.
+# Every option is a change from A1111's recipe (no loss weighting, the bench's old rate
+# "0.1:1000, 0.02", constant 0.1 within 1000 steps), the base the sweep measured them against, so
+# its rows stay reproducible now that the defaults are "min-snr+decay" (docs/toy.md "Recipe sweep").
+A1111_RECIPE = {"loss_weighting": "none"}
+A1111_LR = "0.1:1000, 0.02"
+# name -> (RecipeConfig fields, FidelitySettings fields); options that shape the rate themselves get
+# one rate instead.
 OPTIONS = {
-    "default": ({}, {}),
+    "a1111": ({}, {}),
     "min-snr": ({"loss_weighting": "min-snr", "snr_gamma": 5.0}, {}),
     "debiased": ({"loss_weighting": "debiased"}, {}),
     "huber": ({"loss": "huber"}, {}),
@@ -47,6 +52,15 @@ OPTIONS = {
                        {"lr": "0.1"}),
     "schedule-free+min-snr": ({"optimizer": "schedule-free", "lr_scheduler": "constant", "warmup_steps": 50,
                                "loss_weighting": "min-snr", "snr_gamma": 5.0}, {"lr": "0.1"}),
+    # cosine+min-snr's decay written in A1111's step grammar (ends as fractions of --steps, so the
+    # schedule stretches with the run as cosine does), min-SNR-5 on top: candidate defaults that
+    # keep --lr-scheduler step-grammar. "min-snr+decay" won and is now the default recipe (at 1000
+    # steps its ends are the bench default's 250, 500, 750)
+    "min-snr+decay": ({"loss_weighting": "min-snr", "snr_gamma": 5.0},
+                      {"lr": "0.1:0.25, 0.07:0.5, 0.035:0.75, 0.01"}),
+    "min-snr+decay+warmup": ({"loss_weighting": "min-snr", "snr_gamma": 5.0, "warmup_steps": 50},
+                             {"lr": "0.1:0.25, 0.07:0.5, 0.035:0.75, 0.01"}),
+    "min-snr+decay3": ({"loss_weighting": "min-snr", "snr_gamma": 5.0}, {"lr": "0.1:0.3, 0.05:0.6, 0.02"}),
     # DreamArtist (--method dreamartist; docs/dreamartist.md "On the toy model"): one change at a time
     # from the bench's DreamArtist defaults (training cfg 2, the negative at the positive's rate, no EMA)
     "da-cfg-1": ({}, {"dreamartist": DreamArtistConfig(cfg="1")}),  # no guidance: TI's loss, the negative idle
@@ -55,6 +69,7 @@ OPTIONS = {
     "da-neg-lr-0.2": ({}, {"dreamartist": DreamArtistConfig(cfg="2", neg_lr_weight=0.2)}),
     "da-neg-lr-0": ({}, {"dreamartist": DreamArtistConfig(cfg="2", neg_lr_weight=0.0)}),
     "da-ema-0.97": ({}, {"ema": 0.97}),
+    "da-ema-0.97-replace-25": ({}, {"ema": 0.97, "ema_replace_every": 25}),  # the extension's EMA: copied back
     "da-clip-norm": ({}, {"clip_grad_mode": "norm"}),
     "da-reconstruction": ({}, {"dreamartist": DreamArtistConfig(cfg="2", reconstruction=True)}),
     "da-lr-0.03": ({}, {"lr": "0.03"}),
@@ -76,7 +91,8 @@ def steps_to(run_dir: Path, target: float = TARGET) -> int | None:
 
 def run_one(name: str, concept, seed: int, base: FidelitySettings, out: Path) -> dict:
     recipe_kw, settings_kw = OPTIONS[name]
-    settings = replace(base, recipe=RecipeConfig(**recipe_kw), seed=seed, **settings_kw)
+    settings = replace(base, recipe=RecipeConfig(**{**A1111_RECIPE, **recipe_kw}), seed=seed,
+                       **{"lr": A1111_LR, **settings_kw})
     r = run_fidelity(concept, settings, out / name / f"{concept.spec}-{seed}".replace(" ", "-"))
     return {"option": name, "concept": r.concept, "seed": seed, "fidelity": r.fidelity,
             "baseline": r.baseline, "steps_to_90": steps_to(Path(r.files["run"])),
@@ -109,7 +125,7 @@ def table(summary: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--options", default="default,min-snr,logit-normal,cosine,cross-init",
+    parser.add_argument("--options", default="a1111,min-snr,cosine+min-snr,min-snr+decay",
                         help=f"comma-separated, from: {','.join(OPTIONS)}")
     parser.add_argument("--concepts", default="teal star,pink triangle,purple square,orange circle",
                         help="comma-separated held-out concepts (default: all four)")
@@ -137,7 +153,7 @@ def main() -> int:
     runs = [(n, c, s) for n in names for c in concepts for s in seeds]
     if args.order == "seed":
         runs.sort(key=lambda r: (seeds.index(r[2]), names.index(r[0])))
-    rows, path, info = [], None, {"machine": machine(), "settings": {**vars(args), "base_lr": base.lr}}
+    rows, path, info = [], None, {"machine": machine(), "settings": {**vars(args), "base_lr": A1111_LR}}
     if args.resume:
         path = Path(args.resume)
         rows = json.loads(path.read_text())["runs"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tistudio import api
-from tistudio.config import ConceptConfig, TrainConfig, from_dict, load_toml
+from tistudio.config import ConceptConfig, RecipeConfig, TrainConfig, from_dict, load_toml
 from tistudio.embedding.formats import load_embedding
 from tistudio.errors import TIStudioError
 from shapes_dataset import write_shapes_dataset
@@ -35,8 +35,9 @@ def test_logged_loss_weights_each_sample_by_its_concept(tiny_models, tmp_path, p
     path = api.create_embedding(c, "tok", "cat", 1, tmp_path / "emb")
     concepts = (ConceptConfig(path=str(b), repeats=2, loss_weight=b_weight, template=str(template)),
                 ConceptConfig(path=str(reg), is_reg=True))
+    # the concepts' weights alone: no SNR weighting (min-SNR's is tested in test_recipe.py)
     cfg = quick_config(path, a, tmp_path, steps=2, save_every=0, batch_size=4, grad_accum=2, concept=concepts,
-                       prior_loss_weight=prior)
+                       prior_loss_weight=prior, recipe=RecipeConfig(loss_weighting="none"))
     s, seen, logged = _spied_run(cfg, c)
     assert len(s.concepts) == (3 + 2 * 2) * 2  # 7 training draws and as many reg draws per epoch
     weights = {0: 1.0, 1: 1.0, 2: 1.0, 3: b_weight, 4: b_weight, 5: prior, 6: prior}

@@ -117,7 +117,11 @@ def test_weights_follow_the_noising_schedule(tiny_models):
     s = snr(r.noising.scheduler.alphas_cumprod, t)
     assert r.weights(t).tolist() == pytest.approx((s.clamp_min(SNR_FLOOR).clamp(max=1) / (s.clamp_min(SNR_FLOOR) + 1)).tolist())
     assert r.noising.scheduler is not c.scheduler and float(r.noising.scheduler.alphas_cumprod[-1]) < 1e-9
-    assert _recipe(c).weights(t) is None and _recipe(c).noising is c
+    a1111 = _recipe(c, loss_weighting="none")
+    assert a1111.weights(t) is None and a1111.noising is c
+    default = _recipe(c)  # min-SNR-5, the recipe sweep's winner (docs/toy.md)
+    s = snr(c.scheduler.alphas_cumprod, t)
+    assert default.weights(t).tolist() == pytest.approx(timestep_weight(s, "min-snr", 5.0, "v_prediction").tolist())
 
 
 def test_init_reg_is_lambda_times_mean_squared_distance(tiny_models):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tistudio import api
+from tistudio.config import RecipeConfig
 from tistudio.embedding.formats import load_embedding
 from tistudio.events import Message
 from tistudio.train.objectives.ti import TIObjective
@@ -203,8 +204,9 @@ def test_the_guard_reads_the_device_once_per_step_with_the_loss(tiny_models, dat
     losses = []
     real_loss = TIObjective.loss
     monkeypatch.setattr(TIObjective, "loss", lambda self, mb: losses.append(real_loss(self, mb)) or losses[-1])
-    train(config(emb, dataset, tmp_path, steps=3, grad_accum=3, save_every=0), components=tiny_models["sd1"],
-          progress=False)
+    # A1111's unweighted loss, so loss.csv is the plain mean of the objective's losses
+    train(config(emb, dataset, tmp_path, steps=3, grad_accum=3, save_every=0,
+                 recipe=RecipeConfig(loss_weighting="none")), components=tiny_models["sd1"], progress=False)
     assert reads["read_step calls"] == 3 and reads["read_step"] == 3  # one copy per step
     assert reads["admit"] == 0 and reads["check_vectors"] == 0
     logged = [float(rows(tmp_path)[s]["loss"]) for s in (1, 2, 3)]

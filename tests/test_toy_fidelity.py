@@ -18,6 +18,7 @@ from tistudio.toy.classifier import fraction_of
 from tistudio.toy.concepts import parse_concept
 from tistudio.toy.evaluate import init_word_rate
 from tistudio.toy.fidelity import NAME, FidelityResult, FidelitySettings, format_table, prepare_out, run_fidelity
+from tistudio.schedules import parse_lr
 from tistudio.toy.sample import SAMPLE_SEED, draw, sample_prompts
 
 
@@ -169,6 +170,16 @@ def test_textual_inversion_on_the_toy_model_beats_its_init_word(tmp_path, toy_mo
     report = run_fidelity(parse_concept("teal star"), settings, tmp_path, model=str(toy_model_dir))
     assert report.fidelity >= report.baseline + 0.3, report
     assert report.steps == 400 and time.perf_counter() - started < 60
+
+
+def test_default_rate_decays_in_a1111_grammar_and_fits_any_length():
+    """The recipe sweep's winner: min-SNR-5 on a step-grammar decay (the sweep's fractions of 1000
+    steps), which a run of a few steps (the tests') still parses."""
+    s = FidelitySettings()
+    assert (s.recipe.loss_weighting, s.recipe.snr_gamma, s.recipe.lr_scheduler) == ("min-snr", 5.0, "step-grammar")
+    assert parse_lr(s.lr, s.steps).entries == parse_lr("0.1:0.25, 0.07:0.5, 0.035:0.75, 0.01", 1000).entries
+    assert parse_lr(s.lr, s.steps).entries == ((0.1, 250), (0.07, 500), (0.035, 750), (0.01, 1000))
+    assert parse_lr(s.lr, 3).entries == ((0.1, 3),)
 
 
 @pytest.mark.slow

@@ -18,9 +18,9 @@ def register(sub) -> None:
                    "held-out concepts")
     f.add_argument("--method", action="append", choices=["ti", "dreamartist", "hypernetwork"],
                    help="ti (default), dreamartist or hypernetwork; repeat to run several")
-    f.add_argument("--steps", type=int, help="training steps (default 2000; hypernetwork 4000)")
-    f.add_argument("--lr", help="learning rate or schedule (default '0.1:1000, 0.02'; hypernetwork "
-                   "'0.002:2000, 0.0005')")
+    f.add_argument("--steps", type=int, help="training steps (default 1000; hypernetwork 4000)")
+    f.add_argument("--lr", help="learning rate or schedule (default '0.1:250, 0.07:500, 0.035:750, 0.01'; "
+                   "hypernetwork '0.002:2000, 0.0005')")
     f.add_argument("--vectors", type=int, help="vectors per token (default 1)")
     f.add_argument("--samples", type=int, help="images drawn for each score (default 64)")
     f.add_argument("--images", type=int, help="rendered training images (default 10)")

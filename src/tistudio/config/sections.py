@@ -58,13 +58,15 @@ class DreamArtistConfig:
 @dataclass(frozen=True)
 class RecipeConfig:
     """The training recipe beyond A1111's (docs/recipe.md): loss, its timestep weighting, noise and
-    timestep draws, optimizer, schedule shape and norm control. Every default is A1111's behaviour,
-    so a run without a [recipe] section trains exactly as before."""
+    timestep draws, optimizer, schedule shape and norm control. Every default is A1111's behaviour
+    but one: min-SNR-5 loss weighting, which won the recipe sweep on every concept and seed
+    (docs/toy.md "Recipe sweep"); --loss-weighting none restores A1111's loss exactly."""
 
     loss: str = option("mse", "the loss per latent pixel", group="recipe", choices=LOSSES)
     huber_delta: float = option(0.1, "Huber loss: quadratic below this error, linear above (kohya's huber_c)",
                                 group="recipe")
-    loss_weighting: str = option("none", "weight each sample by its timestep's SNR(t)", group="recipe",
+    loss_weighting: str = option("min-snr", "weight each sample by its timestep's SNR(t); none is A1111's "
+                                 "loss", group="recipe",
                                  choices=LOSS_WEIGHTINGS)
     snr_gamma: float = option(5.0, "min-snr: weights capped at min(SNR, γ)/SNR (invoke-training's TI default)",
                               group="recipe", label="SNR gamma")

@@ -45,13 +45,17 @@ class FidelitySettings:
     CFG 5) so the baseline matches `tistudio toy score --baselines`."""
 
     method: str = "ti"               # ti | dreamartist | hypernetwork (defaults: for_method)
-    steps: int = 2000
-    lr: str = "0.1:1000, 0.02"
+    # The recipe sweep's winner (docs/toy.md "Recipe sweep"), with RecipeConfig's min-SNR-5: cosine's
+    # decay in A1111's grammar. Step numbers, not fractions of --steps: fractions collapse into
+    # equal (refused) ends on a run of a few steps.
+    steps: int = 1000
+    lr: str = "0.1:250, 0.07:500, 0.035:750, 0.01"
     vectors: int = 1
     neg_vectors: int = 2             # DreamArtist's negative
     # DreamArtist's options; training cfg 2 measured to beat the guide's 3 and 5 here (docs/toy.md)
     dreamartist: DreamArtistConfig = DreamArtistConfig(cfg="2")
     ema: float = 0.0                 # EMA decay of the vectors (--ema), 0 = off
+    ema_replace_every: int = 0       # --ema-replace-every (25: the DreamArtist extension's copy-back)
     # DreamArtist's negative prompt when sampling: "name" = NAME-neg alone (the guide's use);
     # "twin" = each prompt with NAME-neg in NAME's place (as training pairs them, and the extension's previews)
     negative: str = "name"
@@ -204,6 +208,7 @@ def _run(concept: Concept, s: FidelitySettings, out: Path, model: str | None, pr
                       save_every=0, preview_every=s.preview_every, preview_steps=s.sampler_steps,
                       preview_cfg=s.guidance, preview_sampler="ddim", preview_prompt=f"a photo of a {NAME}",
                       threads=s.threads, dreamartist=s.dreamartist, recipe=s.recipe, ema=s.ema,
+                      ema_replace_every=s.ema_replace_every,
                       clip_grad_mode=s.clip_grad_mode,
                       val_every=s.eval_every, eval_toy=concept.spec if s.eval_every else None,
                       eval_samples=s.eval_samples)
