@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import GROUPS
 from . import pickers, tab_train_output, train_resume
-from .context import Context, clicked
+from .context import Context, clicked, packed
 from .forms import FieldSpec, build_train_config, example_prompts, train_fields
 
 BASIC = "run"   # the group train_fields() puts first (what to train, on which images); the rest collapse
@@ -154,6 +154,10 @@ def build(ctx: Context, model, family) -> None:
         clicked(event, list_runs, listed, run, clear=False)
     clicked(run.input, lambda r: load_run(ctx, specs, r), run, [*values, note], clear=False)
     clicked(preview_button.click, lambda *v: prompts_preview(ctx, specs, v), values, prompts)
-    clicked(train_button.click, lambda m, f, *v: start(ctx, specs, m, f, *v), [model, family, *values], live.action)
-    clicked(resume_button.click, lambda r, *v: resume(ctx, specs, r, *v), [run, *values], live.action)
+    # Train and Resume send the form packed in one value (context.PACK says why).
+    carrier = gr.Textbox(visible=False)
+    then, unpack = packed(train_button.click, [model, family, *values], carrier)
+    live.follow(clicked(then, lambda p: start(ctx, specs, *unpack(p)), carrier, live.action))
+    then, unpack_resume = packed(resume_button.click, [run, *values], carrier)
+    live.follow(clicked(then, lambda p: resume(ctx, specs, *unpack_resume(p)), carrier, live.action))
     interrupt_button.click(lambda: interrupt(ctx), None, live.action)
