@@ -82,7 +82,11 @@ def packed(trigger, inputs: list, carrier):
     """Wire `trigger` (a button's .click) to pack `inputs`' values into `carrier` (a hidden
     Textbox) in the browser. Returns the event to chain the server's work on (it takes `carrier`)
     and the function that turns the carrier's text back into the inputs' values, each as its
-    component hands it to an event (gr.Number's rounding, a Dropdown's choice check)."""
+    component hands it to an event (gr.Number's rounding), but a dropdown's as the page holds it:
+    its choices change per page (a refresh, a log folder's runs), which the server's copy of the
+    component does not know; the config and the path guard check the value."""
+    import gradio as gr
+
     def unpack(payload: str) -> list:
-        return [c.preprocess(v) for c, v in zip(inputs, json.loads(payload))]
+        return [v if isinstance(c, gr.Dropdown) else c.preprocess(v) for c, v in zip(inputs, json.loads(payload))]
     return trigger(None, inputs, carrier, js=PACK, queue=False, show_progress="hidden").then, unpack
