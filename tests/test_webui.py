@@ -614,3 +614,20 @@ def test_the_poll_ticks_fast_only_while_the_latest_run_trains(tmp_path):
     job.status = "finished"
     *out, seen = tab_train_output.poll(jobs, seen)
     assert out[6].value == tab_train_output.IDLE_SECONDS and "finished" in out[0]
+
+
+def test_packed_inputs_come_back_as_their_components_hand_them_to_an_event():
+    """Train and Resume send the form as one JSON text (context.PACK): numbers are rounded as the
+    field's precision says, checkboxes stay booleans, a dropdown's value is kept as the page held it
+    (its choices may have changed since the page was built)."""
+    gr = pytest.importorskip("gradio")
+    from tistudio.webui.context import PACK, packed
+
+    with gr.Blocks():
+        steps, lr = gr.Number(precision=0), gr.Number()
+        flag, run = gr.Checkbox(), gr.Dropdown([""], value="", allow_custom_value=False)
+        carrier, button = gr.Textbox(visible=False), gr.Button()
+        then, unpack = packed(button.click, [steps, lr, flag, run], carrier)
+    assert PACK.startswith("(...values) =>") and callable(then)
+    assert unpack('[200.0, 0.005, true, "runs/tok"]') == [200, 0.005, True, "runs/tok"]
+    assert isinstance(unpack("[7, null, false, null]")[0], int)
