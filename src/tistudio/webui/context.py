@@ -76,6 +76,7 @@ def clicked(event, fn, inputs, outputs, clear: bool = True, say: dict[str, str] 
 # of every later event (the live side's poll: 3 a second) walks them all: the Train form's 101
 # fields made a tick cost about 7x what the poll's own outputs do.
 PACK = "(...values) => JSON.stringify(values)"
+UNPACK = "(text) => JSON.parse(text)"  # the other way: a server's list of values or gr.update()s
 
 
 def packed(trigger, inputs: list, carrier):
