@@ -586,3 +586,48 @@ def test_the_training_process_sends_steps_in_batches_and_outlives_a_gone_server(
     ours.close()  # the server is gone (killed): the run goes on to its save without a word
     send(Finished(4, "interrupted", ()))
     send.send(("finished", ""))
+
+
+def test_the_poll_ticks_fast_only_while_the_latest_run_trains(tmp_path):
+    """The timer's interval is sent when it changes: POLL_SECONDS from the first tick of a running
+    job, IDLE_SECONDS once it has ended (and on a page with no run); the saved files are sent only
+    when the status changes, not with every step."""
+    gr = pytest.importorskip("gradio")
+    from tistudio.webui import tab_train_output
+    from tistudio.webui.jobs import TrainingJob
+
+    skip = type(gr.skip())
+    latest = [None]
+    jobs = type("Jobs", (), {"latest": lambda self: latest[0]})()
+
+    *out, seen = tab_train_output.poll(jobs, None)
+    assert out[0] == "No training run in this session yet." and out[6].value == tab_train_output.IDLE_SECONDS
+    *out, seen = tab_train_output.poll(jobs, seen)
+    assert all(isinstance(o, skip) for o in out)  # idle and unchanged: not even the timer
+    job = latest[0] = TrainingJob(1, TrainConfig(), None, str(tmp_path), "tok")
+    job.record([Progress(1, 9, 0.5, 0.01, 0, 0, 0.01, 1.0)])
+    *out, seen = tab_train_output.poll(jobs, seen)
+    assert out[6].value == tab_train_output.POLL_SECONDS and out[5] == ""
+    job.record([Progress(2, 9, 0.4, 0.01, 0, 1, 0.01, 1.0)])
+    *out, seen = tab_train_output.poll(jobs, seen)
+    assert "step **2/9**" in out[0] and isinstance(out[5], skip) and isinstance(out[6], skip)
+    job.status = "finished"
+    *out, seen = tab_train_output.poll(jobs, seen)
+    assert out[6].value == tab_train_output.IDLE_SECONDS and "finished" in out[0]
+
+
+def test_packed_inputs_come_back_as_their_components_hand_them_to_an_event():
+    """Train and Resume send the form as one JSON text (context.PACK): numbers are rounded as the
+    field's precision says, checkboxes stay booleans, a dropdown's value is kept as the page held it
+    (its choices may have changed since the page was built)."""
+    gr = pytest.importorskip("gradio")
+    from tistudio.webui.context import PACK, packed
+
+    with gr.Blocks():
+        steps, lr = gr.Number(precision=0), gr.Number()
+        flag, run = gr.Checkbox(), gr.Dropdown([""], value="", allow_custom_value=False)
+        carrier, button = gr.Textbox(visible=False), gr.Button()
+        then, unpack = packed(button.click, [steps, lr, flag, run], carrier)
+    assert PACK.startswith("(...values) =>") and callable(then)
+    assert unpack('[200.0, 0.005, true, "runs/tok"]') == [200, 0.005, True, "runs/tok"]
+    assert isinstance(unpack("[7, null, false, null]")[0], int)

@@ -3,6 +3,7 @@ model given on the command line, and a scratch folder for downloads."""
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +61,33 @@ def user_errors(fn, say: dict[str, str] | None = None):
     return wrapper
 
 
-def clicked(event, fn, inputs, outputs, clear: bool = True, say: dict[str, str] | None = None) -> None:
+def clicked(event, fn, inputs, outputs, clear: bool = True, say: dict[str, str] | None = None):
     """Wire `fn` to `event` (a button's .click, a dropdown's .input) with user_errors. With `clear`,
     `outputs` (one message box) is emptied first, so an error never sits beside the success message
-    of the click before."""
+    of the click before. Returns the dependency that runs `fn` (to chain more after it)."""
     if clear:
-        event(lambda: "", None, outputs, queue=False, show_progress="hidden").then(
+        return event(lambda: "", None, outputs, queue=False, show_progress="hidden").then(
             user_errors(fn, say), inputs, outputs)
-    else:
-        event(user_errors(fn, say), inputs, outputs)
+    return event(user_errors(fn, say), inputs, outputs)
+
+
+# The browser packs an event's inputs into one string (a script, no round trip). gradio's page
+# keeps every component that was ever a server event's input or output, and every status change
+# of every later event (the live side's poll: 3 a second) walks them all: the Train form's 101
+# fields made a tick cost about 7x what the poll's own outputs do.
+PACK = "(...values) => JSON.stringify(values)"
+UNPACK = "(text) => JSON.parse(text)"  # the other way: a server's list of values or gr.update()s
+
+
+def packed(trigger, inputs: list, carrier):
+    """Wire `trigger` (a button's .click) to pack `inputs`' values into `carrier` (a hidden
+    Textbox) in the browser. Returns the event to chain the server's work on (it takes `carrier`)
+    and the function that turns the carrier's text back into the inputs' values, each as its
+    component hands it to an event (gr.Number's rounding), but a dropdown's as the page holds it:
+    its choices change per page (a refresh, a log folder's runs), which the server's copy of the
+    component does not know; the config and the path guard check the value."""
+    import gradio as gr
+
+    def unpack(payload: str) -> list:
+        return [v if isinstance(c, gr.Dropdown) else c.preprocess(v) for c, v in zip(inputs, json.loads(payload))]
+    return trigger(None, inputs, carrier, js=PACK, queue=False, show_progress="hidden").then, unpack

@@ -4,11 +4,12 @@ chosen), Train / Interrupt / Resume and the live output on the right (tab_train_
 "Continue a run" loads a run's stored config into the form for Resume (train_resume.py)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..config import GROUPS
 from . import pickers, tab_train_output, train_resume
-from .context import Context, clicked
+from .context import UNPACK, Context, clicked, packed
 from .forms import FieldSpec, build_train_config, example_prompts, train_fields
 
 BASIC = "run"   # the group train_fields() puts first (what to train, on which images); the rest collapse
@@ -152,8 +153,15 @@ def build(ctx: Context, model, family) -> None:
     # Also read when the dropdown opens, so it lists the runs of the log folder the form names now.
     for event in (refresh.click, run.focus):
         clicked(event, list_runs, listed, run, clear=False)
-    clicked(run.input, lambda r: load_run(ctx, specs, r), run, [*values, note], clear=False)
+    # Loading a run writes the form's 101 fields from one text, in the browser (context.PACK says why).
+    loaded = gr.Textbox(visible=False)
+    clicked(run.input, lambda r: json.dumps(load_run(ctx, specs, r)), run, loaded, clear=False).success(
+        None, loaded, [*values, note], js=UNPACK, queue=False, show_progress="hidden")
     clicked(preview_button.click, lambda *v: prompts_preview(ctx, specs, v), values, prompts)
-    clicked(train_button.click, lambda m, f, *v: start(ctx, specs, m, f, *v), [model, family, *values], live.action)
-    clicked(resume_button.click, lambda r, *v: resume(ctx, specs, r, *v), [run, *values], live.action)
+    # Train and Resume send the form packed in one value (context.PACK says why).
+    carrier = gr.Textbox(visible=False)
+    then, unpack = packed(train_button.click, [model, family, *values], carrier)
+    live.follow(clicked(then, lambda p: start(ctx, specs, *unpack(p)), carrier, live.action))
+    then, unpack_resume = packed(resume_button.click, [run, *values], carrier)
+    live.follow(clicked(then, lambda p: resume(ctx, specs, *unpack_resume(p)), carrier, live.action))
     interrupt_button.click(lambda: interrupt(ctx), None, live.action)

@@ -1,13 +1,16 @@
 """The Train tab's live side: status line, loss chart (training loss, its moving average, validation
-points), the latest preview and the previews by step, messages. A timer polls the job registry every
-second, so a reopened page picks up a run that kept going.
+points), the latest preview and the previews by step, messages. A timer polls the job registry, every
+second while a run trains and every IDLE_SECONDS otherwise, so a reopened page picks up a run that
+kept going.
 
 Training runs in a process of its own (jobs.py), so the poll never holds up a step's Python; it
-still shares the machine's cores with the run, and so does the browser drawing what it sends: each
-tick does work only for what changed since the last one, reads loss.csv only when the file changed
-(it is flushed at saves and evaluations, not every step), judges each saved file once, redraws a long
-chart only every few seconds while the run trains (the status line says the step every tick), and
-sends at most MAX_POINTS points per series."""
+still shares the machine's cores with the run, and so does the browser handling what it sends. In the
+browser the cost of a tick is mostly gradio's own: every event's status changes walk every component
+that was ever an event's input or output (the Train click's form fields among them), unchanged
+outputs or not. So the ticks are few and light: outside the queue (3 status changes each, not 5), slow
+while nothing trains, and each sends only what changed since the last one (loss.csv is read only when
+the file changed, each saved file judged once, a long chart redrawn only every few seconds, at most
+MAX_POINTS points per series)."""
 from __future__ import annotations
 
 import functools
@@ -24,6 +27,9 @@ from . import runs as run_files
 from .jobs import JobView
 
 POLL_SECONDS = 1.0
+# While nothing trains a tick only notices a run started from another page (this page's Train and
+# Resume switch to POLL_SECONDS at once): every 10 s instead of every second.
+IDLE_SECONDS = 10.0
 # Drawing the chart is the browser's costliest work per tick, growing with its points (up to
 # MAX_POINTS per series): a chart is redrawn at most every CHART_SECONDS x points / MAX_POINTS, so a
 # short one still follows every tick and a long one (a toy run makes ~90 points a second) every 5 s.
@@ -161,7 +167,8 @@ def _redraw(now: dict, seen: dict, clock) -> bool:
 
 
 def poll(jobs, seen: dict | None, clock=time.monotonic):
-    """Outputs for one timer tick; pieces that did not change are skipped so images do not flicker."""
+    """Outputs for one timer tick; pieces that did not change are skipped so images do not flicker,
+    and the timer's interval is sent when it changes (fast while the latest run trains)."""
     import gradio as gr
 
     job = jobs.latest()
@@ -169,21 +176,24 @@ def poll(jobs, seen: dict | None, clock=time.monotonic):
     seen = seen or {}
     now = {"id": v.id if v else None, "status": v.status if v else None, "points": len(v.points) if v else 0,
            "previews": len(v.previews) if v else 0, "messages": len(v.messages) if v else 0,
-           "stopping": v.stopping if v else False, "caching": v.caching.done if v and v.caching else 0}
+           "stopping": v.stopping if v else False, "caching": v.caching.done if v and v.caching else 0,
+           "interval": POLL_SECONDS if v and v.status == "running" else IDLE_SECONDS}
     if all(seen.get(k) == value for k, value in now.items()) and seen:
-        return (gr.skip(),) * 6 + (seen,)
+        return (gr.skip(),) * 7 + (seen,)
     images_changed = (now["id"], now["previews"]) != (seen.get("id"), seen.get("previews"))
     latest = v.previews[-1].path if v and v.previews else None
     # Messages come a few per run while the status changes every step: the box is rewritten only
-    # when one is added (or another run is shown).
+    # when one is added (or another run is shown); the saved files only when the status changes.
     messages = ("\n".join(f"{m.level}: {m.text}" for m in v.messages) if v else "") \
         if (now["id"], now["messages"]) != (seen.get("id"), seen.get("messages")) else gr.skip()
+    saved = saved_text(v) if (now["id"], now["status"]) != (seen.get("id"), seen.get("status")) else gr.skip()
+    timer = gr.Timer(now["interval"]) if now["interval"] != seen.get("interval") else gr.skip()
     frame = chart(v) if _redraw(now, seen, clock) else None
     drawn = {"drawn": (now["id"], now["points"], now["status"]), "drawn_at": clock()} if frame is not None else \
         {k: seen[k] for k in ("drawn", "drawn_at") if k in seen}
     return (status_text(v), gr.skip() if frame is None else frame,
             latest if images_changed else gr.skip(), (_gallery(v) if v else []) if images_changed else gr.skip(),
-            messages, saved_text(v), {**now, **drawn})
+            messages, saved, timer, {**now, **drawn})
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,18 @@ class Live:
     """The live side's components, for the form's buttons to write into."""
     action: object
     status: object
+    timer: object
+    seen: object
+
+    def follow(self, dependency) -> None:
+        """Once `dependency` (a Train or Resume click) has started a run, the timer polls every
+        POLL_SECONDS at once, not at its next idle tick; the poll's record of the interval says so,
+        so that it slows the timer again even if the run has ended before the next tick."""
+        import gradio as gr
+
+        def fast(seen):
+            return gr.Timer(POLL_SECONDS), {**(seen or {}), "interval": POLL_SECONDS}
+        dependency.success(fast, self.seen, [self.timer, self.seen], queue=False, show_progress="hidden")
 
 
 def build(jobs) -> Live:
@@ -209,7 +231,8 @@ def build(jobs) -> Live:
     messages = gr.Textbox(label="Messages", lines=3, max_lines=8, elem_id="train-messages")
     saved = gr.Markdown(elem_id="train-saved")
     seen = gr.State(None)
-    timer = gr.Timer(POLL_SECONDS)
-    timer.tick(lambda s: poll(jobs, s), seen, [status, plot, latest, gallery, messages, saved, seen],
-               show_progress="hidden")
-    return Live(action, status)
+    timer = gr.Timer(POLL_SECONDS)  # the first tick shows the latest run and sets the pace
+    # Outside the queue: a poll is light, and waits behind no Generate or Preprocess.
+    timer.tick(lambda s: poll(jobs, s), seen, [status, plot, latest, gallery, messages, saved, timer, seen],
+               show_progress="hidden", queue=False)
+    return Live(action, status, timer, seen)
