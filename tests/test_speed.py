@@ -31,7 +31,7 @@ def amx(monkeypatch):
 def test_balanced_profile_on_cpu_depends_on_model_size(amx):
     small = speed.resolve(TrainConfig(), CPU, 2_000_000)
     assert (small.precision, small.threads, small.checkpointing, small.channels_last, small.compile) == \
-        ("fp32", 4, False, False, False)
+        ("fp32", 1, False, False, False)  # a small model's step gains nothing from more threads
     large = speed.resolve(TrainConfig(), CPU, 860_000_000)
     assert (large.precision, large.threads, large.checkpointing, large.channels_last, large.compile) == \
         ("bf16", 4, False, True, False)

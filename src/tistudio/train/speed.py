@@ -12,8 +12,8 @@ Why the rules look the way they do (measured on 2-core Sapphire Rapids and Zen C
 - Latent caching (data/latent_encode.py) encodes in bf16 where bf16 is native and the frozen
   weights are bf16 (2.3x fewer CPU seconds than the plain fp32 loop on an AVX-512 BF16 Zen 5, with
   NHWC), else in fp32, in NHWC layout, one image per call on a CPU (two per call gained nothing).
-- Threads: every physical core, divided between data-parallel processes; with idle OpenMP threads
-  spinning only briefly (quiet_openmp) a second thread no longer slows small models down on a busy machine.
+- Threads: every physical core, divided between data-parallel processes, for a full-size model; one
+  for a small one (< LARGE_UNET), whose step a second thread does not speed up.
 - Gradient checkpointing saves activation memory at ~1.3x the compute: only `low-memory` turns it on.
 - torch.compile did not pay on the CPU at 512²: only `fast` on a GPU compiles by default.
 - Heap reuse (CPU): glibc serves every allocation above 32 MB with a fresh mmap and unmaps it on
@@ -220,7 +220,11 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1,
     # Measured on the CPU: no gain at 512² (6.9 vs 6.3 CPU s/step) after a 6-minute compile, so only
     # `fast` on a GPU compiles by default; --compile still asks for it anywhere.
     compile_unet = profile == "fast" and gpu
-    threads = 0 if gpu else max(1, physical_cores() // processes)
+    # A small model's step is mostly Python and tiny kernels: on the toy model 1,000 steps took the
+    # same wall time on one thread as on two (20.5-23.1 s against 20.4-23.9 s, idle Zen 5) for 30%
+    # less CPU, and a second thread only adds a barrier that any other process on the cores (a
+    # browser watching the run) stalls.
+    threads = 0 if gpu else max(1, physical_cores() // processes) if large else 1
     # The VAE encodes in half only where that half is native and bf16 (the SD VAEs overflow fp16),
     # and only when the run trains in it: --precision fp32 also gives fp32 latents.
     vae_precision = "bf16" if precision == "bf16" and half == "bf16" else "fp32"
