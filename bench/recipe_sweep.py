@@ -61,6 +61,12 @@ OPTIONS = {
     "min-snr+decay+warmup": ({"loss_weighting": "min-snr", "snr_gamma": 5.0, "warmup_steps": 50},
                              {"lr": "0.1:0.25, 0.07:0.5, 0.035:0.75, 0.01"}),
     "min-snr+decay3": ({"loss_weighting": "min-snr", "snr_gamma": 5.0}, {"lr": "0.1:0.3, 0.05:0.6, 0.02"}),
+    # aimed at the TI target (>= 95% over teal star, pink triangle, purple square): the default at
+    # twice the rate, and at two vectors
+    "min-snr+decay-0.2": ({"loss_weighting": "min-snr", "snr_gamma": 5.0},
+                          {"lr": "0.2:0.25, 0.14:0.5, 0.07:0.75, 0.02"}),
+    "min-snr+decay+2-vectors": ({"loss_weighting": "min-snr", "snr_gamma": 5.0},
+                                {"lr": "0.1:0.25, 0.07:0.5, 0.035:0.75, 0.01", "vectors": 2}),
     # DreamArtist (--method dreamartist; docs/dreamartist.md "On the toy model"): one change at a time
     # from the bench's DreamArtist defaults (training cfg 2, the negative at the positive's rate, no EMA)
     "da-cfg-1": ({}, {"dreamartist": DreamArtistConfig(cfg="1")}),  # no guidance: TI's loss, the negative idle

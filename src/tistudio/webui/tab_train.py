@@ -157,9 +157,11 @@ def build(ctx: Context, model, family) -> None:
     loaded = gr.Textbox(visible=False)
     clicked(run.input, lambda r: json.dumps(load_run(ctx, specs, r)), run, loaded, clear=False).success(
         None, loaded, [*values, note], js=UNPACK, queue=False, show_progress="hidden")
-    clicked(preview_button.click, lambda *v: prompts_preview(ctx, specs, v), values, prompts)
-    # Train and Resume send the form packed in one value (context.PACK says why).
-    carrier = gr.Textbox(visible=False)
+    # Example prompts, Train and Resume send the form packed in one value (context.PACK says why);
+    # the prompts have their own carrier, so a click on Train meanwhile cannot swap the payload.
+    prompts_carrier, carrier = gr.Textbox(visible=False), gr.Textbox(visible=False)
+    then, unpack_prompts = packed(preview_button.click, values, prompts_carrier)
+    clicked(then, lambda p: prompts_preview(ctx, specs, unpack_prompts(p)), prompts_carrier, prompts)
     then, unpack = packed(train_button.click, [model, family, *values], carrier)
     live.follow(clicked(then, lambda p: start(ctx, specs, *unpack(p)), carrier, live.action))
     then, unpack_resume = packed(resume_button.click, [run, *values], carrier)
