@@ -204,14 +204,13 @@ def resolve(cfg, device, unet_parameters: int, processes: int = 1,
     if not gpu and features is None:
         features, cap = cpu_features(), cap_note()
     half = native_half(device, features)
-    # low-memory halves the weights only where the half is native or on a GPU: on a CPU that
-    # emulates bf16 (AVX2, plain AVX-512) one SD1.5 convolution took 127x its fp32 time, so there it
-    # keeps fp32 and saves memory by checkpointing alone (--precision bf16 still forces it).
-    halves = gpu or half is not None
+    # Half weights only where the half is native (a GPU's always is): on a CPU that emulates bf16
+    # (AVX2, plain AVX-512) one SD1.5 convolution took 127x its fp32 time, so even low-memory keeps
+    # fp32 there and saves by checkpointing alone (--precision bf16 still forces it).
     if gpu or large:
-        precision = half or ("bf16" if profile == "low-memory" and halves else "fp32")
+        precision = half or "fp32"
     else:
-        precision = "bf16" if profile == "low-memory" and halves else "fp32"
+        precision = "bf16" if profile == "low-memory" and half else "fp32"
     precision = precision if cfg.precision is None else cfg.precision
     checkpointing = profile == "low-memory"
     # channels_last pays for oneDNN / cuDNN convolutions in half precision; in fp32 on a CPU it adds
