@@ -163,7 +163,7 @@ def _facts(cfg: TrainConfig, table, emb, source: ModelSource | None, concepts) -
     first = cfg.embedding_tables[0].path == table.path
     mine = tuple(c.path for c in concepts if c.embedding == emb.name or (first and not c.embedding))
     verdicts = compat(facts(table.path), source.family if source else None)
-    return EmbeddingFacts(table.path, emb.name, int(emb.vectors[0].shape[0]), emb.widths, family_of(emb.widths),
+    return EmbeddingFacts(table.path, emb.name, emb.n_vectors, emb.widths, family_of(emb.widths),
                           emb.step, table.lr_scale, table.stop_step, mine, {v.client: v.status for v in verdicts})
 
 
