@@ -80,7 +80,8 @@ class RunCheck:
                          unread or str(e.step), f"{e.lr_scale:g}", str(e.stop_step or "-"),
                          ", ".join(e.concepts) or "-"))
         wide = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, wide)) + "  " + r[-1] for r in rows if self.embeddings]
+        if self.embeddings:
+            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, wide)) + "  " + r[-1] for r in rows]
         for e in self.embeddings:
             if e.loads_in:
                 lines.append(f"  {e.name or e.path} loads in: " + ", ".join(
