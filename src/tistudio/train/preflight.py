@@ -80,7 +80,8 @@ class RunCheck:
                          unread or str(e.step), f"{e.lr_scale:g}", str(e.stop_step or "-"),
                          ", ".join(e.concepts) or "-"))
         wide = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, wide)) + "  " + r[-1] for r in rows if self.embeddings]
+        if self.embeddings:
+            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, wide)) + "  " + r[-1] for r in rows]
         for e in self.embeddings:
             if e.loads_in:
                 lines.append(f"  {e.name or e.path} loads in: " + ", ".join(
@@ -163,7 +164,7 @@ def _facts(cfg: TrainConfig, table, emb, source: ModelSource | None, concepts) -
     first = cfg.embedding_tables[0].path == table.path
     mine = tuple(c.path for c in concepts if c.embedding == emb.name or (first and not c.embedding))
     verdicts = compat(facts(table.path), source.family if source else None)
-    return EmbeddingFacts(table.path, emb.name, int(emb.vectors[0].shape[0]), emb.widths, family_of(emb.widths),
+    return EmbeddingFacts(table.path, emb.name, emb.n_vectors, emb.widths, family_of(emb.widths),
                           emb.step, table.lr_scale, table.stop_step, mine, {v.client: v.status for v in verdicts})
 
 

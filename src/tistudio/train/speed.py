@@ -157,8 +157,9 @@ def cap_note(aten: str | None = None, env=None) -> str:
     """What capped this machine's CPU kind, e.g. "avx512-bf16 capped by ONEDNN_MAX_CPU_ISA=AVX2",
     or "" when the cap (if any) takes nothing away."""
     cap = isa_cap(aten, env)
-    raw = cpu_kind(_flags(None))
-    if cap is None or cpu_kind(_capped(_flags(None), cap)) == raw:
+    flags = _flags(None)
+    raw = cpu_kind(flags)
+    if cap is None or cpu_kind(_capped(flags, cap)) == raw:
         return ""
     return f"{raw} capped by {cap[1]}"
 
