@@ -129,7 +129,6 @@ class _Build:
         self.entries: list[dict] = []
         self.reused = self.encoded = 0
         self.maps: list[np.memmap] = []
-        self.have: list[int] = []
         self.saved = 0.0  # when the index last recorded the filled slots (time.monotonic)
 
     def _match(self, old: dict | None) -> list[int | None]:
@@ -159,25 +158,24 @@ class _Build:
             self.reused = len(sources)
             arrays = [torch.from_numpy(_memmap(folder / n, tuple(old["shape"]), "c")) for n in old["arrays"]]
             return LatentFill.filled(self.records, arrays[0], arrays[1] if self.with_std else None)
-        self.have = [i for i, s in enumerate(sources) if s is not None]
-        self.reused, self.encoded = len(self.have), len(self.records) - len(self.have)
+        have = [i for i, s in enumerate(sources) if s is not None]
+        self.reused, self.encoded = len(have), len(self.records) - len(have)
         ident = secrets.token_hex(4)
         self.names = [f"latents-{self.key}-{ident}.f32", f"latents-{self.key}-{ident}.std.f32"][:2 if self.with_std else 1]
         bar = CachingProgress(len(self.records) * self.views, progress, callback)
-        fill = LatentFill(self.records, self.encode, bar=bar, check=check, arrays=self._arrays, have=self.have,
+        fill = LatentFill(self.records, self.encode, bar=bar, check=check, arrays=self._arrays, have=have,
                           chunk=self._filled, **self.options)
-        if self.have:  # the old build's shape: copy the unchanged images' latents over now
+        if have:  # the old build's shape: copy the unchanged images' latents over now
             shape = (len(self.records), *old["shape"][1:])
             check(self.records, shape[-2:])
             fill.values, fill.std = self._arrays(shape, self.with_std)
             olds = [_memmap(folder / n, tuple(old["shape"]), "r") for n in old["arrays"]]
-            for i in self.have:
+            for i in have:
                 for out, src in zip((fill.values, fill.std), olds):
                     out[i] = torch.from_numpy(np.array(src[sources[i]]))
             bar.update(self.reused * self.views)  # reused, not encoded
-        have = set(self.have)
         for i, entry in enumerate(self.entries):  # until encoded (an interrupted fill's index names them)
-            entry["filled"] = i in have
+            entry["filled"] = i in fill.have
         if not fill.pending:  # every image reused (some were dropped): only the index changes
             bar.close()
             fill.encode = None

@@ -54,11 +54,7 @@ class ModelSource:
         from accelerate import init_empty_weights
         from diffusers import UNet2DConditionModel
 
-        try:
-            config = UNet2DConditionModel.load_config(self.config / "unet")
-        except (OSError, ValueError) as exc:
-            raise TIStudioError(f"--model {self.path}: no readable unet config in {self.config} "
-                                f"({first_line(exc)}); {MODEL_HINT}") from None
+        config = self._config("unet")
         with init_empty_weights():
             unet = UNet2DConditionModel.from_config(config)
         return sum(p.numel() for p in unet.parameters())

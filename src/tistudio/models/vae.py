@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TIStudioError, first_line
+from ..memory import trim_heap
 from .single_file import read_checkpoint
 
 _HINT = "pass --vae a diffusers AutoencoderKL folder or a VAE .safetensors/.ckpt file"
@@ -69,8 +70,6 @@ def _check_fits(vae, like, path: Path) -> None:
 def drop_decoder(vae: torch.nn.Module) -> None:
     """Take the decoder half out of a VAE that will never decode (a run without previews or scores:
     the SD decoder is 0.2 GB in fp32), and hand its memory back to the system."""
-    from ..memory import trim_heap
-
     vae.decoder = vae.post_quant_conv = None
     trim_heap()
 
