@@ -56,8 +56,9 @@ SD1.5). "step GB" (peak resident memory during the timed steps) is the like-for-
 
 Every variant runs in its own child process: "example fp32" and "example bf16" through this file's
 --child entry, ours through bench/harness.py (the real session.prepare + run_loop path) with the
-default balanced profile and with --profile low-memory. All children get the CLI's OpenMP settings (train/speed.py OPENMP_ENV)
-(our CLI sets it; giving it to the example too keeps spinning threads out of the comparison). The
+default balanced profile and with --profile low-memory. All children get the CLI's OpenMP settings
+(train/speed.py OPENMP_ENV; giving them to the example too keeps its idle threads' spinning out of
+the comparison). The
 table gives wall and CPU seconds per step (median after one warm-up step; CPU seconds of all
 threads barely change when other jobs share the machine), whole-process and during-step peak
 memory, the reference (the example's best mode) divided by each variant (step time, and during-step

@@ -92,11 +92,16 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def _ticks(fields: list[str]) -> int:
+    """A process's CPU clock ticks so far, from its _stat(): all its threads (utime, stime), and its
+    children that have ended and were waited for (cutime, cstime)."""
+    return sum(int(f) for f in fields[11:15])
+
+
 def _process_cpu(pid: int) -> float:
-    """CPU seconds of a running process so far (Linux /proc): all its threads, and its children
-    that have ended and were waited for (the web UI's training process)."""
-    fields = _stat(pid)
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of a running process so far (Linux /proc), its waited-for children's included
+    (the web UI's training process)."""
+    return _ticks(_stat(pid)) / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> set[int]:
@@ -129,7 +134,7 @@ def _browser_cpu(exclude: int) -> float:
     """CPU seconds of this process's live descendants but the web UI server and its own: the
     Playwright driver and chromium, with the processes they have waited for (a closed page's)."""
     skip = {exclude} | _children(exclude)
-    return sum(sum(int(f) for f in fields[11:15]) for pid in _children(os.getpid()) - skip
+    return sum(_ticks(fields) for pid in _children(os.getpid()) - skip
                if (fields := _stat(pid))) / os.sysconf("SC_CLK_TCK")
 
 

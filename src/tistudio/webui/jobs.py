@@ -112,7 +112,7 @@ class TrainingJob:
     caching: Caching | None = None
     started: float = field(default_factory=time.time)
     process: multiprocessing.process.BaseProcess | None = None
-    thread: threading.Thread | None = None   # reads the child's events; ends once the child has
+    thread: threading.Thread | None = None   # reads the child's events; ends after the child does
     _stop: object = None                      # the server's end of the child's stop pipe
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
