@@ -66,7 +66,7 @@ class Points(Sequence):
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return self._items[:self._n][i]
+            return [self._items[j] for j in range(self._n)[i]]  # the slice's points only
         if not -self._n <= i < self._n:
             raise IndexError(i)
         return self._items[i % self._n]

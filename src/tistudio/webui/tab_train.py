@@ -157,13 +157,13 @@ def build(ctx: Context, model, family) -> None:
     loaded = gr.Textbox(visible=False)
     clicked(run.input, lambda r: json.dumps(load_run(ctx, specs, r)), run, loaded, clear=False).success(
         None, loaded, [*values, note], js=UNPACK, queue=False, show_progress="hidden")
-    # Example prompts, Train and Resume send the form packed in one value (context.PACK says why);
-    # the prompts have their own carrier, so a click on Train meanwhile cannot swap the payload.
-    prompts_carrier, carrier = gr.Textbox(visible=False), gr.Textbox(visible=False)
+    # Example prompts, Train and Resume send the form packed in one value (context.PACK says why),
+    # each in a carrier of its own, so a click on one meanwhile cannot swap another's payload.
+    prompts_carrier, train_carrier, resume_carrier = (gr.Textbox(visible=False) for _ in range(3))
     then, unpack_prompts = packed(preview_button.click, values, prompts_carrier)
     clicked(then, lambda p: prompts_preview(ctx, specs, unpack_prompts(p)), prompts_carrier, prompts)
-    then, unpack = packed(train_button.click, [model, family, *values], carrier)
-    live.follow(clicked(then, lambda p: start(ctx, specs, *unpack(p)), carrier, live.action))
-    then, unpack_resume = packed(resume_button.click, [run, *values], carrier)
-    live.follow(clicked(then, lambda p: resume(ctx, specs, *unpack_resume(p)), carrier, live.action))
+    then, unpack = packed(train_button.click, [model, family, *values], train_carrier)
+    live.follow(clicked(then, lambda p: start(ctx, specs, *unpack(p)), train_carrier, live.action))
+    then, unpack_resume = packed(resume_button.click, [run, *values], resume_carrier)
+    live.follow(clicked(then, lambda p: resume(ctx, specs, *unpack_resume(p)), resume_carrier, live.action))
     interrupt_button.click(lambda: interrupt(ctx), None, live.action)
